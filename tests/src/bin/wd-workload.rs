@@ -1,0 +1,194 @@
+//! A small service that the end-to-end tests and the demo monitor and break on command.
+//!
+//! It prints `READY pid=N`, then reads commands from stdin, one per line:
+//! - `stall-vfork MS`: a thread named `stuck` calls vfork(); the child sleeps MS ms
+//!   before exiting, so the parent sits in uninterruptible sleep inside vfork. Prints
+//!   `STALL tid=T at_ns=N` (CLOCK_MONOTONIC just before the syscall).
+//! - `idle`: threads park in epoll_wait, nanosleep, a condvar, accept, a pipe read and
+//!   poll. Prints `IDLE kind=K tid=T` for each.
+//! - `kmsg TEXT`: a thread named `reporter` writes TEXT to /dev/kmsg, prints
+//!   `KMSG tid=T at_ns=N`, then sleeps.
+//! - `work`: a thread named `worker` makes short syscalls in a loop (the demo's
+//!   "service doing its job").
+//!
+//! The main thread waits in a read of stdin (a pipe: idle, not stuck).
+use std::{
+    io::{BufRead, Write},
+    sync::{Condvar, Mutex},
+    thread,
+    time::Duration,
+};
+
+use watchdog::clock::monotonic_ns;
+
+static OUT: Mutex<()> = Mutex::new(());
+
+fn say(line: &str) {
+    let _guard = OUT.lock().unwrap();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn tid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("spawn thread");
+}
+
+/// vfork(); the child sleeps for `ts` and exits, touching no stack (it shares ours).
+/// Returns the child's pid (or -errno) in the parent, once the child has exited.
+#[cfg(target_arch = "x86_64")]
+fn vfork_child_sleeps(ts: &libc::timespec) -> i64 {
+    let ret: i64;
+    // SAFETY: the child runs only these instructions: nanosleep(ts, NULL) then exit(0),
+    // using registers only; the parent resumes after the child exits.
+    unsafe {
+        std::arch::asm!(
+            "mov eax, 58",   // vfork
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, {ts}",
+            "xor esi, esi",
+            "mov eax, 35",   // nanosleep
+            "syscall",
+            "xor edi, edi",
+            "mov eax, 60",   // exit
+            "syscall",
+            "2:",
+            ts = in(reg) ts as *const libc::timespec,
+            out("rax") ret,
+            out("rcx") _,
+            out("r11") _,
+            out("rdi") _,
+            out("rsi") _,
+        );
+    }
+    ret
+}
+
+fn stall_vfork(ms: u64) {
+    spawn("stuck", move || {
+        let ts = libc::timespec {
+            tv_sec: (ms / 1000) as i64,
+            tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+        };
+        say(&format!("STALL tid={} at_ns={}", tid(), monotonic_ns()));
+        #[cfg(target_arch = "x86_64")]
+        {
+            let child = vfork_child_sleeps(&ts);
+            if child > 0 {
+                // SAFETY: reaping our own child.
+                unsafe { libc::waitpid(child as i32, std::ptr::null_mut(), 0) };
+            }
+            say(&format!("UNSTALLED tid={}", tid()));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = ts;
+            say("ERROR stall-vfork needs x86_64 (no vfork syscall here)");
+        }
+    });
+}
+
+fn idle() {
+    spawn("idle-epoll", || {
+        // SAFETY: plain syscalls on an fd we own.
+        unsafe {
+            let ep = libc::epoll_create1(0);
+            say(&format!("IDLE kind=epoll tid={}", tid()));
+            let mut ev = [libc::epoll_event { events: 0, u64: 0 }];
+            libc::epoll_wait(ep, ev.as_mut_ptr(), 1, -1);
+        }
+    });
+    spawn("idle-sleep", || {
+        say(&format!("IDLE kind=nanosleep tid={}", tid()));
+        thread::sleep(Duration::from_secs(24 * 3600));
+    });
+    spawn("idle-condvar", || {
+        let pair = (Mutex::new(false), Condvar::new());
+        say(&format!("IDLE kind=condvar tid={}", tid()));
+        let mut done = pair.0.lock().unwrap();
+        while !*done {
+            done = pair.1.wait(done).unwrap();
+        }
+    });
+    spawn("idle-accept", || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        say(&format!("IDLE kind=accept tid={}", tid()));
+        let _ = l.accept();
+    });
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    // The writer stays open (leaked) so the read waits instead of seeing EOF.
+    std::mem::forget(writer);
+    let (poll_reader, poll_writer) = std::io::pipe().expect("pipe");
+    std::mem::forget(poll_writer);
+    spawn("idle-pipe", move || {
+        use std::io::Read;
+        say(&format!("IDLE kind=pipe-read tid={}", tid()));
+        let mut r = reader;
+        let _ = r.read(&mut [0u8; 1]);
+    });
+    spawn("idle-poll", move || {
+        use std::os::fd::AsRawFd;
+        let mut pfd = libc::pollfd {
+            fd: poll_reader.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        say(&format!("IDLE kind=poll tid={}", tid()));
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, -1) };
+    });
+}
+
+fn kmsg(text: String) {
+    spawn("reporter", move || {
+        let line = format!("{text}\n");
+        let at = monotonic_ns();
+        let res = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/kmsg")
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        match res {
+            Ok(()) => say(&format!("KMSG tid={} at_ns={at}", tid())),
+            Err(e) => say(&format!("ERROR kmsg: {e}")),
+        }
+        thread::sleep(Duration::from_secs(24 * 3600));
+    });
+}
+
+fn work() {
+    spawn("worker", || {
+        say(&format!("WORK tid={}", tid()));
+        loop {
+            // Short syscalls, like a service answering requests.
+            let _ = std::fs::metadata("/proc/self");
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+}
+
+fn main() {
+    say(&format!("READY pid={}", std::process::id()));
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        match cmd {
+            "stall-vfork" => stall_vfork(rest.trim().parse().unwrap_or(3000)),
+            "idle" => idle(),
+            "kmsg" => kmsg(rest.to_owned()),
+            "work" => work(),
+            "" => {}
+            other => say(&format!("ERROR unknown command {other}")),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Records shared by the kernel side (`watchdog-ebpf`) and the daemon.
+//!
+//! Every type is `#[repr(C)]` with explicit padding, so both sides agree on the layout
+//! byte for byte; the `const` asserts below fail the build if a field moves.
+#![cfg_attr(target_arch = "bpf", no_std)]
+
+/// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// Bytes of printk text carried per message. Kernel lines are at most ~1 KiB
+/// (`PRINTKRB_RECORD_MAX`), but every report line we classify fits well within this;
+/// longer lines are cut and flagged with [`PRINTK_TRUNCATED`].
+pub const MSG_MAX: usize = 512;
+
+/// `InFlight::nr` when the thread is not inside a syscall.
+pub const NOT_IN_SYSCALL: u32 = u32::MAX;
+
+/// Map names (at most 15 bytes: the kernel truncates longer ones).
+pub mod maps {
+    /// tgid -> [`super::Target`]: processes whose threads are measured.
+    pub const TARGETS: &str = "TARGETS";
+    /// tid -> [`super::InFlight`]: the current syscall of each monitored thread.
+    pub const INFLIGHT: &str = "INFLIGHT";
+    /// Ring buffer of [`super::PrintkEvent`] and [`super::ExitEvent`] records.
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-CPU u64 counters, indexed by [`super::counter`].
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Indices into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Ring-buffer records that could not be reserved (ring full): events lost.
+    pub const LOST_EVENTS: u32 = 0;
+    /// sys_enter of a monitored thread that found the INFLIGHT map full.
+    pub const INFLIGHT_FULL: u32 = 1;
+    /// Number of counters.
+    pub const COUNT: u32 = 2;
+}
+
+/// Value of the TARGETS map: why a process is monitored. Reserved for per-target
+/// settings; the kernel only tests for presence today.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    pub flags: u32,
+}
+
+/// The syscall a monitored thread is in, or was last in. Written only by that thread's
+/// own sys_enter/sys_exit, read by the daemon's scanner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// Process the thread belongs to.
+    pub tgid: u32,
+    /// Syscall number in flight, or [`NOT_IN_SYSCALL`].
+    pub nr: u32,
+    /// CLOCK_MONOTONIC (bpf_ktime_get_ns) time the in-flight syscall started.
+    pub enter_ns: u64,
+    /// First syscall argument (an fd for read/recv: tells a pipe read from a file read).
+    pub arg0: u64,
+    /// Number of the last syscall that returned, or [`NOT_IN_SYSCALL`] if none yet.
+    pub last_nr: u32,
+    pub _pad0: u32,
+    /// How long the last returned syscall took.
+    pub last_duration_ns: u64,
+    /// Syscalls that returned since the thread was first seen.
+    pub completed: u64,
+}
+
+/// Kinds of ring-buffer record; the first u32 of every record.
+pub mod kind {
+    pub const PRINTK: u32 = 1;
+    pub const EXIT: u32 = 2;
+}
+
+/// Common head of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Process (thread group) of the task in whose context the event fired.
+    pub tgid: u32,
+    /// Thread id of that task.
+    pub tid: u32,
+    pub _pad0: u32,
+    /// CLOCK_MONOTONIC time of the event.
+    pub ts_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `PrintkEvent::flags`: the message was longer than [`MSG_MAX`] and was cut.
+pub const PRINTK_TRUNCATED: u32 = 1;
+
+/// One kernel message as printed, with the task that printed it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PrintkEvent {
+    pub header: EventHeader,
+    /// Bytes of `msg` that are text (no NUL).
+    pub len: u32,
+    pub flags: u32,
+    pub msg: [u8; MSG_MAX],
+}
+
+/// `ExitEvent::flags`: the whole process is gone (the last thread exited).
+pub const EXIT_GROUP_DEAD: u32 = 1;
+
+/// A thread of a monitored process exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    pub flags: u32,
+    pub _pad0: u32,
+}
+
+// Layout guards: these records cross the kernel/user boundary.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<Target>() == 4);
+    assert!(size_of::<InFlight>() == 48);
+    assert!(offset_of!(InFlight, enter_ns) == 8);
+    assert!(offset_of!(InFlight, last_duration_ns) == 32);
+    assert!(size_of::<EventHeader>() == 40);
+    assert!(offset_of!(EventHeader, comm) == 24);
+    assert!(offset_of!(PrintkEvent, len) == 40);
+    assert!(offset_of!(PrintkEvent, msg) == 48);
+    assert!(size_of::<PrintkEvent>() == 48 + MSG_MAX);
+    assert!(size_of::<ExitEvent>() == 48);
+};
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: plain-old-data, repr(C), every bit pattern valid, explicit padding.
+    unsafe impl aya::Pod for Target {}
+    unsafe impl aya::Pod for InFlight {}
+}

@@ -1,0 +1,38 @@
+//! Maps shared by the programs. Names must match `watchdog_common::maps`.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use watchdog_common::{InFlight, Target, counter};
+
+/// Processes (tgid) whose threads are measured. Userspace adds and removes entries
+/// at run time, so targets change without reloading the programs.
+#[map(name = "TARGETS")]
+pub static TARGETS: HashMap<u32, Target> = HashMap::with_max_entries(4096, 0);
+
+/// In-flight syscall of each monitored thread (by tid). A plain hash, not LRU: an LRU
+/// would evict exactly the entry of a thread that has been stuck for a long time.
+#[map(name = "INFLIGHT")]
+pub static INFLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(65536, 0);
+
+/// Kernel messages and thread exits, to userspace.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Per-CPU counters, indexed by `watchdog_common::counter`.
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Whether `tgid` is a monitored process: the one check every syscall on the host pays.
+#[inline(always)]
+pub fn is_target(tgid: u32) -> bool {
+    TARGETS.get_ptr(tgid).is_some()
+}
+
+#[inline(always)]
+pub fn bump(index: u32) {
+    if let Some(count) = COUNTERS.get_ptr_mut(index) {
+        // Per-CPU slot: no other CPU writes it, and preemption is off in these programs.
+        unsafe { *count += 1 };
+    }
+}

@@ -1,0 +1,44 @@
+//! sched:sched_process_exit: forget a monitored thread that exited, and say so.
+//!
+//! Fires once per thread, in the exiting thread's context. A thread that died inside a
+//! syscall (an oops kills it through make_task_dead) never reaches sys_exit, so this is
+//! where its in-flight slot is removed.
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use watchdog_common::{EventHeader, ExitEvent, counter, kind};
+
+use crate::maps::{EVENTS, INFLIGHT, bump, is_target};
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    try_sched_process_exit(&ctx).unwrap_or(0)
+}
+
+fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<u32, i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(0);
+    }
+    let tid = pid_tgid as u32;
+    let _ = INFLIGHT.remove(tid);
+    let event = ExitEvent {
+        header: EventHeader {
+            kind: kind::EXIT,
+            tgid,
+            tid,
+            _pad0: 0,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        },
+        flags: 0,
+        _pad0: 0,
+    };
+    if EVENTS.output::<ExitEvent>(&event, 0).is_err() {
+        bump(counter::LOST_EVENTS);
+    }
+    Ok(0)
+}

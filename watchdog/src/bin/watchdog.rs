@@ -1,0 +1,35 @@
+//! The watchdog daemon. Thin: parse arguments, set up logging, run the library.
+use std::{io::IsTerminal, process::ExitCode};
+
+use clap::Parser;
+use watchdog::{cli::DaemonArgs, daemon};
+
+fn main() -> ExitCode {
+    let args = DaemonArgs::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WATCHDOG_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let result = daemon::Settings::from_args(args)
+        .map_err(anyhow::Error::from)
+        .and_then(|settings| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(daemon::run(settings))
+                .map_err(anyhow::Error::from)
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("watchdog: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

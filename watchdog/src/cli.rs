@@ -1,0 +1,272 @@
+//! Command lines of `watchdog` and `wdctl` (clap). Pure: parsing and validation only.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::heartbeat::packet::validate_node_id;
+
+/// Where the daemon serves wdctl unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/watchdog/watchdog.sock";
+
+/// A duration such as `300ms`, `5s` or `1m`; zero is refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (expected a duration such as 300ms, 5s or 1m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+/// A multicast `GROUP:PORT`: `239.255.42.1:7999` or `[ff02::42]:7999`.
+pub fn parse_group(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| "expected GROUP:PORT, e.g. 239.255.42.1:7999 or [ff02::42]:7999".to_owned())?;
+    if !addr.ip().is_multicast() {
+        return Err(format!("{} is not a multicast address", addr.ip()));
+    }
+    if addr.port() == 0 {
+        return Err("port must not be 0".into());
+    }
+    Ok(addr)
+}
+
+fn parse_node_id(s: &str) -> Result<String, String> {
+    validate_node_id(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) | Err(_) => Err("expected a process id (a positive integer)".into()),
+        Ok(pid) => Ok(pid),
+    }
+}
+
+/// The watchdog daemon: measures every syscall of the monitored processes in the kernel,
+/// and sends the node's heartbeat only while all their threads are healthy.
+#[derive(Debug, Parser)]
+#[command(name = "watchdog", version)]
+pub struct DaemonArgs {
+    /// Process to monitor (every thread, including threads created later). Repeatable.
+    #[arg(long = "pid", value_name = "PID", required = true, value_parser = parse_pid)]
+    pub pids: Vec<u32>,
+    /// Longest a syscall may run before its thread is stalled (wait syscalls such as
+    /// epoll_wait, accept and futex are exempt).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "2s")]
+    pub budget: Duration,
+    /// Multicast group and port the heartbeat is sent to.
+    #[arg(long, value_name = "GROUP:PORT", value_parser = parse_group)]
+    pub heartbeat: SocketAddr,
+    /// Network interface the heartbeat goes out on.
+    #[arg(long, value_name = "IFACE")]
+    pub interface: String,
+    /// Time between two heartbeats.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// Control socket for wdctl (created with mode 0600).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// This node's name in the heartbeat (1 to 64 bytes); the host name by default.
+    #[arg(long, value_name = "ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+    /// Multicast TTL (IPv6 hop limit) of the heartbeat.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
+    pub ttl: u32,
+}
+
+/// wdctl: the operator's window into the watchdog daemon.
+#[derive(Debug, Parser)]
+#[command(name = "wdctl", version)]
+pub struct WdctlArgs {
+    /// The daemon's control socket.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: WdctlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WdctlCommand {
+    /// Each monitored thread: its current syscall, time in it, budget and verdict.
+    Threads(JsonFlag),
+    /// Heartbeat state, counts, and the stall reasons so far.
+    Status(JsonFlag),
+    /// Heartbeat tools.
+    #[command(subcommand)]
+    Heartbeat(HeartbeatCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HeartbeatCommand {
+    /// Join a heartbeat group and print every heartbeat, and nodes that fall silent.
+    Listen(ListenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Multicast group and port to join.
+    #[arg(value_name = "GROUP:PORT", value_parser = parse_group)]
+    pub group: SocketAddr,
+    /// Interface to join the group on.
+    #[arg(long, value_name = "IFACE")]
+    pub interface: String,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this long (default: run until interrupted).
+    #[arg(long = "for", value_name = "DUR", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn daemon(args: &[&str]) -> Result<DaemonArgs, String> {
+        let mut full = vec!["watchdog"];
+        full.extend_from_slice(args);
+        DaemonArgs::try_parse_from(full).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &[&str] = &[
+        "--pid",
+        "1",
+        "--heartbeat",
+        "239.255.42.1:7999",
+        "--interface",
+        "lo",
+    ];
+
+    #[test]
+    fn minimal_command_line_gets_defaults() {
+        let a = daemon(GOOD).unwrap();
+        assert_eq!(a.pids, vec![1]);
+        assert_eq!(a.budget, Duration::from_secs(2));
+        assert_eq!(a.interval, Duration::from_secs(1));
+        assert_eq!(a.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(a.ttl, 1);
+    }
+
+    #[test]
+    fn full_command_line() {
+        let a = daemon(&[
+            "--pid",
+            "10",
+            "--pid",
+            "20",
+            "--budget",
+            "300ms",
+            "--heartbeat",
+            "[ff02::42]:9000",
+            "--interface",
+            "eth0",
+            "--interval",
+            "50ms",
+            "--socket",
+            "/tmp/x.sock",
+            "--node-id",
+            "db-1",
+        ])
+        .unwrap();
+        assert_eq!(a.pids, vec![10, 20]);
+        assert_eq!(a.budget, Duration::from_millis(300));
+        assert_eq!(a.interval, Duration::from_millis(50));
+        assert_eq!(a.node_id.as_deref(), Some("db-1"));
+    }
+
+    fn error_of(args: &[&str]) -> String {
+        daemon(args).expect_err("must be refused")
+    }
+
+    /// The error for GOOD with `key` set to `value`.
+    fn error_with(key: &str, value: &str) -> String {
+        let mut args: Vec<String> = GOOD.iter().map(|s| s.to_string()).collect();
+        match args.iter().position(|a| a == key) {
+            Some(i) => args[i + 1] = value.to_owned(),
+            None => args.extend([key.to_owned(), value.to_owned()]),
+        }
+        error_of(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn bad_arguments_name_the_argument() {
+        let cases = [
+            ("--budget", "soon", "--budget <DUR>", "'soon'"),
+            ("--budget", "0s", "--budget <DUR>", "greater than zero"),
+            ("--interval", "5x", "--interval <DUR>", "300ms, 5s or 1m"),
+            (
+                "--heartbeat",
+                "10.0.0.1:7999",
+                "--heartbeat <GROUP:PORT>",
+                "not a multicast address",
+            ),
+            (
+                "--heartbeat",
+                "239.1.1.1",
+                "--heartbeat <GROUP:PORT>",
+                "expected GROUP:PORT",
+            ),
+            (
+                "--heartbeat",
+                "239.1.1.1:0",
+                "--heartbeat <GROUP:PORT>",
+                "port must not be 0",
+            ),
+            ("--pid", "abc", "--pid <PID>", "process id"),
+            ("--pid", "0", "--pid <PID>", "process id"),
+            (
+                "--node-id",
+                &"x".repeat(65),
+                "--node-id <ID>",
+                "1 to 64 bytes",
+            ),
+            ("--ttl", "300", "--ttl <N>", "300"),
+        ];
+        for (key, value, names, says) in cases {
+            let e = error_with(key, value);
+            assert!(e.contains(names) && e.contains(says), "{key} {value}: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_required_arguments_are_named() {
+        let e = error_of(&["--heartbeat", "239.255.42.1:7999", "--interface", "lo"]);
+        assert!(e.contains("--pid <PID>"), "{e}");
+        let e = error_of(&["--pid", "1", "--interface", "lo"]);
+        assert!(e.contains("--heartbeat <GROUP:PORT>"), "{e}");
+    }
+
+    #[test]
+    fn wdctl_command_lines() {
+        let a = WdctlArgs::try_parse_from(["wdctl", "--socket", "/tmp/s", "threads", "--json"])
+            .unwrap();
+        assert!(matches!(
+            a.command,
+            WdctlCommand::Threads(JsonFlag { json: true })
+        ));
+        let a = WdctlArgs::try_parse_from(["wdctl", "status"]).unwrap();
+        assert_eq!(a.socket, PathBuf::from(DEFAULT_SOCKET));
+        let a = WdctlArgs::try_parse_from([
+            "wdctl",
+            "heartbeat",
+            "listen",
+            "239.1.2.3:99",
+            "--interface",
+            "lo",
+        ])
+        .unwrap();
+        assert!(matches!(
+            a.command,
+            WdctlCommand::Heartbeat(HeartbeatCommand::Listen(_))
+        ));
+    }
+}

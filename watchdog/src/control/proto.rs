@@ -1,0 +1,92 @@
+//! Control protocol messages. Pure serde types shared by the daemon and wdctl.
+use serde::{Deserialize, Serialize};
+
+use crate::monitor::{Stall, ThreadRow};
+
+/// Longest request line the daemon reads; longer ones are refused.
+pub const MAX_REQUEST: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    Threads,
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeartbeatState {
+    Sending,
+    Stopped,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub node_id: String,
+    pub heartbeat: HeartbeatState,
+    /// Why the heartbeat stopped, if it did.
+    pub stopped_reason: Option<String>,
+    pub heartbeats_sent: u64,
+    pub heartbeat_send_errors: u64,
+    pub monitored_pids: Vec<u32>,
+    pub monitored_threads: usize,
+    pub budget_ms: u64,
+    /// Kernel events that could not be delivered (ring buffer full).
+    pub lost_events: u64,
+    /// Monitored syscalls that could not be tracked (in-flight table full).
+    pub untracked_syscalls: u64,
+    /// Every stall verdict so far, oldest first.
+    pub stalls: Vec<Stall>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Threads(Vec<ThreadRow>),
+    Status(Box<StatusReport>),
+}
+
+/// The response line: `{"ok": reply}` or `{"error": "..."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    Ok(Reply),
+    Error(String),
+}
+
+/// Parse a request line, with an error that says what was wrong.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    if line.len() > MAX_REQUEST {
+        return Err(format!(
+            "request of {} bytes exceeds the {MAX_REQUEST}-byte limit",
+            line.len()
+        ));
+    }
+    serde_json::from_slice(line).map_err(|e| format!("malformed request: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_errors_say_why() {
+        assert_eq!(parse_request(br#"{"cmd":"threads"}"#), Ok(Request::Threads));
+        assert_eq!(parse_request(br#"{"cmd":"status"}"#), Ok(Request::Status));
+        let e = parse_request(br#"{"cmd":"reboot"}"#).unwrap_err();
+        assert!(
+            e.starts_with("malformed request: unknown variant `reboot`"),
+            "{e}"
+        );
+        let e = parse_request(&[b' '; MAX_REQUEST + 1]).unwrap_err();
+        assert!(e.contains("exceeds"), "{e}");
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let r = Response::Error("nope".into());
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"error":"nope"}"#);
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), r);
+    }
+}

@@ -1,0 +1,99 @@
+//! The daemon's side of the control socket.
+use std::{
+    io,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+};
+
+use super::proto::{MAX_REQUEST, Request, Response, parse_request};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("another watchdog is already serving {0}")]
+    InUse(PathBuf),
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    #[error("control socket {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Answers one request. The daemon supplies it.
+pub type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;
+
+/// Bind the control socket at `path`, mode 0600. A stale socket left by a dead daemon
+/// is replaced; a live one is not.
+pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+    let io_err = |source| ServerError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(ServerError::NotASocket(path.to_owned()));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServerError::InUse(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(io_err)?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+    }
+    // Created private from the start: no window in which others could connect.
+    // SAFETY: umask only changes the process's file creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(io_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    Ok(listener)
+}
+
+/// Serve requests until the task is dropped.
+pub async fn serve(listener: UnixListener, handler: Handler) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = answer(stream, handler).await {
+                        tracing::debug!(error = %e, "control connection ended with an error");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn answer(stream: UnixStream, handler: Handler) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
+    let mut line = Vec::new();
+    // A client that never finishes its line must not hold a task for ever.
+    let read =
+        tokio::time::timeout(Duration::from_secs(5), reader.read_until(b'\n', &mut line)).await;
+    let response = match read {
+        Err(_) => Response::Error("request timed out".into()),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(_)) => match parse_request(line.trim_ascii_end()) {
+            Ok(req) => handler(req),
+            Err(e) => Response::Error(e),
+        },
+    };
+    let mut out = serde_json::to_vec(&response).map_err(io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}

@@ -1,0 +1,199 @@
+//! Loading and attaching the kernel side. The only module that touches aya.
+use std::{ffi::CString, path::Path};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+};
+use watchdog_common::{InFlight, Target, counter, maps};
+
+/// The eBPF object built by build.rs (aya-build) from watchdog-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("loading the eBPF object (needs root or CAP_BPF+CAP_PERFMON, and kernel 5.8+): {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
+    Tracefs(std::io::Error),
+}
+
+/// Handles on the loaded, attached programs and their maps. Dropping it detaches every
+/// program (the kernel also does so if the process dies: the links are fds).
+pub struct Probes {
+    // Owns the programs and their links; kept alive for as long as the probes should be.
+    _ebpf: Ebpf,
+    targets: HashMap<MapData, u32, Target>,
+}
+
+/// Maps the daemon reads from its own tasks.
+pub struct Channels {
+    pub inflight: HashMap<MapData, u32, InFlight>,
+    pub events: RingBuf<MapData>,
+    pub counters: Counters,
+}
+
+/// The per-CPU counters of the kernel side, summed over CPUs.
+pub struct Counters(PerCpuArray<MapData, u64>);
+
+impl Counters {
+    fn sum(&self, index: u32) -> u64 {
+        self.0.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    /// Events lost because the ring buffer was full.
+    pub fn lost_events(&self) -> u64 {
+        self.sum(counter::LOST_EVENTS)
+    }
+
+    /// Syscalls of monitored threads not tracked because the in-flight map was full.
+    pub fn untracked_syscalls(&self) -> u64 {
+        self.sum(counter::INFLIGHT_FULL)
+    }
+}
+
+/// Mount tracefs if it is missing: classic tracepoints attach through it.
+pub fn ensure_tracefs() -> Result<(), EbpfError> {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists() {
+        return Ok(());
+    }
+    let c = |s: &str| CString::new(s).expect("no NUL");
+    let (src, target, fstype) = (c("nodev"), c("/sys/kernel/tracing"), c("tracefs"));
+    // SAFETY: valid C strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(EbpfError::Tracefs(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it (harmless after).
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid rlimit pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels 5.11+");
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(EbpfError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| EbpfError::Map { name, source })
+}
+
+fn attach_raw(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), EbpfError> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.load()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.attach(tp)
+        .map_err(|source| EbpfError::Program { name, source })?;
+    Ok(())
+}
+
+fn attach_tp(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    category: &str,
+    tp: &str,
+) -> Result<(), EbpfError> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.load()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.attach(category, tp)
+        .map_err(|source| EbpfError::Program { name, source })?;
+    Ok(())
+}
+
+impl Probes {
+    /// Load the object, attach every program, and hand out the maps. Targets start
+    /// empty: add them with [`Probes::add_target`].
+    pub fn load() -> Result<(Probes, Channels), EbpfError> {
+        ensure_tracefs()?;
+        raise_memlock();
+        let mut ebpf = Ebpf::load(OBJECT)?;
+        let targets = take(&mut ebpf, maps::TARGETS)?;
+        let inflight = take(&mut ebpf, maps::INFLIGHT)?;
+        let events = take(&mut ebpf, maps::EVENTS)?;
+        let counters = Counters(take(&mut ebpf, maps::COUNTERS)?);
+        // Exit first, so no thread can leave a slot behind between the other attaches.
+        attach_tp(
+            &mut ebpf,
+            "sched_process_exit",
+            "sched",
+            "sched_process_exit",
+        )?;
+        attach_raw(&mut ebpf, "sys_exit", "sys_exit")?;
+        attach_raw(&mut ebpf, "sys_enter", "sys_enter")?;
+        attach_tp(&mut ebpf, "printk_console", "printk", "console")?;
+        Ok((
+            Probes {
+                _ebpf: ebpf,
+                targets,
+            },
+            Channels {
+                inflight,
+                events,
+                counters,
+            },
+        ))
+    }
+
+    /// Start measuring the threads of process `tgid`.
+    pub fn add_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        self.targets
+            .insert(tgid, Target { flags: 0 }, 0)
+            .map_err(|source| EbpfError::Map {
+                name: maps::TARGETS,
+                source,
+            })
+    }
+
+    /// Stop measuring process `tgid` (it is gone).
+    pub fn remove_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        match self.targets.remove(&tgid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(EbpfError::Map {
+                name: maps::TARGETS,
+                source,
+            }),
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The thread table and its verdicts. Pure: fed with in-flight records, kernel lines and
+//! exits, it decides which threads are stalled and why. The daemon wraps it in a mutex
+//! and supplies the /proc lookups as closures, so everything here runs without root.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use watchdog_common::{InFlight, NOT_IN_SYSCALL};
+
+use crate::{
+    events::KernelLine,
+    kmsg::{self, Problem, Severity},
+    syscall_table::{self, SyscallClass},
+    verdict::{self, FdKind, Verdict},
+};
+
+/// Why the node stopped saying it is alive: one per stalled thread.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stall {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// The syscall the thread was stuck in, if the stall came from the budget.
+    pub syscall: Option<String>,
+    pub elapsed_ms: Option<u64>,
+    pub budget_ms: u64,
+    /// Human-readable reason: the budget overrun, or the kernel line.
+    pub reason: String,
+    /// CLOCK_MONOTONIC time of the verdict.
+    pub at_ns: u64,
+}
+
+/// What a kernel line means for the monitored service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineVerdict {
+    /// Nothing to report.
+    Ordinary,
+    /// A kernel problem: alert, but no verdict on a monitored thread.
+    Alert { problem: Problem, monitored: bool },
+    /// A monitored thread faulted in the kernel: it is stalled.
+    Stall(Stall),
+}
+
+/// One row of `wdctl threads`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadRow {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// Syscall in flight, or None when the thread is running in user space.
+    pub syscall: Option<String>,
+    /// Time in the current syscall; None when not in one, or when it began before the
+    /// probes were attached (its start is unknown).
+    pub elapsed_ms: Option<u64>,
+    pub budget_ms: u64,
+    pub verdict: Verdict,
+    /// Why the verdict is what it is.
+    pub why: String,
+    pub last_syscall: Option<String>,
+    pub last_duration_us: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ThreadState {
+    tgid: u32,
+    comm: Option<String>,
+    current: Option<InFlight>,
+    last: Option<(u32, u64)>,
+    /// enter_ns of the syscall this thread was found stalled in, so one stuck syscall
+    /// gives one verdict, not one per scan.
+    stalled_in: Option<u64>,
+    /// A kernel fault this thread hit: it stays stalled, whatever it does next.
+    kernel_fault: Option<String>,
+    why: String,
+}
+
+pub struct Monitor {
+    budget: Duration,
+    targets: BTreeSet<u32>,
+    threads: BTreeMap<u32, ThreadState>,
+    stalls: Vec<Stall>,
+}
+
+impl Monitor {
+    pub fn new(budget: Duration, targets: impl IntoIterator<Item = u32>) -> Self {
+        Monitor {
+            budget,
+            targets: targets.into_iter().collect(),
+            threads: BTreeMap::new(),
+            stalls: Vec::new(),
+        }
+    }
+
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    pub fn targets(&self) -> impl Iterator<Item = u32> + '_ {
+        self.targets.iter().copied()
+    }
+
+    pub fn is_target(&self, tgid: u32) -> bool {
+        self.targets.contains(&tgid)
+    }
+
+    pub fn stalls(&self) -> &[Stall] {
+        &self.stalls
+    }
+
+    fn budget_ms(&self) -> u64 {
+        self.budget.as_millis() as u64
+    }
+
+    /// Take in the kernel's record for thread `tid` at time `now_ns`. Returns a new stall
+    /// the first time a syscall is judged stalled.
+    ///
+    /// `fd_kind` answers what an fd of a process is (asked only for a read over budget);
+    /// `comm` names a thread (asked once per thread).
+    pub fn observe(
+        &mut self,
+        tid: u32,
+        rec: &InFlight,
+        now_ns: u64,
+        fd_kind: impl FnOnce(u32, u64) -> Option<FdKind>,
+        comm: impl FnOnce(u32, u32) -> Option<String>,
+    ) -> Option<Stall> {
+        let budget = self.budget;
+        let budget_ms = self.budget_ms();
+        let st = self.threads.entry(tid).or_default();
+        st.tgid = rec.tgid;
+        if st.comm.is_none() {
+            st.comm = comm(rec.tgid, tid);
+        }
+        if rec.last_nr != NOT_IN_SYSCALL {
+            st.last = Some((rec.last_nr, rec.last_duration_ns));
+        }
+        if rec.nr == NOT_IN_SYSCALL {
+            st.current = None;
+            if st.kernel_fault.is_none() {
+                st.why = "running in user space".into();
+            }
+            return None;
+        }
+        st.current = Some(*rec);
+        let elapsed = Duration::from_nanos(now_ns.saturating_sub(rec.enter_ns));
+        let j = verdict::judge(rec.nr, elapsed, budget, || fd_kind(rec.tgid, rec.arg0));
+        if let Some(fault) = &st.kernel_fault {
+            st.why = fault.clone();
+            return None;
+        }
+        st.why = j.why.clone();
+        if j.verdict == Verdict::Ok || st.stalled_in == Some(rec.enter_ns) {
+            return None;
+        }
+        st.stalled_in = Some(rec.enter_ns);
+        let stall = Stall {
+            pid: rec.tgid,
+            tid,
+            comm: st.comm.clone().unwrap_or_default(),
+            syscall: syscall_table::name(rec.nr).map(str::to_owned),
+            elapsed_ms: Some(elapsed.as_millis() as u64),
+            budget_ms,
+            reason: j.why,
+            at_ns: now_ns,
+        };
+        self.stalls.push(stall.clone());
+        Some(stall)
+    }
+
+    /// Forget threads that are no longer in the kernel's table (exited).
+    pub fn retain_threads(&mut self, alive: impl Fn(u32) -> bool) {
+        // Threads with a kernel fault stay listed until their process is gone: the
+        // operator must see which thread it was.
+        self.threads
+            .retain(|&tid, st| alive(tid) || st.kernel_fault.is_some());
+    }
+
+    /// A thread exited.
+    pub fn forget(&mut self, tid: u32) {
+        if let Some(st) = self.threads.get(&tid)
+            && st.kernel_fault.is_none()
+        {
+            self.threads.remove(&tid);
+        }
+    }
+
+    /// A process is gone: drop it and its threads.
+    pub fn remove_target(&mut self, tgid: u32) {
+        self.targets.remove(&tgid);
+        self.threads.retain(|_, st| st.tgid != tgid);
+    }
+
+    /// The earliest time a syscall now in flight could be judged stalled: when the
+    /// scanner should look next, at the latest.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let budget = self.budget.as_nanos() as u64;
+        self.threads
+            .values()
+            .filter_map(|st| {
+                let cur = st.current?;
+                let never = syscall_table::class(cur.nr) == SyscallClass::Wait;
+                (!never && st.stalled_in != Some(cur.enter_ns) && st.kernel_fault.is_none())
+                    .then(|| cur.enter_ns.saturating_add(budget))
+            })
+            .min()
+    }
+
+    /// Take in a kernel line and say what it means.
+    pub fn on_kernel_line(&mut self, line: &KernelLine) -> LineVerdict {
+        let Some(problem) = kmsg::problem(&line.text) else {
+            return LineVerdict::Ordinary;
+        };
+        let monitored = self.targets.contains(&line.tgid);
+        if !monitored || problem.severity != Severity::Fatal {
+            return LineVerdict::Alert { problem, monitored };
+        }
+        let reason = format!(
+            "kernel reported \"{}\" in this thread: {}",
+            problem.pattern, line.text
+        );
+        let st = self.threads.entry(line.tid).or_default();
+        st.tgid = line.tgid;
+        st.comm.get_or_insert_with(|| line.comm.clone());
+        st.kernel_fault = Some(reason.clone());
+        st.why = reason.clone();
+        let stall = Stall {
+            pid: line.tgid,
+            tid: line.tid,
+            comm: line.comm.clone(),
+            syscall: st
+                .current
+                .and_then(|c| syscall_table::name(c.nr))
+                .map(str::to_owned),
+            elapsed_ms: None,
+            budget_ms: self.budget_ms(),
+            reason,
+            at_ns: line.ts_ns,
+        };
+        self.stalls.push(stall.clone());
+        LineVerdict::Stall(stall)
+    }
+
+    /// The rows of `wdctl threads`: every thread of every target in `listing` (tgid ->
+    /// tids, from /proc), with what the kernel side recorded for it.
+    /// `proc_syscall` tells the syscall of a thread not seen since the probes attached.
+    pub fn rows(
+        &self,
+        now_ns: u64,
+        listing: &BTreeMap<u32, Vec<u32>>,
+        mut comm: impl FnMut(u32, u32) -> Option<String>,
+        mut proc_syscall: impl FnMut(u32, u32) -> Option<u32>,
+    ) -> Vec<ThreadRow> {
+        let budget_ms = self.budget_ms();
+        let mut tids: BTreeMap<u32, u32> = BTreeMap::new();
+        for (&tgid, list) in listing {
+            for &tid in list {
+                tids.insert(tid, tgid);
+            }
+        }
+        for (&tid, st) in &self.threads {
+            tids.entry(tid).or_insert(st.tgid);
+        }
+        tids.into_iter()
+            .map(|(tid, tgid)| match self.threads.get(&tid) {
+                Some(st) => {
+                    let stalled = st.kernel_fault.is_some()
+                        || st
+                            .current
+                            .is_some_and(|c| st.stalled_in == Some(c.enter_ns));
+                    ThreadRow {
+                        pid: tgid,
+                        tid,
+                        comm: st
+                            .comm
+                            .clone()
+                            .or_else(|| comm(tgid, tid))
+                            .unwrap_or_default(),
+                        syscall: st
+                            .current
+                            .and_then(|c| syscall_table::name(c.nr))
+                            .map(str::to_owned),
+                        elapsed_ms: st
+                            .current
+                            .map(|c| now_ns.saturating_sub(c.enter_ns) / 1_000_000),
+                        budget_ms,
+                        verdict: if stalled {
+                            Verdict::Stalled
+                        } else {
+                            Verdict::Ok
+                        },
+                        why: st.why.clone(),
+                        last_syscall: st
+                            .last
+                            .and_then(|(nr, _)| syscall_table::name(nr))
+                            .map(str::to_owned),
+                        last_duration_us: st.last.map(|(_, ns)| ns / 1_000),
+                    }
+                }
+                None => {
+                    let nr = proc_syscall(tgid, tid);
+                    ThreadRow {
+                        pid: tgid,
+                        tid,
+                        comm: comm(tgid, tid).unwrap_or_default(),
+                        syscall: nr.and_then(syscall_table::name).map(str::to_owned),
+                        elapsed_ms: None,
+                        budget_ms,
+                        verdict: Verdict::Ok,
+                        why: "no syscall seen since the watchdog started".into(),
+                        last_syscall: None,
+                        last_duration_us: None,
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syscalls::Sysno;
+
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn rec(tgid: u32, nr: Option<Sysno>, enter_ns: u64) -> InFlight {
+        InFlight {
+            tgid,
+            nr: nr.map(|n| n as u32).unwrap_or(NOT_IN_SYSCALL),
+            enter_ns,
+            arg0: 3,
+            last_nr: NOT_IN_SYSCALL,
+            _pad0: 0,
+            last_duration_ns: 0,
+            completed: 0,
+        }
+    }
+
+    fn monitor() -> Monitor {
+        Monitor::new(Duration::from_millis(300), [100])
+    }
+
+    fn observe(m: &mut Monitor, tid: u32, r: &InFlight, now: u64) -> Option<Stall> {
+        m.observe(
+            tid,
+            r,
+            now,
+            |_, _| Some(FdKind::Other),
+            |_, _| Some("svc".into()),
+        )
+    }
+
+    #[test]
+    fn a_bounded_syscall_past_budget_stalls_once() {
+        let mut m = monitor();
+        let r = rec(100, Some(Sysno::fsync), 1_000 * MS);
+        assert_eq!(observe(&mut m, 101, &r, 1_200 * MS), None);
+        let stall = observe(&mut m, 101, &r, 1_301 * MS).expect("stall");
+        assert_eq!((stall.pid, stall.tid), (100, 101));
+        assert_eq!(stall.syscall.as_deref(), Some("fsync"));
+        assert_eq!(stall.elapsed_ms, Some(301));
+        assert_eq!(stall.comm, "svc");
+        // Same syscall, later scan: no second verdict.
+        assert_eq!(observe(&mut m, 101, &r, 1_500 * MS), None);
+        assert_eq!(m.stalls().len(), 1);
+        // A new syscall that stalls is a new verdict.
+        let r2 = rec(100, Some(Sysno::fsync), 2_000 * MS);
+        assert!(observe(&mut m, 101, &r2, 2_400 * MS).is_some());
+    }
+
+    #[test]
+    fn idle_waits_never_stall() {
+        let mut m = monitor();
+        let r = rec(100, Some(Sysno::epoll_wait), 0);
+        assert_eq!(observe(&mut m, 101, &r, 3_600_000 * MS), None);
+        assert_eq!(m.next_deadline(), None, "no deadline for a wait");
+    }
+
+    #[test]
+    fn deadline_is_the_earliest_budget_end() {
+        let mut m = monitor();
+        observe(&mut m, 101, &rec(100, Some(Sysno::write), 50 * MS), 60 * MS);
+        observe(&mut m, 102, &rec(100, Some(Sysno::fsync), 10 * MS), 60 * MS);
+        observe(&mut m, 103, &rec(100, None, 0), 60 * MS);
+        assert_eq!(m.next_deadline(), Some(310 * MS));
+    }
+
+    #[test]
+    fn rows_show_syscall_elapsed_and_verdict() {
+        let mut m = monitor();
+        let r = rec(100, Some(Sysno::fsync), 0);
+        observe(&mut m, 101, &r, 400 * MS);
+        let listing = BTreeMap::from([(100, vec![100, 101])]);
+        let rows = m.rows(
+            500 * MS,
+            &listing,
+            |_, _| Some("main".into()),
+            |_, _| Some(Sysno::epoll_wait as u32),
+        );
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].tid, 100);
+        assert_eq!(rows[0].syscall.as_deref(), Some("epoll_wait"));
+        assert_eq!(rows[0].elapsed_ms, None);
+        assert_eq!(rows[0].verdict, Verdict::Ok);
+        assert_eq!(rows[1].syscall.as_deref(), Some("fsync"));
+        assert_eq!(rows[1].elapsed_ms, Some(500));
+        assert_eq!(rows[1].verdict, Verdict::Stalled);
+        assert_eq!(rows[1].budget_ms, 300);
+    }
+
+    fn line(tgid: u32, tid: u32, text: &str) -> KernelLine {
+        KernelLine {
+            tgid,
+            tid,
+            comm: "svc".into(),
+            ts_ns: 7,
+            text: text.into(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn an_oops_in_a_monitored_thread_is_a_stall_and_sticks() {
+        let mut m = monitor();
+        let v = m.on_kernel_line(&line(
+            100,
+            105,
+            "BUG: kernel NULL pointer dereference, address: 0000000000000000",
+        ));
+        let LineVerdict::Stall(stall) = v else {
+            panic!("not a stall: {v:?}")
+        };
+        assert_eq!(stall.tid, 105);
+        assert!(stall.reason.contains("BUG:"), "{}", stall.reason);
+        // The thread goes on to sleep: still stalled, it hit a kernel fault.
+        observe(&mut m, 105, &rec(100, Some(Sysno::nanosleep), 0), MS);
+        let rows = m.rows(2 * MS, &BTreeMap::new(), |_, _| None, |_, _| None);
+        assert_eq!(rows[0].verdict, Verdict::Stalled);
+        m.forget(105);
+        m.retain_threads(|_| false);
+        assert_eq!(
+            m.rows(2 * MS, &BTreeMap::new(), |_, _| None, |_, _| None)
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn kernel_problems_elsewhere_only_alert() {
+        let mut m = monitor();
+        let v = m.on_kernel_line(&line(999, 999, "watchdog-test: BUG: not ours"));
+        assert!(matches!(
+            v,
+            LineVerdict::Alert {
+                monitored: false,
+                ..
+            }
+        ));
+        let v = m.on_kernel_line(&line(100, 101, "EXT4-fs error (device sda1): bad block"));
+        assert!(matches!(
+            v,
+            LineVerdict::Alert {
+                monitored: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            m.on_kernel_line(&line(100, 101, "eth0: link up")),
+            LineVerdict::Ordinary
+        );
+        assert!(m.stalls().is_empty());
+    }
+}

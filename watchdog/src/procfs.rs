@@ -1,0 +1,166 @@
+//! What /proc says about processes and threads.
+use std::{
+    fs,
+    os::unix::fs::{FileTypeExt, MetadataExt},
+};
+
+use crate::verdict::{FdKind, FdNode, fd_kind as kind_of};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PidError {
+    #[error("no such process: {0}")]
+    NoSuchProcess(u32),
+    #[error("{tid} is a thread of process {tgid}; give the process id")]
+    NotAProcess { tid: u32, tgid: u32 },
+    #[error("reading /proc/{pid}/status: {source}")]
+    Io { pid: u32, source: std::io::Error },
+}
+
+/// Check that `pid` is a live process (a thread-group leader), not a thread.
+pub fn check_process(pid: u32) -> Result<(), PidError> {
+    let status = match fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(PidError::NoSuchProcess(pid));
+        }
+        Err(source) => return Err(PidError::Io { pid, source }),
+    };
+    let tgid = status_field(&status, "Tgid:").and_then(|v| v.parse::<u32>().ok());
+    match tgid {
+        Some(tgid) if tgid != pid => Err(PidError::NotAProcess { tid: pid, tgid }),
+        Some(_) => Ok(()),
+        None => Err(PidError::NoSuchProcess(pid)),
+    }
+}
+
+fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+}
+
+/// Thread ids of process `tgid` (empty if it is gone).
+pub fn threads(tgid: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{tgid}/task")) else {
+        return Vec::new();
+    };
+    let mut tids: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    tids
+}
+
+/// A thread's command name.
+pub fn comm(tgid: u32, tid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{tgid}/task/{tid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_owned())
+}
+
+/// The syscall a thread is in according to /proc (`/proc/PID/task/TID/syscall`):
+/// `Some(nr)` while blocked in one, `None` when running or unknown. Used for threads
+/// that entered their syscall before the probes were attached.
+pub fn current_syscall(tgid: u32, tid: u32) -> Option<u32> {
+    let s = fs::read_to_string(format!("/proc/{tgid}/task/{tid}/syscall")).ok()?;
+    let first = s.split_whitespace().next()?;
+    first
+        .parse::<i64>()
+        .ok()
+        .filter(|&n| n >= 0)
+        .map(|n| n as u32)
+}
+
+/// What fd `fd` of process `tgid` refers to, or `None` if it is not open.
+pub fn fd_node(tgid: u32, fd: u64) -> Option<FdNode> {
+    let path = format!("/proc/{tgid}/fd/{fd}");
+    // The link names a path for named FIFOs and devices, so the inode type (stat
+    // through the link) decides; only anon inodes are told by their link text.
+    let link = fs::read_link(&path).ok()?;
+    if link.to_string_lossy().starts_with("anon_inode:") {
+        return Some(FdNode::AnonInode);
+    }
+    let meta = fs::metadata(&path).ok()?;
+    let ft = meta.file_type();
+    Some(if ft.is_fifo() {
+        FdNode::Fifo
+    } else if ft.is_socket() {
+        FdNode::Socket
+    } else if ft.is_char_device() {
+        let rdev = meta.rdev();
+        FdNode::CharDevice {
+            major: libc::major(rdev),
+            minor: libc::minor(rdev),
+        }
+    } else {
+        FdNode::Other
+    })
+}
+
+/// Whether a read of fd `fd` of process `tgid` may wait for ever; `None` if not open.
+pub fn fd_kind(tgid: u32, fd: u64) -> Option<FdKind> {
+    fd_node(tgid, fd).map(kind_of)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_a_process_and_its_threads_are_listed() {
+        let me = std::process::id();
+        check_process(me).unwrap();
+        assert!(threads(me).contains(&me));
+        assert!(comm(me, me).is_some());
+    }
+
+    #[test]
+    fn a_thread_id_is_refused_with_its_process() {
+        let me = std::process::id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        let err = check_process(tid).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{tid} is a thread of process {me}; give the process id")
+        );
+        done_tx.send(()).unwrap();
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn a_missing_pid_is_named() {
+        // Beyond pid_max (at most 2^22), so never a live process.
+        let err = check_process(99_999_999).unwrap_err();
+        assert_eq!(err.to_string(), "no such process: 99999999");
+    }
+
+    #[test]
+    fn fd_kinds_of_our_own_fds() {
+        let me = std::process::id();
+        let (r, _w) = std::io::pipe().unwrap();
+        use std::os::fd::AsRawFd;
+        assert_eq!(fd_kind(me, r.as_raw_fd() as u64), Some(FdKind::Stream));
+        let f = std::fs::File::open("/dev/zero").unwrap();
+        assert_eq!(fd_kind(me, f.as_raw_fd() as u64), Some(FdKind::Other));
+        let dir = std::env::temp_dir().join(format!("wd-fifo-{me}"));
+        let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        // SAFETY: valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&dir)
+            .unwrap();
+        assert_eq!(fd_node(me, fifo.as_raw_fd() as u64), Some(FdNode::Fifo));
+        assert_eq!(fd_kind(me, fifo.as_raw_fd() as u64), Some(FdKind::Stream));
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(fd_kind(me, 999_999), None);
+    }
+}
