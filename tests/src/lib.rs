@@ -1,1 +1,313 @@
+//! Harness for the end-to-end tests: the real daemon, the real wdctl, a real workload
+//! process, and a heartbeat listener on `lo`. Waits use deadlines, never blind sleeps.
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU16, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
 
+pub use watchdog::clock::monotonic_ns;
+use watchdog::{
+    heartbeat::{Heartbeat, socket},
+    iface::Interface,
+};
+
+/// Where the watchdog and wdctl binaries are: `WATCHDOG_BIN_DIR` (set by `cargo xtask
+/// test`), or the workspace's release build.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("WATCHDOG_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release"));
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build it first (cargo xtask test does), or set WATCHDOG_BIN_DIR",
+        path.display()
+    );
+    path
+}
+
+/// The end-to-end tests load eBPF programs: they need root. Fail loudly rather than skip.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "end-to-end tests load eBPF programs and need root; run them with `cargo xtask test` as root"
+    );
+}
+
+/// A fresh multicast group and port for one test, so tests never hear each other.
+pub fn unique_group() -> SocketAddr {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let port = 20_000 + (std::process::id() % 20_000) as u16 + n;
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::new(239, 255, 88, 1 + (n % 200) as u8),
+        port,
+    ))
+}
+
+/// Field `key=value` of a line like `STALL tid=12 at_ns=345`.
+pub fn field(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// The workload process (tests/src/bin/wd-workload.rs), driven over stdin.
+pub struct Workload {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    pub pid: u32,
+}
+
+impl Workload {
+    pub fn spawn() -> Self {
+        let mut child = Command::new(bin("wd-workload"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn wd-workload");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut w = Workload {
+            child,
+            stdin,
+            lines,
+            pid: 0,
+        };
+        let ready = w.expect("READY", Duration::from_secs(5));
+        w.pid = field(&ready, "pid") as u32;
+        w
+    }
+
+    pub fn send(&mut self, cmd: &str) {
+        writeln!(self.stdin, "{cmd}").expect("write to workload");
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next line starting with `prefix`; other lines are skipped, ERROR lines fail.
+    pub fn expect(&mut self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("workload said no {prefix} line within {within:?}"));
+            assert!(!line.starts_with("ERROR"), "workload: {line}");
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Records every heartbeat received on `lo`, with its CLOCK_MONOTONIC arrival time.
+pub struct Recorder {
+    beats: Arc<Mutex<Vec<(u64, Heartbeat)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Recorder {
+    pub fn start(group: SocketAddr) -> Self {
+        let lo = Interface::by_name("lo").unwrap();
+        let sock = socket::listener(group, &lo).expect("join heartbeat group on lo");
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let beats = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, s) = (beats.clone(), stop.clone());
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let at = monotonic_ns();
+                    let hb =
+                        Heartbeat::decode(&buf[..n]).expect("daemon sent a malformed heartbeat");
+                    b.lock().unwrap().push((at, hb));
+                }
+            }
+        });
+        Recorder { beats, stop }
+    }
+
+    pub fn beats(&self) -> Vec<(u64, Heartbeat)> {
+        self.beats.lock().unwrap().clone()
+    }
+
+    /// Wait until at least `n` heartbeats arrived.
+    pub fn wait_for(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.beats.lock().unwrap().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} heartbeats within {within:?}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Arrival time of the last heartbeat.
+    pub fn last_arrival(&self) -> Option<u64> {
+        self.beats.lock().unwrap().last().map(|(at, _)| *at)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A running watchdog daemon.
+pub struct Daemon {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub group: SocketAddr,
+}
+
+pub struct DaemonOpts {
+    pub pid: u32,
+    pub budget: &'static str,
+    pub interval: &'static str,
+}
+
+impl Daemon {
+    /// Start the daemon on `lo` and wait until its first heartbeat reaches `rec`.
+    pub fn start(opts: DaemonOpts, group: SocketAddr, rec: &Recorder) -> Self {
+        let tag = format!("{}-{}", std::process::id(), group.port());
+        let dir = std::env::temp_dir();
+        let socket = dir.join(format!("wd-test-{tag}.sock"));
+        let log = dir.join(format!("wd-test-{tag}.log"));
+        let child = Command::new(bin("watchdog"))
+            .args(["--pid", &opts.pid.to_string()])
+            .args(["--budget", opts.budget, "--interval", opts.interval])
+            .args([
+                "--heartbeat",
+                &group.to_string(),
+                "--interface",
+                "lo",
+                "--ttl",
+                "1",
+            ])
+            .args(["--node-id", "test-node", "--socket"])
+            .arg(&socket)
+            .env("WATCHDOG_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn watchdog");
+        let mut d = Daemon {
+            child: Some(child),
+            socket,
+            log,
+            group,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while rec.beats().is_empty() {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "watchdog exited with {status} before its first heartbeat:\n{}",
+                    d.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no heartbeat within 15 s:\n{}",
+                d.log_text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        d
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Run wdctl against this daemon with `--json` and parse what it prints.
+    pub fn wdctl_json(&self, cmd: &str) -> serde_json::Value {
+        let out = Command::new(bin("wdctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args([cmd, "--json"])
+            .output()
+            .expect("run wdctl");
+        assert!(
+            out.status.success(),
+            "wdctl {cmd} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "wdctl {cmd} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon already stopped");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("watchdog did not exit within 10 s of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The row of `wdctl threads --json` for thread `tid`.
+pub fn thread_row(rows: &serde_json::Value, tid: u64) -> serde_json::Value {
+    rows.as_array()
+        .expect("threads --json is an array")
+        .iter()
+        .find(|r| r["tid"] == tid)
+        .unwrap_or_else(|| panic!("tid {tid} not in wdctl threads: {rows:#}"))
+        .clone()
+}

@@ -74,25 +74,25 @@ pub fn status(s: &StatusReport) -> String {
             s.stopped_reason.as_deref().unwrap_or("no reason recorded")
         ),
     };
-    let _ = writeln!(out, "node:              {}", s.node_id);
-    let _ = writeln!(out, "heartbeat:         {hb}");
+    let _ = writeln!(out, "node:               {}", s.node_id);
+    let _ = writeln!(out, "heartbeat:          {hb}");
     let _ = writeln!(
         out,
-        "heartbeats sent:   {} ({} send errors)",
+        "heartbeats sent:    {} ({} send errors)",
         s.heartbeats_sent, s.heartbeat_send_errors
     );
     let pids: Vec<String> = s.monitored_pids.iter().map(u32::to_string).collect();
     let _ = writeln!(
         out,
-        "monitored:         {} threads in pids {}",
+        "monitored:          {} threads in pids {}",
         s.monitored_threads,
         pids.join(", ")
     );
-    let _ = writeln!(out, "budget:            {}ms", s.budget_ms);
-    let _ = writeln!(out, "lost events:       {}", s.lost_events);
-    let _ = writeln!(out, "untracked syscalls:{:>2}", s.untracked_syscalls);
+    let _ = writeln!(out, "budget:             {}ms", s.budget_ms);
+    let _ = writeln!(out, "lost events:        {}", s.lost_events);
+    let _ = writeln!(out, "untracked syscalls: {}", s.untracked_syscalls);
     if s.stalls.is_empty() {
-        let _ = writeln!(out, "stalls:            none");
+        let _ = writeln!(out, "stalls:             none");
     } else {
         let _ = writeln!(out, "stalls:");
         for st in &s.stalls {

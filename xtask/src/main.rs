@@ -1,1 +1,223 @@
-fn main() {}
+//! `cargo xtask`: orchestration only. Provisions what a fresh machine lacks, builds,
+//! runs the daemon (or a demo), and runs every test.
+mod demo;
+mod provision;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  run [-- ARGS]   provision, build, run the watchdog daemon with ARGS in the foreground;
+                  with no ARGS, a demo: a service is monitored, one of its threads is
+                  stalled in the kernel, and the heartbeat stops
+  test            provision, build, then every test: format, lints, unit tests, and the
+                  end-to-end tests against the real kernel (as root)
+  provision       only install what is missing (nightly rust-src, llvm-22-dev, bpf-linker,
+                  bpftool, tracefs)
+";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    std::env::set_current_dir(&root).context("entering the workspace")?;
+    match args.first().map(String::as_str) {
+        Some("run") => {
+            provision::all()?;
+            build()?;
+            let rest: Vec<String> = match args.get(1).map(String::as_str) {
+                Some("--") => args[2..].to_vec(),
+                Some(_) => args[1..].to_vec(),
+                None => Vec::new(),
+            };
+            if rest.is_empty() {
+                demo::run(&release_dir())
+            } else {
+                let status = Command::new(release_dir().join("watchdog"))
+                    .args(&rest)
+                    .status()?;
+                std::process::exit(status.code().unwrap_or(1));
+            }
+        }
+        Some("test") => {
+            provision::all()?;
+            test()
+        }
+        Some("provision") => provision::all(),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn release_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("release")
+}
+
+/// Run a command, failing with the command line if it fails.
+pub(crate) fn cmd(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("xtask: $ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn build() -> anyhow::Result<()> {
+    cmd("cargo", &["build", "--release", "--locked"])
+}
+
+/// Totals of libtest's `test result:` lines.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Add a line like `test result: ok. 41 passed; 0 failed; 0 ignored; ...`.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match label {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `cargo test ARGS`, echoing its output and adding up its results.
+fn cargo_test(args: &[&str], tally: &mut Tally) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    eprintln!("xtask: $ cargo test {}", args.join(" "));
+    let mut child = Command::new("cargo")
+        .arg("test")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        tally.add_line(&line);
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        println!(
+            "tests: {} passed, {} failed",
+            tally.passed,
+            tally.failed.max(1)
+        );
+        bail!("`cargo test {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn test() -> anyhow::Result<()> {
+    cmd("cargo", &["fmt", "--all", "--", "--check"])?;
+    cmd(
+        "cargo",
+        &[
+            "clippy",
+            "--release",
+            "--locked",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    build()?;
+    let mut tally = Tally::default();
+    // Pure logic first: fast, no root.
+    cargo_test(
+        &[
+            "--release",
+            "--locked",
+            "--workspace",
+            "--exclude",
+            "watchdog-ebpf",
+            "--exclude",
+            "watchdog-tests",
+        ],
+        &mut tally,
+    )?;
+    // End to end against the real kernel, one at a time: they measure time.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { geteuid() } != 0 {
+        bail!("the end-to-end tests load eBPF programs: run `cargo xtask test` as root");
+    }
+    // SAFETY: single-threaded at this point; the variable is read by the test binaries.
+    unsafe { std::env::set_var("WATCHDOG_BIN_DIR", release_dir()) };
+    cargo_test(
+        &[
+            "--release",
+            "--locked",
+            "-p",
+            "watchdog-tests",
+            "--",
+            "--test-threads=1",
+        ],
+        &mut tally,
+    )?;
+    println!("tests: {} passed, {} failed", tally.passed, tally.failed);
+    Ok(())
+}
+
+unsafe extern "C" {
+    fn geteuid() -> u32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn tally_adds_up_libtest_results() {
+        let mut t = Tally::default();
+        t.add_line("test result: ok. 41 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        t.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("running 5 tests");
+        assert_eq!((t.passed, t.failed), (44, 2));
+    }
+}

@@ -55,7 +55,7 @@ fn listen(args: ListenArgs, out: &mut impl Write) -> anyhow::Result<()> {
         if args.duration.is_some_and(|d| start.elapsed() >= d) {
             return Ok(());
         }
-        let seen = l.next()?;
+        let seen = l.next_seen()?;
         listener::print_seen(out, &seen, args.json)?;
         out.flush()?;
     }

@@ -54,7 +54,7 @@ impl Listener {
     }
 
     /// Wait for the next thing worth reporting.
-    pub fn next(&mut self) -> std::io::Result<Seen> {
+    pub fn next_seen(&mut self) -> std::io::Result<Seen> {
         let mut buf = [0u8; 2048];
         loop {
             if let Some(seen) = self.check_silence() {

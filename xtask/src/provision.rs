@@ -1,0 +1,117 @@
+//! Install what building and testing need, if it is missing. Every step checks first,
+//! so on a provisioned machine this costs a few process spawns. Versions are those of
+//! ../shared/TOOLCHAIN.md: nightly with rust-src for the eBPF crate, bpf-linker 0.13.0
+//! built against Debian's LLVM 22 (the LLVM of that nightly).
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::cmd;
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// Debian packages: LLVM 22 to build bpf-linker; bpftool for the tests' detach check.
+const APT_PACKAGES: &[&str] = &["llvm-22-dev", "libzstd-dev", "zlib1g-dev", "bpftool"];
+
+pub fn all() -> anyhow::Result<()> {
+    rust_components()?;
+    apt_packages()?;
+    bpf_linker()?;
+    tracefs()?;
+    Ok(())
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn is_root() -> bool {
+    output("id", &["-u"]).is_some_and(|s| s.trim() == "0")
+}
+
+fn rust_components() -> anyhow::Result<()> {
+    let toolchains = output("rustup", &["toolchain", "list"]).context("rustup is needed")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        cmd(
+            "rustup",
+            &["toolchain", "install", "nightly", "--profile", "minimal"],
+        )?;
+    }
+    let nightly = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .unwrap_or_default();
+    if !nightly.lines().any(|l| l.starts_with("rust-src")) {
+        cmd(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+        )?;
+    }
+    let stable = output("rustup", &["component", "list", "--installed"]).unwrap_or_default();
+    for c in ["rustfmt", "clippy"] {
+        if !stable.lines().any(|l| l.starts_with(c)) {
+            cmd("rustup", &["component", "add", c])?;
+        }
+    }
+    Ok(())
+}
+
+fn apt_installed(pkg: &str) -> bool {
+    output("dpkg-query", &["-W", "-f=${Status}", pkg])
+        .is_some_and(|s| s.contains("install ok installed"))
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !apt_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing Debian packages {missing:?}: run `cargo xtask provision` as root");
+    }
+    cmd("apt-get", &["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    // SAFETY: single-threaded; apt-get reads it.
+    unsafe { std::env::set_var("DEBIAN_FRONTEND", "noninteractive") };
+    cmd("apt-get", &args)
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let have = output("bpf-linker", &["--version"]).unwrap_or_default();
+    if have.contains(BPF_LINKER_VERSION) {
+        return Ok(());
+    }
+    // SAFETY: single-threaded; read by bpf-linker's build script.
+    unsafe { std::env::set_var("LLVM_PREFIX", LLVM_PREFIX) };
+    cmd(
+        "cargo",
+        &[
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--force",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ],
+    )
+}
+
+fn tracefs() -> anyhow::Result<()> {
+    if Path::new("/sys/kernel/tracing/events").exists() || !is_root() {
+        // Not root: the daemon needs root anyway and mounts tracefs itself.
+        return Ok(());
+    }
+    cmd("mount", &["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+}
