@@ -28,6 +28,7 @@ use crate::{
     events::{self, Event},
     heartbeat::{self, sender::Gate},
     iface::Interface,
+    kmsg::RuleSet,
     monitor::{LineVerdict, Monitor, Stall},
     procfs,
 };
@@ -113,6 +114,7 @@ fn hostname() -> String {
 /// State shared by the daemon's tasks.
 struct Shared {
     monitor: Mutex<Monitor>,
+    rules: RuleSet,
     gate: Arc<Gate>,
     sender: Arc<heartbeat::sender::Sender>,
     node_id: String,
@@ -169,6 +171,7 @@ async fn run_bound(
     }
     let shared = Arc::new(Shared {
         monitor: Mutex::new(Monitor::new(settings.budget, settings.pids.iter().copied())),
+        rules: RuleSet::builtin(),
         gate: Arc::new(Gate::default()),
         sender: Arc::new(heartbeat::sender::Sender::new(
             sock,
@@ -254,16 +257,25 @@ async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>) {
 fn on_event(shared: &Shared, ev: Event) {
     match ev {
         Event::KernelLine(line) => {
-            let verdict = shared.monitor().on_kernel_line(&line);
+            let verdict = shared
+                .monitor()
+                .on_kernel_line(&shared.rules, &line, procfs::tgid_of);
             match verdict {
                 LineVerdict::Ordinary => {
                     tracing::trace!(pid = line.tgid, tid = line.tid, text = %line.text, "kernel line");
                 }
-                LineVerdict::Alert { problem, monitored } => tracing::error!(
+                LineVerdict::Alert {
+                    class,
+                    rule,
+                    monitored,
+                    subject,
+                } => tracing::error!(
                     pid = line.tgid,
                     tid = line.tid,
                     comm = %line.comm,
-                    pattern = problem.pattern,
+                    class = class.as_str(),
+                    rule = rule.as_deref().unwrap_or("-"),
+                    subject = subject.map(|s| s.pid),
                     monitored,
                     line = %line.text,
                     "kernel problem reported"

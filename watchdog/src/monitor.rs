@@ -11,7 +11,10 @@ use watchdog_common::{InFlight, NOT_IN_SYSCALL};
 
 use crate::{
     events::KernelLine,
-    kmsg::{self, Problem, Severity},
+    kmsg::{
+        Action, Class, RuleSet,
+        incident::{Printer, Subject, line_subject},
+    },
     syscall_table::{self, SyscallClass},
     verdict::{self, FdKind, Verdict},
 };
@@ -28,6 +31,8 @@ pub struct Stall {
     pub budget_ms: u64,
     /// Human-readable reason: the budget overrun, or the kernel line.
     pub reason: String,
+    /// `syscall-budget`, or the class of the kernel report (`bug`, `hung_task`, ...).
+    pub cause: String,
     /// CLOCK_MONOTONIC time of the verdict.
     pub at_ns: u64,
 }
@@ -38,8 +43,13 @@ pub enum LineVerdict {
     /// Nothing to report.
     Ordinary,
     /// A kernel problem: alert, but no verdict on a monitored thread.
-    Alert { problem: Problem, monitored: bool },
-    /// A monitored thread faulted in the kernel: it is stalled.
+    Alert {
+        class: Class,
+        rule: Option<String>,
+        monitored: bool,
+        subject: Option<Subject>,
+    },
+    /// A report names a monitored thread, and its rule says it is stalled.
     Stall(Stall),
 }
 
@@ -163,6 +173,7 @@ impl Monitor {
             elapsed_ms: Some(elapsed.as_millis() as u64),
             budget_ms,
             reason: j.why,
+            cause: "syscall-budget".into(),
             at_ns: now_ns,
         };
         self.stalls.push(stall.clone());
@@ -207,28 +218,74 @@ impl Monitor {
             .min()
     }
 
-    /// Take in a kernel line and say what it means.
-    pub fn on_kernel_line(&mut self, line: &KernelLine) -> LineVerdict {
-        let Some(problem) = kmsg::problem(&line.text) else {
-            return LineVerdict::Ordinary;
-        };
-        let monitored = self.targets.contains(&line.tgid);
-        if !monitored || problem.severity != Severity::Fatal {
-            return LineVerdict::Alert { problem, monitored };
+    /// The process a thread id belongs to, as far as this monitor knows.
+    pub fn known_tgid(&self, tid: u32) -> Option<u32> {
+        if self.targets.contains(&tid) {
+            return Some(tid);
         }
-        let reason = format!(
-            "kernel reported \"{}\" in this thread: {}",
-            problem.pattern, line.text
-        );
-        let st = self.threads.entry(line.tid).or_default();
-        st.tgid = line.tgid;
-        st.comm.get_or_insert_with(|| line.comm.clone());
-        st.kernel_fault = Some(reason.clone());
-        st.why = reason.clone();
-        let stall = Stall {
+        self.threads.get(&tid).map(|st| st.tgid)
+    }
+
+    /// Take in a kernel line and say what it means. `tgid_of` finds the process of a
+    /// thread the monitor has not seen (from /proc in the daemon).
+    pub fn on_kernel_line(
+        &mut self,
+        rules: &RuleSet,
+        line: &KernelLine,
+        tgid_of: impl FnOnce(u32) -> Option<u32>,
+    ) -> LineVerdict {
+        let c = rules.classify_text(&line.text);
+        if c.class == Class::None {
+            return LineVerdict::Ordinary;
+        }
+        let printer = Printer {
             pid: line.tgid,
             tid: line.tid,
             comm: line.comm.clone(),
+        };
+        let subject = line_subject(c.class, &line.text, Some(&printer));
+        let subject_tgid = subject.as_ref().and_then(|s| {
+            if s.how == "printer" {
+                Some(line.tgid)
+            } else {
+                self.known_tgid(s.pid).or_else(|| tgid_of(s.pid))
+            }
+        });
+        let monitored = subject_tgid.is_some_and(|t| self.targets.contains(&t));
+        let rule = c.rule_id().map(str::to_owned);
+        let (Some(subject), Some(tgid), true, Action::StopHeartbeat) =
+            (subject.clone(), subject_tgid, monitored, c.action)
+        else {
+            return LineVerdict::Alert {
+                class: c.class,
+                rule,
+                monitored,
+                subject,
+            };
+        };
+        let reason = format!(
+            "kernel reported {} (rule {}) {}: {}",
+            c.class,
+            rule.as_deref().unwrap_or("-"),
+            if subject.how == "printer" {
+                "in this thread"
+            } else {
+                "naming this thread"
+            },
+            line.text
+        );
+        let tid = subject.pid;
+        let st = self.threads.entry(tid).or_default();
+        st.tgid = tgid;
+        if st.comm.is_none() {
+            st.comm = subject.comm.clone();
+        }
+        st.kernel_fault = Some(reason.clone());
+        st.why = reason.clone();
+        let stall = Stall {
+            pid: tgid,
+            tid,
+            comm: st.comm.clone().unwrap_or_default(),
             syscall: st
                 .current
                 .and_then(|c| syscall_table::name(c.nr))
@@ -236,6 +293,7 @@ impl Monitor {
             elapsed_ms: None,
             budget_ms: self.budget_ms(),
             reason,
+            cause: c.class.as_str().to_owned(),
             at_ns: line.ts_ns,
         };
         self.stalls.push(stall.clone());
@@ -422,19 +480,26 @@ mod tests {
         }
     }
 
+    fn no_proc(_: u32) -> Option<u32> {
+        None
+    }
+
     #[test]
     fn an_oops_in_a_monitored_thread_is_a_stall_and_sticks() {
         let mut m = monitor();
-        let v = m.on_kernel_line(&line(
-            100,
-            105,
-            "BUG: kernel NULL pointer dereference, address: 0000000000000000",
-        ));
+        let rules = RuleSet::builtin();
+        let text = "BUG: kernel NULL pointer dereference, address: 0000000000000000";
+        let v = m.on_kernel_line(&rules, &line(100, 105, text), no_proc);
         let LineVerdict::Stall(stall) = v else {
             panic!("not a stall: {v:?}")
         };
         assert_eq!(stall.tid, 105);
-        assert!(stall.reason.contains("BUG:"), "{}", stall.reason);
+        assert_eq!(stall.cause, "bug");
+        assert!(
+            stall.reason.contains("rule x86-null-deref") && stall.reason.contains("in this thread"),
+            "{}",
+            stall.reason
+        );
         // The thread goes on to sleep: still stalled, it hit a kernel fault.
         observe(&mut m, 105, &rec(100, Some(Sysno::nanosleep), 0), MS);
         let rows = m.rows(2 * MS, &BTreeMap::new(), |_, _| None, |_, _| None);
@@ -447,30 +512,96 @@ mod tests {
             1
         );
     }
-
     #[test]
     fn kernel_problems_elsewhere_only_alert() {
         let mut m = monitor();
-        let v = m.on_kernel_line(&line(999, 999, "watchdog-test: BUG: not ours"));
-        assert!(matches!(
-            v,
-            LineVerdict::Alert {
-                monitored: false,
-                ..
-            }
-        ));
-        let v = m.on_kernel_line(&line(100, 101, "EXT4-fs error (device sda1): bad block"));
-        assert!(matches!(
-            v,
-            LineVerdict::Alert {
-                monitored: true,
-                ..
-            }
-        ));
-        assert_eq!(
-            m.on_kernel_line(&line(100, 101, "eth0: link up")),
-            LineVerdict::Ordinary
+        let rules = RuleSet::builtin();
+        let v = m.on_kernel_line(
+            &rules,
+            &line(999, 999, "watchdog-test: BUG: not ours"),
+            no_proc,
         );
+        assert!(
+            matches!(
+                v,
+                LineVerdict::Alert {
+                    monitored: false,
+                    class: Class::Bug,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        // An fs error in a monitored thread: alert (its action), not a stall.
+        let ext4 = "EXT4-fs error (device sda1): ext4_find_entry:1455: inode #2: comm ls: reading directory lblock 0";
+        let v = m.on_kernel_line(&rules, &line(100, 101, ext4), no_proc);
+        assert!(
+            matches!(
+                v,
+                LineVerdict::Alert {
+                    monitored: true,
+                    class: Class::FsIo,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        let v = m.on_kernel_line(&rules, &line(100, 101, "eth0: link up"), no_proc);
+        assert_eq!(v, LineVerdict::Ordinary);
         assert!(m.stalls().is_empty());
+    }
+
+    #[test]
+    fn a_hung_task_report_names_the_monitored_thread_not_the_printer() {
+        let mut m = monitor();
+        observe(&mut m, 104, &rec(100, Some(Sysno::fsync), 0), MS);
+        let rules = RuleSet::builtin();
+        // Printed by khungtaskd (pid 50), about thread 104 of process 100.
+        let hung = "INFO: task svc:104 blocked for more than 120 seconds.";
+        let v = m.on_kernel_line(&rules, &line(50, 50, hung), no_proc);
+        let LineVerdict::Stall(stall) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(
+            (stall.pid, stall.tid, stall.cause.as_str()),
+            (100, 104, "hung_task")
+        );
+        assert!(
+            stall.reason.contains("naming this thread"),
+            "{}",
+            stall.reason
+        );
+        // The same report about an unmonitored task is only an alert.
+        let other = "INFO: task other:7777 blocked for more than 120 seconds.";
+        let v = m.on_kernel_line(&rules, &line(50, 50, other), |_| Some(7000));
+        assert!(
+            matches!(
+                v,
+                LineVerdict::Alert {
+                    monitored: false,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn an_oom_kill_of_a_monitored_process_alerts_by_default() {
+        let mut m = monitor();
+        let rules = RuleSet::builtin();
+        let oom = "Out of memory: Killed process 100 (svc) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:0";
+        let v = m.on_kernel_line(&rules, &line(1, 1, oom), no_proc);
+        assert!(
+            matches!(
+                v,
+                LineVerdict::Alert {
+                    monitored: true,
+                    class: Class::Oom,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
     }
 }

@@ -40,6 +40,12 @@ fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// The process (thread group) thread `tid` belongs to, if it still exists.
+pub fn tgid_of(tid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status_field(&status, "Tgid:")?.parse().ok()
+}
+
 /// Thread ids of process `tgid` (empty if it is gone).
 pub fn threads(tgid: u32) -> Vec<u32> {
     let Ok(dir) = fs::read_dir(format!("/proc/{tgid}/task")) else {
