@@ -192,22 +192,72 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub log: PathBuf,
     pub group: SocketAddr,
+    /// Holds the incident store when the test did not give one.
+    _scratch: Option<TempDir>,
 }
 
 pub struct DaemonOpts {
     pub pid: u32,
     pub budget: &'static str,
     pub interval: &'static str,
+    /// Incident store to use (kept by the caller across restarts); a fresh one if None.
+    pub store: Option<PathBuf>,
+    /// `--exec-hook` program.
+    pub hook: Option<PathBuf>,
+}
+
+impl DaemonOpts {
+    pub fn new(pid: u32, budget: &'static str, interval: &'static str) -> Self {
+        DaemonOpts {
+            pid,
+            budget,
+            interval,
+            store: None,
+            hook: None,
+        }
+    }
+}
+
+/// A scratch directory for one test, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        static NEXT: AtomicU16 = AtomicU16::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("wd-test-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Daemon {
     /// Start the daemon on `lo` and wait until its first heartbeat reaches `rec`.
     pub fn start(opts: DaemonOpts, group: SocketAddr, rec: &Recorder) -> Self {
+        let before = rec.beats().len();
         let tag = format!("{}-{}", std::process::id(), group.port());
         let dir = std::env::temp_dir();
         let socket = dir.join(format!("wd-test-{tag}.sock"));
         let log = dir.join(format!("wd-test-{tag}.log"));
-        let child = Command::new(bin("watchdog"))
+        let scratch = opts.store.is_none().then(|| TempDir::new("store"));
+        let store = opts
+            .store
+            .clone()
+            .unwrap_or_else(|| scratch.as_ref().unwrap().0.join("incidents.db"));
+        let mut cmd = Command::new(bin("watchdog"));
+        if let Some(hook) = &opts.hook {
+            cmd.arg("--exec-hook").arg(hook);
+        }
+        let child = cmd
+            .arg("--store")
+            .arg(&store)
             .args(["--pid", &opts.pid.to_string()])
             .args(["--budget", opts.budget, "--interval", opts.interval])
             .args([
@@ -229,9 +279,11 @@ impl Daemon {
             socket,
             log,
             group,
+            _scratch: scratch,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while rec.beats().is_empty() {
+        // Beats from an earlier daemon on the same group do not count.
+        while rec.beats().len() <= before {
             if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "watchdog exited with {status} before its first heartbeat:\n{}",
@@ -254,23 +306,66 @@ impl Daemon {
 
     /// Run wdctl against this daemon with `--json` and parse what it prints.
     pub fn wdctl_json(&self, cmd: &str) -> serde_json::Value {
+        self.wdctl_json_args(&[cmd])
+    }
+
+    /// Run `wdctl ARGS... --json` against this daemon and parse what it prints.
+    pub fn wdctl_json_args(&self, args: &[&str]) -> serde_json::Value {
         let out = Command::new(bin("wdctl"))
             .arg("--socket")
             .arg(&self.socket)
-            .args([cmd, "--json"])
+            .args(args)
+            .arg("--json")
             .output()
             .expect("run wdctl");
         assert!(
             out.status.success(),
-            "wdctl {cmd} failed: {}",
+            "wdctl {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
-                "wdctl {cmd} printed no JSON ({e}): {}",
+                "wdctl {args:?} printed no JSON ({e}): {}",
                 String::from_utf8_lossy(&out.stdout)
             )
         })
+    }
+
+    /// Wait until `wdctl incidents` lists one that `pred` accepts; return it whole.
+    pub fn wait_incident(
+        &self,
+        within: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let list = self.wdctl_json("incidents");
+            if let Some(found) = list.as_array().unwrap().iter().find(|i| pred(i)) {
+                let id = found["id"].as_i64().unwrap().to_string();
+                return self.wdctl_json_args(&["incident", &id]);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such incident within {within:?}: {list:#}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait until the log has a line for which `pred` holds; return it.
+    pub fn wait_log_line(&self, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.log_text().lines().find(|l| pred(l)) {
+                return l.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such log line within {within:?}:\n{}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Send SIGTERM and wait for the exit status.

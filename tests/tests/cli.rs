@@ -87,3 +87,163 @@ fn wdctl_without_a_daemon_says_where_it_looked() {
         "{err}"
     );
 }
+
+fn run_stdin(name: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(bin(name))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run binary");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const CORPUS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../watchdog/tests/corpus");
+
+#[test]
+fn the_builtin_rules_pass_their_test_bench() {
+    let (code, out, err) = run_stdin("wdctl", &["rules", "test"], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("ok: ") && out.contains("rules") && out.contains("<built-in rules>"),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_problem_line_of_the_corpus_is_caught() {
+    // The corpus's problem lines (not the benign ones), as an --examples file.
+    let corpus = std::fs::read_to_string(format!("{CORPUS_DIR}/lines.tsv")).unwrap();
+    let lines: String = corpus
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("none\t"))
+        .filter_map(|l| l.splitn(3, '\t').nth(2))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("wd-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let examples = dir.join("problems.txt");
+    std::fs::write(&examples, &lines).unwrap();
+    let (code, out, err) = run_stdin(
+        "wdctl",
+        &["rules", "test", "--examples", examples.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("ok: all {} lines of", lines.lines().count())),
+        "{out}"
+    );
+
+    // A rules file whose rule shadows a built-in, and a line nothing catches.
+    let rules = dir.join("greedy.toml");
+    std::fs::write(&rules, "[[rule]]\nid = \"greedy\"\nclass = \"warning\"\nregex = 'BUG'\nexamples = [{ line = \"BUG x\", source = \"t\" }]\n").unwrap();
+    std::fs::write(&examples, "all is well\n").unwrap();
+    let (code, out, err) = run_stdin(
+        "wdctl",
+        &[
+            "rules",
+            "test",
+            rules.to_str().unwrap(),
+            "--examples",
+            examples.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(out.contains("FAIL <built-in rules>: rule x86-null-deref (bug): example is decided by rule greedy (warning)"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "FAIL {}:1: not caught (no rule matches): all is well",
+            examples.display()
+        )),
+        "{out}"
+    );
+    assert!(err.contains("rule test failures"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_malformed_rules_file_is_refused_with_file_line_and_column() {
+    let dir = std::env::temp_dir().join(format!("wd-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("bad.toml");
+    std::fs::write(&rules, "[[rule]]\nid = \"x\"\nclass = \"catastrophe\"\n").unwrap();
+    let (code, _, err) = run_stdin(
+        "wdctl",
+        &["kmsg", "classify", "--rules", rules.to_str().unwrap()],
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!(
+            "{}:3:9: unknown variant `catastrophe`",
+            rules.display()
+        )),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn kmsg_classify_gives_one_json_object_per_line() {
+    let input = "[  1.0] BUG: kernel NULL pointer dereference, address: 0000000000000008\n6,1,2,-;e1000e: eth0 NIC Link is Up\n";
+    let (code, out, err) = run_stdin("wdctl", &["kmsg", "classify", "--json"], input);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0]["class"].as_str(), rows[0]["rule"].as_str()),
+        (Some("bug"), Some("x86-null-deref"))
+    );
+    assert_eq!(
+        rows[0]["line"],
+        "[  1.0] BUG: kernel NULL pointer dereference, address: 0000000000000008"
+    );
+    assert_eq!(
+        (rows[1]["class"].as_str(), rows[1]["rule"].as_str()),
+        (Some("none"), None)
+    );
+}
+
+#[test]
+fn kmsg_incidents_from_a_file() {
+    let file = format!("{CORPUS_DIR}/soft-lockup-4.19.log");
+    let (code, out, err) = run_stdin("wdctl", &["kmsg", "incidents", &file, "--json"], "");
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let i = &v.as_array().unwrap()[0];
+    assert_eq!(i["class"], "soft_lockup");
+    assert_eq!(
+        (i["pid"].as_u64(), i["comm"].as_str(), i["cpu"].as_u64()),
+        (Some(4242), Some("java"), Some(3))
+    );
+    assert_eq!(i["tainted"], "G W L");
+    assert_eq!(
+        i["first_line"],
+        "watchdog: BUG: soft lockup - CPU#3 stuck for 23s! [java:4242]"
+    );
+    assert_eq!(i["call_trace"][0], "_raw_spin_lock");
+    let (code, out, _) = run_stdin("wdctl", &["kmsg", "incidents", &file], "");
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("#1 soft_lockup (soft-lockup) pid 4242 comm java cpu 3 tainted [G W L]"),
+        "{out}"
+    );
+}

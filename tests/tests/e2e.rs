@@ -84,11 +84,7 @@ fn a_thread_stuck_in_uninterruptible_sleep_stops_the_heartbeat() {
     let mut work = Workload::spawn();
     let group = unique_group();
     let rec = Recorder::start(group);
-    let opts = DaemonOpts {
-        pid: work.pid,
-        budget: "300ms",
-        interval: "20ms",
-    };
+    let opts = DaemonOpts::new(work.pid, "300ms", "20ms");
     let mut daemon = Daemon::start(opts, group, &rec);
     rec.wait_for(5, Duration::from_secs(2));
 
@@ -146,20 +142,45 @@ fn a_thread_stuck_in_uninterruptible_sleep_stops_the_heartbeat() {
     assert_eq!(stalls[0]["tid"], tid);
     assert_eq!(stalls[0]["syscall"], "vfork");
 
-    let log = daemon.log_text();
-    let alert = log
-        .lines()
-        .find(|l| l.contains("ERROR") && l.contains("thread stalled"))
-        .unwrap_or_else(|| panic!("no stall alert in the log:\n{log}"));
+    let alert = daemon.wait_log_line(Duration::from_secs(2), |l| {
+        l.contains("ERROR") && l.contains("thread stalled")
+    });
     for part in [
         format!("tid={tid}"),
         format!("pid={}", work.pid),
         "syscall=\"vfork\"".into(),
         "budget_ms=300".into(),
-        "comm=stuck".into(),
+        "comm=\"stuck\"".into(),
     ] {
         assert!(alert.contains(&part), "alert lacks {part}: {alert}");
     }
+
+    // The stall is an incident, with what /proc showed at verdict time.
+    let inc = daemon.wait_incident(Duration::from_secs(2), |i| i["kind"] == "syscall-stall");
+    assert_eq!(
+        (inc["pid"].as_u64(), inc["tid"].as_u64()),
+        (Some(work.pid as u64), Some(tid)),
+        "{inc:#}"
+    );
+    assert_eq!(inc["stopped_heartbeat"], true);
+    let st = &inc["stall"];
+    assert_eq!(st["syscall"], "vfork", "{inc:#}");
+    assert_eq!(st["state"], "D", "{inc:#}");
+    assert!(
+        !st["wchan"].as_str().unwrap_or("").is_empty(),
+        "no wchan: {inc:#}"
+    );
+    assert_eq!(st["args"].as_array().unwrap().len(), 6, "{inc:#}");
+    let stack: Vec<&str> = st["kernel_stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        stack.iter().any(|f| f.contains("vfork")),
+        "kernel stack without vfork: {stack:?}"
+    );
     stop_cleanly(&mut daemon);
 }
 
@@ -169,11 +190,7 @@ fn threads_idle_in_wait_syscalls_never_stop_the_heartbeat() {
     let mut work = Workload::spawn();
     let group = unique_group();
     let rec = Recorder::start(group);
-    let opts = DaemonOpts {
-        pid: work.pid,
-        budget: "300ms",
-        interval: "50ms",
-    };
+    let opts = DaemonOpts::new(work.pid, "300ms", "50ms");
     let mut daemon = Daemon::start(opts, group, &rec);
 
     // Started after the daemon, so every wait is seen entering its syscall.
@@ -227,11 +244,7 @@ fn a_kernel_bug_printed_by_a_monitored_thread_stops_the_heartbeat_at_once() {
     let mut work = Workload::spawn();
     let group = unique_group();
     let rec = Recorder::start(group);
-    let opts = DaemonOpts {
-        pid: work.pid,
-        budget: "5s",
-        interval: "20ms",
-    };
+    let opts = DaemonOpts::new(work.pid, "5s", "20ms");
     let mut daemon = Daemon::start(opts, group, &rec);
     rec.wait_for(5, Duration::from_secs(2));
 
@@ -269,11 +282,7 @@ fn a_kernel_bug_printed_by_another_process_only_alerts() {
     let work = Workload::spawn();
     let group = unique_group();
     let rec = Recorder::start(group);
-    let opts = DaemonOpts {
-        pid: work.pid,
-        budget: "5s",
-        interval: "20ms",
-    };
+    let opts = DaemonOpts::new(work.pid, "5s", "20ms");
     let mut daemon = Daemon::start(opts, group, &rec);
 
     let marker = format!(
@@ -298,11 +307,10 @@ fn a_kernel_bug_printed_by_another_process_only_alerts() {
     assert_eq!(status["heartbeat"], "sending", "{status:#}");
     assert_eq!(status["stalls"].as_array().unwrap().len(), 0, "{status:#}");
 
-    let log = daemon.log_text();
-    let alert = log
-        .lines()
-        .find(|l| l.contains("kernel problem reported") && l.contains(&marker))
-        .unwrap_or_else(|| panic!("no alert for the line in the log:\n{log}"));
+    // The alert goes out once the report is complete and stored.
+    let alert = daemon.wait_log_line(Duration::from_secs(5), |l| {
+        l.contains("kernel problem reported") && l.contains(&marker)
+    });
     assert!(
         alert.contains("ERROR") && alert.contains("monitored=false"),
         "{alert}"
@@ -320,11 +328,7 @@ fn threads_created_after_start_are_monitored() {
     let mut work = Workload::spawn();
     let group = unique_group();
     let rec = Recorder::start(group);
-    let opts = DaemonOpts {
-        pid: work.pid,
-        budget: "300ms",
-        interval: "50ms",
-    };
+    let opts = DaemonOpts::new(work.pid, "300ms", "50ms");
     let mut daemon = Daemon::start(opts, group, &rec);
     work.send("idle");
     let mut tids = BTreeSet::new();
@@ -344,5 +348,161 @@ fn threads_created_after_start_are_monitored() {
         "new threads {tids:?} not all in {listed:?}"
     );
     assert!(listed.contains(&(work.pid as u64)), "main thread missing");
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn kernel_reports_become_incidents_that_survive_a_restart() {
+    require_root();
+    let mut work = Workload::spawn();
+    let store_dir = TempDir::new("restart");
+    let store = store_dir.0.join("incidents.db");
+    let hook_out = store_dir.0.join("hook.out");
+    let hook = store_dir.0.join("hook.sh");
+    std::fs::write(&hook, format!("#!/bin/sh\nprintf '%s|%s|%s\\n' \"$1\" \"$2\" \"$3\" >> {0}\ncat >> {0}\necho >> {0}\n", hook_out.display())).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "5s", "20ms");
+    opts.store = Some(store.clone());
+    opts.hook = Some(hook.clone());
+    let mut daemon = Daemon::start(opts, group, &rec);
+
+    let text = "watchdog-test: BUG: simulated kernel fault for the incident store";
+    work.send(&format!("kmsg {text}"));
+    let tid = field(&work.expect("KMSG", Duration::from_secs(2)), "tid");
+    let inc = daemon.wait_incident(Duration::from_secs(5), |i| {
+        i["kind"] == "kernel-report" && i["summary"].as_str().unwrap().contains(text)
+    });
+    assert_eq!(inc["class"], "bug", "{inc:#}");
+    assert_eq!(
+        (inc["pid"].as_u64(), inc["tid"].as_u64()),
+        (Some(work.pid as u64), Some(tid)),
+        "{inc:#}"
+    );
+    assert_eq!(inc["comm"], "reporter");
+    assert_eq!(
+        (
+            inc["monitored"].as_bool(),
+            inc["stopped_heartbeat"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    assert_eq!(inc["report"]["first_line"], text);
+    assert_eq!(inc["report"]["rule"], "bug-generic");
+    assert_eq!(inc["report"]["printer"]["tid"].as_u64(), Some(tid));
+    let id = inc["id"].as_i64().unwrap();
+
+    // The exec hook ran with class, host and summary, and the incident on stdin.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let hook_text = loop {
+        let t = std::fs::read_to_string(&hook_out).unwrap_or_default();
+        if t.contains(text) && t.lines().count() >= 2 {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exec hook did not run: {t:?}\n{}",
+            daemon.log_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut lines = hook_text.lines();
+    let args = lines.next().unwrap();
+    assert!(
+        args.starts_with("bug|test-node|bug: watchdog-test: BUG: simulated"),
+        "{args}"
+    );
+    let body: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(body["id"].as_i64(), Some(id));
+    assert_eq!(body["kind"], "kernel-report");
+    let status = daemon.wdctl_json("status");
+    assert_eq!(status["exec_hook_failures"], 0, "{status:#}");
+    stop_cleanly(&mut daemon);
+
+    // A new daemon on the same store still has it.
+    let work2 = Workload::spawn();
+    let mut opts = DaemonOpts::new(work2.pid, "5s", "20ms");
+    opts.store = Some(store.clone());
+    let mut daemon = Daemon::start(opts, group, &rec);
+    let again = daemon.wdctl_json_args(&["incident", &id.to_string()]);
+    assert_eq!(again["report"]["first_line"], text);
+    assert_eq!(again["tid"].as_u64(), Some(tid));
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn a_report_naming_a_monitored_thread_stalls_it_whoever_prints_it() {
+    require_root();
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "5s", "20ms"), group, &rec);
+    work.send("idle");
+    let line = work.expect("IDLE kind=nanosleep", Duration::from_secs(2));
+    let tid = field(&line, "tid");
+    rec.wait_for(5, Duration::from_secs(2));
+
+    // Printed by this (unmonitored) test process, as khungtaskd would, about the thread.
+    let text =
+        format!("watchdog-test: INFO: task idle-sleep:{tid} blocked for more than 120 seconds.");
+    let wrote_at = monotonic_ns();
+    std::fs::write("/dev/kmsg", format!("{text}\n")).unwrap();
+    let inc = daemon.wait_incident(Duration::from_secs(5), |i| i["class"] == "hung_task");
+    assert_eq!(
+        (inc["pid"].as_u64(), inc["tid"].as_u64()),
+        (Some(work.pid as u64), Some(tid)),
+        "{inc:#}"
+    );
+    assert_eq!(inc["monitored"], true);
+    assert_eq!(inc["stopped_heartbeat"], true);
+    assert_eq!(
+        inc["report"]["printer"]["pid"].as_u64(),
+        Some(std::process::id() as u64)
+    );
+    let last = rec.last_arrival().unwrap();
+    assert!(
+        last <= wrote_at + 100 * MS,
+        "heartbeat went on {} ms after the report",
+        (last - wrote_at) / MS
+    );
+    let row = thread_row(&daemon.wdctl_json("threads"), tid);
+    assert_eq!(row["verdict"], "stalled", "{row:#}");
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn a_monitored_process_killed_by_sigsegv_is_a_crash_incident() {
+    require_root();
+    let mut work = Workload::spawn();
+    let pid = work.pid;
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut daemon = Daemon::start(DaemonOpts::new(pid, "5s", "50ms"), group, &rec);
+    work.send("segv");
+    let line = work.expect("SEGV", Duration::from_secs(2));
+    let tid = field(&line, "tid");
+    let inc = daemon.wait_incident(Duration::from_secs(5), |i| i["kind"] == "crash");
+    assert_eq!(
+        (inc["pid"].as_u64(), inc["tid"].as_u64()),
+        (Some(pid as u64), Some(tid)),
+        "{inc:#}"
+    );
+    let sig = &inc["signal"];
+    assert_eq!(sig["signal"], "SIGSEGV", "{inc:#}");
+    assert_eq!(
+        sig["code_meaning"], "SEGV_MAPERR: address not mapped",
+        "{inc:#}"
+    );
+    assert_eq!(
+        sig["sender_pid"].as_u64(),
+        Some(pid as u64),
+        "the kernel raised it in the faulting task"
+    );
+    let fault = sig["fault_line"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no fault line: {inc:#}"));
+    assert!(fault.contains("segfault at 0 "), "{fault}");
     stop_cleanly(&mut daemon);
 }

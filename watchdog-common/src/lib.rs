@@ -25,6 +25,25 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU u64 counters, indexed by [`super::counter`].
     pub const COUNTERS: &str = "COUNTERS";
+    /// u32 array, indexed by [`super::layout`]: field offsets of tracepoint records on
+    /// the running kernel, read by userspace from tracefs before attaching.
+    pub const LAYOUT: &str = "LAYOUT";
+}
+
+/// Indices into the LAYOUT array. An offset of 0 means the field is absent on this
+/// kernel (offset 0 is the common header, never a field we read).
+pub mod layout {
+    /// sched_process_exit: `bool group_dead` (5.x+? absent on older kernels).
+    pub const EXIT_GROUP_DEAD: u32 = 0;
+    /// sched_process_hang: `pid_t pid`.
+    pub const HANG_PID: u32 = 1;
+    /// oom/mark_victim: `int pid`.
+    pub const OOM_PID: u32 = 2;
+    /// signal/signal_generate: `int sig`, `int code`, `pid_t pid` (the target).
+    pub const SIG_SIG: u32 = 3;
+    pub const SIG_CODE: u32 = 4;
+    pub const SIG_PID: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -71,6 +90,27 @@ pub struct InFlight {
 pub mod kind {
     pub const PRINTK: u32 = 1;
     pub const EXIT: u32 = 2;
+    /// The kernel's hung-task detector found a task blocked in D state.
+    pub const HANG: u32 = 3;
+    /// The OOM killer chose a victim.
+    pub const OOM_VICTIM: u32 = 4;
+    /// A fatal-by-default signal was generated for a thread of a monitored process.
+    pub const SIGNAL: u32 = 5;
+}
+
+/// A kernel signal about a task (hang, OOM victim, fatal signal). The header's task is
+/// the one in whose context it fired (khungtaskd, the allocating task, the sender).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskSignal {
+    pub header: EventHeader,
+    /// The task it is about (a thread id; the OOM victim's is a process id).
+    pub target: u32,
+    /// Signal number (SIGNAL only).
+    pub sig: i32,
+    /// si_code (SIGNAL only): SEGV_MAPERR, SI_USER, ...
+    pub code: i32,
+    pub _pad0: u32,
 }
 
 /// Common head of every ring-buffer record.
@@ -128,6 +168,7 @@ const _: () = {
     assert!(offset_of!(PrintkEvent, msg) == 48);
     assert!(size_of::<PrintkEvent>() == 48 + MSG_MAX);
     assert!(size_of::<ExitEvent>() == 48);
+    assert!(size_of::<TaskSignal>() == 56);
 };
 
 #[cfg(feature = "user")]

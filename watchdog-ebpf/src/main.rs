@@ -7,6 +7,7 @@ mod maps;
 mod printk;
 mod process_exit;
 mod syscalls;
+mod task_signals;
 
 #[cfg(not(test))]
 #[panic_handler]

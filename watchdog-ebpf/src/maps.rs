@@ -1,9 +1,9 @@
 //! Maps shared by the programs. Names must match `watchdog_common::maps`.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use watchdog_common::{InFlight, Target, counter};
+use watchdog_common::{InFlight, Target, counter, layout};
 
 /// Processes (tgid) whose threads are measured. Userspace adds and removes entries
 /// at run time, so targets change without reloading the programs.
@@ -22,6 +22,26 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// Per-CPU counters, indexed by `watchdog_common::counter`.
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Tracepoint field offsets of the running kernel (see `watchdog_common::layout`).
+#[map(name = "LAYOUT")]
+pub static LAYOUT: Array<u32> = Array::with_max_entries(layout::COUNT, 0);
+
+/// Offset of a tracepoint field, or None if this kernel lacks it.
+#[inline(always)]
+pub fn field_offset(index: u32) -> Option<usize> {
+    match LAYOUT.get(index) {
+        Some(&off) if off != 0 => Some(off as usize),
+        _ => None,
+    }
+}
+
+/// Whether thread `tid` belongs to a monitored process: its in-flight slot says so, or
+/// it is a monitored process's main thread.
+#[inline(always)]
+pub fn is_monitored_thread(tid: u32) -> bool {
+    INFLIGHT.get_ptr(tid).is_some() || is_target(tid)
+}
 
 /// Whether `tgid` is a monitored process: the one check every syscall on the host pays.
 #[inline(always)]

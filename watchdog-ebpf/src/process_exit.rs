@@ -10,14 +10,16 @@ use aya_ebpf::{
 };
 use watchdog_common::{EventHeader, ExitEvent, counter, kind};
 
-use crate::maps::{EVENTS, INFLIGHT, bump, is_target};
+use watchdog_common::{EXIT_GROUP_DEAD, layout};
+
+use crate::maps::{EVENTS, INFLIGHT, bump, field_offset, is_target};
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     try_sched_process_exit(&ctx).unwrap_or(0)
 }
 
-fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<u32, i32> {
+fn try_sched_process_exit(ctx: &TracePointContext) -> Result<u32, i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_target(tgid) {
@@ -25,6 +27,12 @@ fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<u32, i32> {
     }
     let tid = pid_tgid as u32;
     let _ = INFLIGHT.remove(tid);
+    // Whether the whole process is gone: the record's group_dead where the kernel has it
+    // (5.x+), else the thread-group leader's exit as the best guess.
+    let group_dead = match field_offset(layout::EXIT_GROUP_DEAD) {
+        Some(off) => unsafe { ctx.read_at::<u8>(off) }.unwrap_or(0) != 0,
+        None => tid == tgid,
+    };
     let event = ExitEvent {
         header: EventHeader {
             kind: kind::EXIT,
@@ -34,7 +42,7 @@ fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<u32, i32> {
             ts_ns: unsafe { bpf_ktime_get_ns() },
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         },
-        flags: 0,
+        flags: if group_dead { EXIT_GROUP_DEAD } else { 0 },
         _pad0: 0,
     };
     if EVENTS.output::<ExitEvent>(&event, 0).is_err() {

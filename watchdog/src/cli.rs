@@ -8,6 +8,22 @@ use crate::heartbeat::packet::validate_node_id;
 /// Where the daemon serves wdctl unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/watchdog/watchdog.sock";
 
+/// An error and its causes on one line, each cause once: some errors already quote
+/// their cause in their own message, and it must not be printed twice.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for part in e.chain().map(|c| c.to_string()) {
+        if out.contains(&part) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&part);
+    }
+    out
+}
+
 /// A duration such as `300ms`, `5s` or `1m`; zero is refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
@@ -74,7 +90,26 @@ pub struct DaemonArgs {
     /// Multicast TTL (IPv6 hop limit) of the heartbeat.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
     pub ttl: u32,
+    /// Operator rules for kernel messages (TOML), tried before the built-in ones.
+    #[arg(long, value_name = "PATH")]
+    pub rules: Option<PathBuf>,
+    /// Incident database (SQLite), kept across restarts.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    /// Most incidents kept; the oldest go first.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub store_max: u64,
+    /// Program run for each incident: PROGRAM CLASS HOST SUMMARY, the incident as JSON
+    /// on stdin.
+    #[arg(long, value_name = "PROGRAM")]
+    pub exec_hook: Option<PathBuf>,
+    /// How long the exec hook may run before it is killed.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
+    pub exec_hook_timeout: Duration,
 }
+
+/// Where incidents are kept unless told otherwise.
+pub const DEFAULT_STORE: &str = "/var/lib/watchdog/incidents.db";
 
 /// wdctl: the operator's window into the watchdog daemon.
 #[derive(Debug, Parser)]
@@ -93,9 +128,77 @@ pub enum WdctlCommand {
     Threads(JsonFlag),
     /// Heartbeat state, counts, and the stall reasons so far.
     Status(JsonFlag),
+    /// Incidents the daemon recorded, newest first.
+    Incidents(IncidentsArgs),
+    /// One incident, whole.
+    Incident(IncidentArgs),
     /// Heartbeat tools.
     #[command(subcommand)]
     Heartbeat(HeartbeatCommand),
+    /// Read kernel logs offline (no daemon, no root): classify lines, assemble incidents.
+    #[command(subcommand)]
+    Kmsg(KmsgCommand),
+    /// Check classification rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentsArgs {
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    /// How many, at most.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentArgs {
+    /// The incident's id (from `wdctl incidents`).
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KmsgCommand {
+    /// One result per input line: class, rule, line.
+    Classify(KmsgArgs),
+    /// Group the lines of each kernel report into an incident.
+    Incidents(KmsgArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KmsgArgs {
+    /// A log (dmesg, journalctl -k, /dev/kmsg dump, syslog); standard input without it.
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Operator rules to use before the built-in ones.
+    #[arg(long, value_name = "RULES_FILE")]
+    pub rules: Option<PathBuf>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// The rule test bench: every rule's examples are decided by that rule, and every
+    /// line of --examples is caught. Exits non-zero with a report otherwise.
+    Test(RulesTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RulesTestArgs {
+    /// Operator rules file to check along with the built-in rules.
+    #[arg(value_name = "RULES_FILE")]
+    pub rules: Option<PathBuf>,
+    /// A file of kernel lines that must all be caught (one per line; # comments).
+    #[arg(long, value_name = "FILE")]
+    pub examples: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +346,15 @@ mod tests {
         assert!(e.contains("--pid <PID>"), "{e}");
         let e = error_of(&["--pid", "1", "--interface", "lo"]);
         assert!(e.contains("--heartbeat <GROUP:PORT>"), "{e}");
+    }
+
+    #[test]
+    fn error_chains_name_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = anyhow::Error::new(io).context("cannot open /x: No such file or directory");
+        assert_eq!(error_chain(&e), "cannot open /x: No such file or directory");
+        let e = anyhow::anyhow!("root cause").context("outer");
+        assert_eq!(error_chain(&e), "outer: root cause");
     }
 
     #[test]

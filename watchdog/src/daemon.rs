@@ -1,16 +1,18 @@
-//! The daemon: wires probes, monitor, heartbeat and control socket together.
+//! The daemon: wires probes, monitor, heartbeat, incidents and control socket together.
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::SocketAddr,
     path::PathBuf,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, LazyLock, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
+        mpsc,
     },
     time::Duration,
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use regex::Regex;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -18,6 +20,7 @@ use tokio::{
 use watchdog_common::InFlight;
 
 use crate::{
+    alert::{self, ExecHook, SinkStats},
     cli::DaemonArgs,
     clock::monotonic_ns,
     control::{
@@ -25,12 +28,17 @@ use crate::{
         server::{self, Handler},
     },
     ebpf::{self, Counters, Probes},
-    events::{self, Event},
+    events::{self, Event, KernelLine, TaskEvent, TaskSignalKind, ThreadExit},
     heartbeat::{self, sender::Gate},
     iface::Interface,
-    kmsg::RuleSet,
+    incidents::{self, Incident, Kind, SignalDetails, StallDetails},
+    kmsg::{
+        Action, RuleSet, RulesError,
+        incident::{Assembler, Line, Printer, Report},
+    },
     monitor::{LineVerdict, Monitor, Stall},
     procfs,
+    store::{Store, StoreError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +50,10 @@ pub enum DaemonError {
         name: String,
         source: crate::iface::IfaceError,
     },
+    #[error("--rules: {0}")]
+    Rules(#[from] RulesError),
+    #[error("--store: {0}")]
+    Store(#[from] StoreError),
     #[error("--heartbeat: {0}")]
     Heartbeat(#[from] heartbeat::socket::SocketError),
     #[error("--socket: {0}")]
@@ -62,10 +74,15 @@ pub struct Settings {
     pub socket: PathBuf,
     pub node_id: String,
     pub ttl: u32,
+    pub rules: RuleSet,
+    pub store: PathBuf,
+    pub store_max: u64,
+    pub exec_hook: Option<ExecHook>,
 }
 
 impl Settings {
-    /// Check the command line against the system: pids exist, the interface exists.
+    /// Check the command line against the system: pids and interface exist, the rules
+    /// file is valid.
     pub fn from_args(args: DaemonArgs) -> Result<Self, DaemonError> {
         let mut pids = args.pids;
         pids.sort_unstable();
@@ -78,6 +95,10 @@ impl Settings {
                 name: args.interface.clone(),
                 source,
             })?;
+        let rules = match &args.rules {
+            Some(path) => RuleSet::with_user_file(path)?,
+            None => RuleSet::builtin(),
+        };
         Ok(Settings {
             pids,
             budget: args.budget,
@@ -87,6 +108,13 @@ impl Settings {
             socket: args.socket,
             node_id: args.node_id.unwrap_or_else(hostname),
             ttl: args.ttl,
+            rules,
+            store: args.store,
+            store_max: args.store_max,
+            exec_hook: args.exec_hook.map(|program| ExecHook {
+                program,
+                timeout: args.exec_hook_timeout,
+            }),
         })
     }
 }
@@ -111,25 +139,80 @@ fn hostname() -> String {
     name
 }
 
+/// A kernel report is complete after this long without a further line from its printer.
+const REPORT_QUIET: Duration = Duration::from_secs(1);
+/// A fatal signal this recent explains a monitored process's death.
+const CRASH_WINDOW_NS: u64 = 5_000_000_000;
+
+/// The kernel's line about a user fault: `svc[1234]: segfault at 0 ip ... error 6 in ...`,
+/// `traps: svc[1234] general protection fault ip:...`, `svc[1234]: trap divide error ...`.
+static FAULT_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:^traps: )?\S+\[\d+\]:? (?:segfault at|general protection fault|trap |potentially unexpected fatal signal)").unwrap()
+});
+
 /// State shared by the daemon's tasks.
 struct Shared {
     monitor: Mutex<Monitor>,
     rules: RuleSet,
+    assembler: Mutex<Assembler>,
     gate: Arc<Gate>,
     sender: Arc<heartbeat::sender::Sender>,
     node_id: String,
     lost_events: AtomicU64,
     untracked_syscalls: AtomicU64,
+    store: Arc<Mutex<Store>>,
+    sink: Mutex<mpsc::Sender<Incident>>,
+    sink_stats: Arc<SinkStats>,
+    /// Last fatal-by-default signal for each monitored process, and when.
+    recent_signals: Mutex<HashMap<u32, (SignalDetails, u64)>>,
+    /// Last kernel fault line printed by each monitored process.
+    fault_lines: Mutex<HashMap<u32, String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the verdicts down with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
     fn monitor(&self) -> MutexGuard<'_, Monitor> {
-        // A panic elsewhere must not take the verdicts down with it.
-        self.monitor.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.monitor)
     }
 
-    /// Act on a stall verdict: stop the heartbeat first, then alert.
-    fn on_stall(&self, stall: &Stall) {
+    fn record(&self, inc: Incident) {
+        if lock(&self.sink).send(inc).is_err() {
+            tracing::error!("alert thread is gone: incident dropped");
+        }
+    }
+
+    fn incident(
+        &self,
+        kind: Kind,
+        class: &str,
+        summary: String,
+        monitored: bool,
+        stopped: bool,
+    ) -> Incident {
+        Incident {
+            id: None,
+            at_unix_ms: incidents::now_unix_ms(),
+            kind,
+            class: class.to_owned(),
+            summary,
+            host: self.node_id.clone(),
+            monitored,
+            stopped_heartbeat: stopped,
+            pid: None,
+            tid: None,
+            comm: None,
+            report: None,
+            stall: None,
+            signal: None,
+        }
+    }
+
+    /// A stall verdict: stop the heartbeat first, everything else after.
+    fn stop_heartbeat(&self, stall: &Stall) {
         let reason = format!(
             "thread {} ({}) of pid {}: {}",
             stall.tid, stall.comm, stall.pid, stall.reason
@@ -137,25 +220,203 @@ impl Shared {
         if self.gate.close(&reason) {
             tracing::warn!(reason = %reason, "stopping the heartbeat");
         }
-        tracing::error!(
-            pid = stall.pid,
-            tid = stall.tid,
-            comm = %stall.comm,
-            syscall = stall.syscall.as_deref().unwrap_or("-"),
-            elapsed_ms = stall.elapsed_ms,
-            budget_ms = stall.budget_ms,
-            reason = %stall.reason,
-            "thread stalled"
+    }
+
+    /// A syscall overran its budget: stop the heartbeat, then record what /proc shows.
+    fn on_budget_stall(&self, stall: &Stall) {
+        self.stop_heartbeat(stall);
+        let (pid, tid) = (stall.pid, stall.tid);
+        let details = StallDetails {
+            syscall: stall.syscall.clone(),
+            elapsed_ms: stall.elapsed_ms,
+            budget_ms: stall.budget_ms,
+            reason: stall.reason.clone(),
+            state: procfs::state(pid, tid),
+            wchan: procfs::wchan(pid, tid),
+            args: procfs::syscall_args(pid, tid),
+            kernel_stack: procfs::kernel_stack(pid, tid),
+        };
+        let summary = format!(
+            "thread {tid} ({}) of pid {pid}: {}",
+            stall.comm, stall.reason
         );
+        let mut inc = self.incident(Kind::SyscallStall, "stall", summary, true, true);
+        inc.pid = Some(pid);
+        inc.tid = Some(tid);
+        inc.comm = Some(stall.comm.clone());
+        inc.stall = Some(details);
+        self.record(inc);
+    }
+
+    /// A kernel report is complete: record it, with whom it is about.
+    fn on_report(&self, report: Report) {
+        let subject = report.subject();
+        let tgid = subject
+            .as_ref()
+            .and_then(|s| match (&s.how[..], &report.printer) {
+                ("printer", Some(p)) => Some(p.pid),
+                _ => self
+                    .monitor()
+                    .known_tgid(s.pid)
+                    .or_else(|| procfs::tgid_of(s.pid)),
+            });
+        let monitored = tgid.is_some_and(|t| self.monitor().is_target(t));
+        let stopped = monitored && report.action == Action::StopHeartbeat;
+        let mut inc = self.incident(
+            Kind::KernelReport,
+            report.class.as_str(),
+            report.summary(),
+            monitored,
+            stopped,
+        );
+        inc.pid = tgid;
+        inc.tid = subject.as_ref().map(|s| s.pid);
+        inc.comm = subject.and_then(|s| s.comm);
+        inc.report = Some(report);
+        self.record(inc);
+    }
+
+    fn on_kernel_line(&self, line: KernelLine) {
+        let verdict = self
+            .monitor()
+            .on_kernel_line(&self.rules, &line, procfs::tgid_of);
+        if let LineVerdict::Stall(stall) = &verdict {
+            self.stop_heartbeat(stall);
+        }
+        if self.monitor().is_target(line.tgid) && FAULT_LINE.is_match(&line.text) {
+            lock(&self.fault_lines).insert(line.tgid, line.text.clone());
+        }
+        let reports = lock(&self.assembler).push(
+            &self.rules,
+            Line {
+                text: &line.text,
+                time: Some(line.ts_ns as f64 / 1e9),
+                stream: u64::from(line.tid),
+                printer: Some(Printer {
+                    pid: line.tgid,
+                    tid: line.tid,
+                    comm: line.comm.clone(),
+                }),
+            },
+        );
+        for r in reports {
+            self.on_report(r);
+        }
+    }
+
+    fn tgid_of(&self, tid: u32) -> Option<u32> {
+        self.monitor()
+            .known_tgid(tid)
+            .or_else(|| procfs::tgid_of(tid))
+    }
+
+    fn on_task_event(&self, ev: TaskEvent) {
+        match ev.kind {
+            TaskSignalKind::Hang => {
+                let Some(tgid) = self
+                    .tgid_of(ev.target)
+                    .filter(|t| self.monitor().is_target(*t))
+                else {
+                    return;
+                };
+                let comm = procfs::comm(tgid, ev.target);
+                let reason = "kernel hung-task detector: blocked in uninterruptible sleep past hung_task_timeout_secs".to_owned();
+                let stall = self.monitor().kernel_stall(
+                    ev.target,
+                    tgid,
+                    comm.clone(),
+                    "hung_task",
+                    reason.clone(),
+                    ev.ts_ns,
+                );
+                if let Some(stall) = stall {
+                    self.stop_heartbeat(&stall);
+                    let summary = format!(
+                        "thread {} ({}) of pid {tgid}: {reason}",
+                        ev.target,
+                        comm.as_deref().unwrap_or("?")
+                    );
+                    let mut inc = self.incident(Kind::HungTask, "hung_task", summary, true, true);
+                    inc.pid = Some(tgid);
+                    inc.tid = Some(ev.target);
+                    inc.comm = comm;
+                    self.record(inc);
+                }
+            }
+            TaskSignalKind::OomVictim => {
+                if !self.monitor().is_target(ev.target) {
+                    return;
+                }
+                let comm = procfs::comm(ev.target, ev.target);
+                let summary = format!(
+                    "the OOM killer chose monitored process {} ({})",
+                    ev.target,
+                    comm.as_deref().unwrap_or("?")
+                );
+                let mut inc = self.incident(Kind::OomVictim, "oom", summary, true, false);
+                inc.pid = Some(ev.target);
+                inc.comm = comm;
+                self.record(inc);
+            }
+            TaskSignalKind::Signal { sig, code } => {
+                let Some(tgid) = self.tgid_of(ev.target) else {
+                    return;
+                };
+                let details = SignalDetails {
+                    signal: incidents::signal_name(sig),
+                    signo: sig,
+                    code,
+                    code_meaning: incidents::signal_code_meaning(sig, code),
+                    target_tid: ev.target,
+                    sender_pid: ev.by_tgid,
+                    sender_comm: ev.by_comm,
+                    fault_line: None,
+                };
+                // Handled signals are common (a JVM takes SIGSEGV for null checks), so a
+                // signal alone is no crash: it explains a death that follows it.
+                lock(&self.recent_signals).insert(tgid, (details, ev.ts_ns));
+            }
+        }
+    }
+
+    fn on_exit(&self, exit: ThreadExit) {
+        self.monitor().forget(exit.tid);
+        if !exit.group_dead || !self.monitor().is_target(exit.tgid) {
+            return;
+        }
+        let signal = lock(&self.recent_signals)
+            .remove(&exit.tgid)
+            .filter(|(_, at)| exit.ts_ns.saturating_sub(*at) <= CRASH_WINDOW_NS);
+        let fault = lock(&self.fault_lines).remove(&exit.tgid);
+        tracing::warn!(pid = exit.tgid, comm = %exit.comm, signal = signal.as_ref().map(|(s, _)| s.signal.as_str()), "monitored process exited");
+        if let Some((mut details, _)) = signal {
+            details.fault_line = fault;
+            let summary = format!(
+                "pid {} ({}) died of {} ({}) from pid {} ({})",
+                exit.tgid,
+                exit.comm,
+                details.signal,
+                details.code_meaning,
+                details.sender_pid,
+                details.sender_comm
+            );
+            let mut inc = self.incident(Kind::Crash, "crash", summary, true, false);
+            inc.pid = Some(exit.tgid);
+            inc.tid = Some(details.target_tid);
+            inc.comm = Some(exit.comm);
+            inc.signal = Some(details);
+            self.record(inc);
+        }
     }
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), DaemonError> {
+    let store = Store::open(&settings.store, settings.store_max)?;
     let sock = heartbeat::socket::sender(settings.group, &settings.interface, settings.ttl)?;
     sock.set_nonblocking(true)?;
     let listener = server::bind(&settings.socket)?;
-    let result = run_bound(&settings, sock, listener).await;
+    let result = run_bound(&settings, sock, listener, store).await;
     let _ = std::fs::remove_file(&settings.socket);
     result
 }
@@ -164,14 +425,23 @@ async fn run_bound(
     settings: &Settings,
     sock: std::net::UdpSocket,
     listener: tokio::net::UnixListener,
+    store: Store,
 ) -> Result<(), DaemonError> {
     let (mut probes, channels) = Probes::load()?;
     for &pid in &settings.pids {
         probes.add_target(pid)?;
     }
+    let store = Arc::new(Mutex::new(store));
+    let sink_stats = Arc::new(SinkStats::default());
+    let sink = alert::start(
+        store.clone(),
+        settings.exec_hook.clone(),
+        sink_stats.clone(),
+    );
     let shared = Arc::new(Shared {
         monitor: Mutex::new(Monitor::new(settings.budget, settings.pids.iter().copied())),
-        rules: RuleSet::builtin(),
+        rules: settings.rules.clone(),
+        assembler: Mutex::new(Assembler::new(REPORT_QUIET.as_secs_f64())),
         gate: Arc::new(Gate::default()),
         sender: Arc::new(heartbeat::sender::Sender::new(
             sock,
@@ -180,6 +450,11 @@ async fn run_bound(
         node_id: settings.node_id.clone(),
         lost_events: AtomicU64::new(0),
         untracked_syscalls: AtomicU64::new(0),
+        store,
+        sink: Mutex::new(sink),
+        sink_stats,
+        recent_signals: Mutex::new(HashMap::new()),
+        fault_lines: Mutex::new(HashMap::new()),
     });
     tracing::info!(
         pids = ?settings.pids,
@@ -189,6 +464,8 @@ async fn run_bound(
         interval_ms = settings.interval.as_millis() as u64,
         node_id = %settings.node_id,
         socket = %settings.socket.display(),
+        store = %settings.store.display(),
+        rules = settings.rules.rules().len(),
         "watchdog running"
     );
 
@@ -198,6 +475,7 @@ async fn run_bound(
         tokio::spawn(read_events(shared.clone(), channels.events)),
         tokio::spawn(scan(shared.clone(), channels.inflight)),
         tokio::spawn(watch_counters(shared.clone(), channels.counters)),
+        tokio::spawn(expire_reports(shared.clone())),
         tokio::spawn(heartbeat::sender::run(
             shared.sender.clone(),
             settings.interval,
@@ -214,10 +492,15 @@ async fn run_bound(
         t.abort();
     }
     drop(probes);
+    // Reports still being assembled are recorded as they are.
+    let open = lock(&shared.assembler).finish();
+    for r in open {
+        shared.on_report(r);
+    }
     Ok(())
 }
 
-/// Read kernel events as they come: printk lines and thread exits.
+/// Read kernel events as they come.
 async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>) {
     // SAFETY: the RingBuf owns its map fd, and the AsyncFd owns the RingBuf, so the fd
     // is neither closed nor replaced while registered.
@@ -246,7 +529,9 @@ async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>) {
         let ring = guard.get_inner_mut();
         while let Some(item) = ring.next() {
             match events::decode(&item) {
-                Ok(ev) => on_event(&shared, ev),
+                Ok(Event::KernelLine(line)) => shared.on_kernel_line(line),
+                Ok(Event::ThreadExit(exit)) => shared.on_exit(exit),
+                Ok(Event::Task(ev)) => shared.on_task_event(ev),
                 Err(e) => tracing::warn!(error = %e, "undecodable kernel event"),
             }
         }
@@ -254,38 +539,14 @@ async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>) {
     }
 }
 
-fn on_event(shared: &Shared, ev: Event) {
-    match ev {
-        Event::KernelLine(line) => {
-            let verdict = shared
-                .monitor()
-                .on_kernel_line(&shared.rules, &line, procfs::tgid_of);
-            match verdict {
-                LineVerdict::Ordinary => {
-                    tracing::trace!(pid = line.tgid, tid = line.tid, text = %line.text, "kernel line");
-                }
-                LineVerdict::Alert {
-                    class,
-                    rule,
-                    monitored,
-                    subject,
-                } => tracing::error!(
-                    pid = line.tgid,
-                    tid = line.tid,
-                    comm = %line.comm,
-                    class = class.as_str(),
-                    rule = rule.as_deref().unwrap_or("-"),
-                    subject = subject.map(|s| s.pid),
-                    monitored,
-                    line = %line.text,
-                    "kernel problem reported"
-                ),
-                LineVerdict::Stall(stall) => shared.on_stall(&stall),
-            }
-        }
-        Event::ThreadExit(exit) => {
-            shared.monitor().forget(exit.tid);
-            tracing::debug!(pid = exit.tgid, tid = exit.tid, comm = %exit.comm, "monitored thread exited");
+/// Complete kernel reports that went quiet.
+async fn expire_reports(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        ticker.tick().await;
+        let done = lock(&shared.assembler).expire(monotonic_ns() as f64 / 1e9);
+        for r in done {
+            shared.on_report(r);
         }
     }
 }
@@ -316,7 +577,7 @@ async fn scan(shared: Arc<Shared>, inflight: BpfHashMap<MapData, u32, InFlight>)
             m.next_deadline()
         };
         for stall in &stalls {
-            shared.on_stall(stall);
+            shared.on_budget_stall(stall);
         }
         let now = monotonic_ns();
         let next_periodic = now + period.as_nanos() as u64;
@@ -354,6 +615,15 @@ fn handler(shared: Arc<Shared>) -> Handler {
     Arc::new(move |req| match req {
         Request::Threads => Response::Ok(Reply::Threads(thread_rows(&shared))),
         Request::Status => Response::Ok(Reply::Status(Box::new(status(&shared)))),
+        Request::Incidents { limit } => match lock(&shared.store).list(limit) {
+            Ok(list) => Response::Ok(Reply::Incidents(list)),
+            Err(e) => Response::Error(e.to_string()),
+        },
+        Request::Incident { id } => match lock(&shared.store).get(id) {
+            Ok(Some(inc)) => Response::Ok(Reply::Incident(Box::new(inc))),
+            Ok(None) => Response::Error(format!("no incident {id} (see wdctl incidents)")),
+            Err(e) => Response::Error(e.to_string()),
+        },
     })
 }
 
@@ -376,6 +646,7 @@ fn status(shared: &Shared) -> StatusReport {
     let m = shared.monitor();
     let pids: Vec<u32> = m.targets().collect();
     let threads = pids.iter().map(|&p| procfs::threads(p).len()).sum();
+    let stats = &shared.sink_stats;
     StatusReport {
         node_id: shared.node_id.clone(),
         heartbeat: if shared.gate.is_open() {
@@ -392,5 +663,9 @@ fn status(shared: &Shared) -> StatusReport {
         lost_events: shared.lost_events.load(Ordering::Relaxed),
         untracked_syscalls: shared.untracked_syscalls.load(Ordering::Relaxed),
         stalls: m.stalls().to_vec(),
+        incidents_stored: stats.stored.load(Ordering::Relaxed),
+        incident_store_errors: stats.store_errors.load(Ordering::Relaxed),
+        exec_hook_runs: stats.hook_runs.load(Ordering::Relaxed),
+        exec_hook_failures: stats.hook_failures.load(Ordering::Relaxed),
     }
 }

@@ -3,10 +3,12 @@ use std::{ffi::CString, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
-use watchdog_common::{InFlight, Target, counter, maps};
+use watchdog_common::{InFlight, Target, counter, layout, maps};
+
+use crate::tracefs;
 
 /// The eBPF object built by build.rs (aya-build) from watchdog-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog"));
@@ -142,6 +144,60 @@ fn attach_tp(
     Ok(())
 }
 
+/// A tracepoint (category, name) and the fields we read from it (LAYOUT index, name).
+type TracepointFields = (&'static str, &'static str, &'static [(u32, &'static str)]);
+
+/// Write this kernel's tracepoint field offsets into LAYOUT; returns the names of the
+/// optional tracepoints whose fields were all found.
+fn fill_layout(ebpf: &mut Ebpf) -> Result<Vec<&'static str>, EbpfError> {
+    let mut arr: Array<&mut MapData, u32> = ebpf
+        .map_mut(maps::LAYOUT)
+        .ok_or(EbpfError::MissingMap(maps::LAYOUT))?
+        .try_into()
+        .map_err(|source| EbpfError::Map {
+            name: maps::LAYOUT,
+            source,
+        })?;
+    let wanted: [TracepointFields; 4] = [
+        (
+            "sched",
+            "sched_process_exit",
+            &[(layout::EXIT_GROUP_DEAD, "group_dead")],
+        ),
+        ("sched", "sched_process_hang", &[(layout::HANG_PID, "pid")]),
+        ("oom", "mark_victim", &[(layout::OOM_PID, "pid")]),
+        (
+            "signal",
+            "signal_generate",
+            &[
+                (layout::SIG_SIG, "sig"),
+                (layout::SIG_CODE, "code"),
+                (layout::SIG_PID, "pid"),
+            ],
+        ),
+    ];
+    let mut present = Vec::new();
+    for (category, name, fields) in wanted {
+        let Some(format) = tracefs::read_format(category, name) else {
+            continue;
+        };
+        let mut all = true;
+        for &(index, field) in fields {
+            match tracefs::field_offset(&format, field) {
+                Some(off) => arr.set(index, off, 0).map_err(|source| EbpfError::Map {
+                    name: maps::LAYOUT,
+                    source,
+                })?,
+                None => all = false,
+            }
+        }
+        if all {
+            present.push(name);
+        }
+    }
+    Ok(present)
+}
+
 impl Probes {
     /// Load the object, attach every program, and hand out the maps. Targets start
     /// empty: add them with [`Probes::add_target`].
@@ -153,6 +209,7 @@ impl Probes {
         let inflight = take(&mut ebpf, maps::INFLIGHT)?;
         let events = take(&mut ebpf, maps::EVENTS)?;
         let counters = Counters(take(&mut ebpf, maps::COUNTERS)?);
+        let present = fill_layout(&mut ebpf)?;
         // Exit first, so no thread can leave a slot behind between the other attaches.
         attach_tp(
             &mut ebpf,
@@ -163,6 +220,21 @@ impl Probes {
         attach_raw(&mut ebpf, "sys_exit", "sys_exit")?;
         attach_raw(&mut ebpf, "sys_enter", "sys_enter")?;
         attach_tp(&mut ebpf, "printk_console", "printk", "console")?;
+        // Structured signals beside the text, where this kernel has them.
+        for (prog, category, name) in [
+            ("sched_process_hang", "sched", "sched_process_hang"),
+            ("oom_mark_victim", "oom", "mark_victim"),
+            ("signal_generate", "signal", "signal_generate"),
+        ] {
+            if present.contains(&name) {
+                attach_tp(&mut ebpf, prog, category, name)?;
+            } else {
+                tracing::info!(
+                    tracepoint = %format!("{category}/{name}"),
+                    "not on this kernel: relying on kernel messages alone"
+                );
+            }
+        }
         Ok((
             Probes {
                 _ebpf: ebpf,

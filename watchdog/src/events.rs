@@ -2,7 +2,8 @@
 use std::mem::size_of;
 
 use watchdog_common::{
-    EXIT_GROUP_DEAD, EventHeader, ExitEvent, MSG_MAX, PRINTK_TRUNCATED, PrintkEvent, kind,
+    EXIT_GROUP_DEAD, EventHeader, ExitEvent, MSG_MAX, PRINTK_TRUNCATED, PrintkEvent, TaskSignal,
+    kind,
 };
 
 /// A kernel message and the task in whose context it was printed.
@@ -27,10 +28,34 @@ pub struct ThreadExit {
     pub group_dead: bool,
 }
 
+/// What a structured kernel signal says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskSignalKind {
+    /// sched_process_hang: the hung-task detector found `target` blocked.
+    Hang,
+    /// oom/mark_victim: the OOM killer chose process `target`.
+    OomVictim,
+    /// signal_generate: fatal-by-default signal `sig` for thread `target`.
+    Signal { sig: i32, code: i32 },
+}
+
+/// A structured kernel signal about task `target`, raised in the context of `by`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskEvent {
+    pub kind: TaskSignalKind,
+    pub target: u32,
+    /// The task in whose context it fired (khungtaskd, the allocator, the sender).
+    pub by_tgid: u32,
+    pub by_tid: u32,
+    pub by_comm: String,
+    pub ts_ns: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     KernelLine(KernelLine),
     ThreadExit(ThreadExit),
+    Task(TaskEvent),
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +115,25 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
                 comm: comm_str(&header.comm),
                 ts_ns: header.ts_ns,
                 group_dead: ev.flags & EXIT_GROUP_DEAD != 0,
+            }))
+        }
+        kind::HANG | kind::OOM_VICTIM | kind::SIGNAL => {
+            let ev: TaskSignal = read(bytes, header.kind)?;
+            let kind = match header.kind {
+                kind::HANG => TaskSignalKind::Hang,
+                kind::OOM_VICTIM => TaskSignalKind::OomVictim,
+                _ => TaskSignalKind::Signal {
+                    sig: ev.sig,
+                    code: ev.code,
+                },
+            };
+            Ok(Event::Task(TaskEvent {
+                kind,
+                target: ev.target,
+                by_tgid: header.tgid,
+                by_tid: header.tid,
+                by_comm: comm_str(&header.comm),
+                ts_ns: header.ts_ns,
             }))
         }
         other => Err(EventError::UnknownKind(other)),
@@ -166,6 +210,33 @@ mod tests {
             panic!()
         };
         assert_eq!((exit.tgid, exit.tid, exit.group_dead), (100, 101, true));
+    }
+
+    #[test]
+    fn task_signal_records_decode() {
+        let ev = TaskSignal {
+            header: header(kind::SIGNAL),
+            target: 4242,
+            sig: 11,
+            code: 1,
+            _pad0: 0,
+        };
+        let Event::Task(t) = decode(&as_bytes(&ev)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.kind, TaskSignalKind::Signal { sig: 11, code: 1 });
+        assert_eq!(
+            (t.target, t.by_tid, t.by_comm.as_str()),
+            (4242, 101, "worker")
+        );
+        let ev = TaskSignal {
+            header: header(kind::HANG),
+            ..ev
+        };
+        let Event::Task(t) = decode(&as_bytes(&ev)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.kind, TaskSignalKind::Hang);
     }
 
     #[test]

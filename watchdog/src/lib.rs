@@ -5,6 +5,7 @@
 //! [`kmsg`], [`heartbeat::packet`], [`events`], [`monitor`], [`cli`], [`control::proto`].
 //! Modules that touch the system: [`ebpf`] (the only one that touches aya), [`procfs`],
 //! [`iface`], [`heartbeat::sender`], [`heartbeat::listener`], [`control`], [`daemon`].
+pub mod alert;
 pub mod cli;
 pub mod clock;
 pub mod control;
@@ -13,9 +14,13 @@ pub mod ebpf;
 pub mod events;
 pub mod heartbeat;
 pub mod iface;
+pub mod incidents;
 pub mod kmsg;
 pub mod monitor;
 pub mod procfs;
 pub mod render;
+pub mod store;
 pub mod syscall_table;
+pub mod tracefs;
 pub mod verdict;
+pub mod wdctl;

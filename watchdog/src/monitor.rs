@@ -274,11 +274,44 @@ impl Monitor {
             },
             line.text
         );
-        let tid = subject.pid;
+        match self.kernel_stall(
+            subject.pid,
+            tgid,
+            subject.comm,
+            c.class.as_str(),
+            reason,
+            line.ts_ns,
+        ) {
+            Some(stall) => LineVerdict::Stall(stall),
+            // Already stalled by an earlier line of the same report.
+            None => LineVerdict::Alert {
+                class: c.class,
+                rule,
+                monitored,
+                subject: None,
+            },
+        }
+    }
+
+    /// The kernel says thread `tid` of monitored process `tgid` is dead or wedged
+    /// (`cause`: the report's class). Returns the stall the first time only.
+    pub fn kernel_stall(
+        &mut self,
+        tid: u32,
+        tgid: u32,
+        comm: Option<String>,
+        cause: &str,
+        reason: String,
+        at_ns: u64,
+    ) -> Option<Stall> {
+        let budget_ms = self.budget_ms();
         let st = self.threads.entry(tid).or_default();
+        if st.kernel_fault.is_some() {
+            return None;
+        }
         st.tgid = tgid;
         if st.comm.is_none() {
-            st.comm = subject.comm.clone();
+            st.comm = comm;
         }
         st.kernel_fault = Some(reason.clone());
         st.why = reason.clone();
@@ -291,13 +324,13 @@ impl Monitor {
                 .and_then(|c| syscall_table::name(c.nr))
                 .map(str::to_owned),
             elapsed_ms: None,
-            budget_ms: self.budget_ms(),
+            budget_ms,
             reason,
-            cause: c.class.as_str().to_owned(),
-            at_ns: line.ts_ns,
+            cause: cause.to_owned(),
+            at_ns,
         };
         self.stalls.push(stall.clone());
-        LineVerdict::Stall(stall)
+        Some(stall)
     }
 
     /// The rows of `wdctl threads`: every thread of every target in `listing` (tgid ->

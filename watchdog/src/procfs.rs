@@ -8,7 +8,7 @@ use crate::verdict::{FdKind, FdNode, fd_kind as kind_of};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PidError {
-    #[error("no such process: {0}")]
+    #[error("no such process")]
     NoSuchProcess(u32),
     #[error("{tid} is a thread of process {tgid}; give the process id")]
     NotAProcess { tid: u32, tgid: u32 },
@@ -78,6 +78,46 @@ pub fn current_syscall(tgid: u32, tid: u32) -> Option<u32> {
         .map(|n| n as u32)
 }
 
+fn task_file(tgid: u32, tid: u32, name: &str) -> Option<String> {
+    fs::read_to_string(format!("/proc/{tgid}/task/{tid}/{name}")).ok()
+}
+
+/// Scheduler state letter of a thread (`D`, `S`, `R`, `T`, ...).
+pub fn state(tgid: u32, tid: u32) -> Option<String> {
+    let stat = task_file(tgid, tid, "stat")?;
+    // comm may hold spaces and parentheses: the state follows the last ')'.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+}
+
+/// The kernel function a thread sleeps in, if any.
+pub fn wchan(tgid: u32, tid: u32) -> Option<String> {
+    task_file(tgid, tid, "wchan").filter(|w| !w.is_empty() && w != "0")
+}
+
+/// The six arguments of the syscall a thread is blocked in (empty when running).
+pub fn syscall_args(tgid: u32, tid: u32) -> Vec<String> {
+    task_file(tgid, tid, "syscall")
+        .map(|s| {
+            s.split_whitespace()
+                .skip(1)
+                .take(6)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A thread's kernel stack (root only; empty otherwise).
+pub fn kernel_stack(tgid: u32, tid: u32) -> Vec<String> {
+    task_file(tgid, tid, "stack")
+        .map(|s| s.lines().map(|l| l.trim().to_owned()).collect())
+        .unwrap_or_default()
+}
+
 /// What fd `fd` of process `tgid` refers to, or `None` if it is not open.
 pub fn fd_node(tgid: u32, fd: u64) -> Option<FdNode> {
     let path = format!("/proc/{tgid}/fd/{fd}");
@@ -141,10 +181,28 @@ mod tests {
     }
 
     #[test]
+    fn a_sleeping_thread_shows_state_and_syscall() {
+        let me = std::process::id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(state(me, tid).as_deref(), Some("S"));
+        assert_eq!(syscall_args(me, tid).len(), 6);
+        done_tx.send(()).unwrap();
+        h.join().unwrap();
+    }
+
+    #[test]
     fn a_missing_pid_is_named() {
         // Beyond pid_max (at most 2^22), so never a live process.
         let err = check_process(99_999_999).unwrap_err();
-        assert_eq!(err.to_string(), "no such process: 99999999");
+        assert!(matches!(err, PidError::NoSuchProcess(99_999_999)), "{err}");
+        assert_eq!(err.to_string(), "no such process");
     }
 
     #[test]

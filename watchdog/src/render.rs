@@ -91,6 +91,11 @@ pub fn status(s: &StatusReport) -> String {
     let _ = writeln!(out, "budget:             {}ms", s.budget_ms);
     let _ = writeln!(out, "lost events:        {}", s.lost_events);
     let _ = writeln!(out, "untracked syscalls: {}", s.untracked_syscalls);
+    let _ = writeln!(
+        out,
+        "incidents:          {} stored ({} store errors), exec hook {} runs ({} failed)",
+        s.incidents_stored, s.incident_store_errors, s.exec_hook_runs, s.exec_hook_failures
+    );
     if s.stalls.is_empty() {
         let _ = writeln!(out, "stalls:             none");
     } else {
@@ -101,6 +106,150 @@ pub fn status(s: &StatusReport) -> String {
                 "  pid {} tid {} ({}): {}",
                 st.pid, st.tid, st.comm, st.reason
             );
+        }
+    }
+    out
+}
+
+/// The incident list, for a person.
+pub fn incidents(list: &[crate::incidents::IncidentSummary]) -> String {
+    if list.is_empty() {
+        return "no incidents\n".into();
+    }
+    let cells: Vec<Vec<String>> = list
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.to_string(),
+                i.kind.as_str().to_owned(),
+                i.class.clone(),
+                i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                i.tid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                i.comm.clone().unwrap_or_else(|| "-".into()),
+                if i.stopped_heartbeat {
+                    "STOPPED"
+                } else if i.monitored {
+                    "monitored"
+                } else {
+                    "-"
+                }
+                .into(),
+                i.summary.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "KIND",
+            "CLASS",
+            "PID",
+            "TID",
+            "COMM",
+            "HEARTBEAT",
+            "SUMMARY",
+        ],
+        &cells,
+    )
+}
+
+/// One incident, whole, for a person.
+pub fn incident(i: &crate::incidents::Incident) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "incident {} ({}, class {})",
+        i.id.unwrap_or(-1),
+        i.kind.as_str(),
+        i.class
+    );
+    let _ = writeln!(out, "summary:   {}", i.summary);
+    let _ = writeln!(out, "host:      {}", i.host);
+    let _ = writeln!(out, "at:        {} ms since the epoch", i.at_unix_ms);
+    let _ = writeln!(
+        out,
+        "task:      pid {} tid {} comm {}",
+        i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        i.tid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        i.comm.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        out,
+        "monitored: {}, stopped the heartbeat: {}",
+        i.monitored, i.stopped_heartbeat
+    );
+    if let Some(st) = &i.stall {
+        let _ = writeln!(
+            out,
+            "syscall:   {} for {} ms (budget {} ms)",
+            st.syscall.as_deref().unwrap_or("-"),
+            st.elapsed_ms.unwrap_or(0),
+            st.budget_ms
+        );
+        let _ = writeln!(
+            out,
+            "state:     {}  wchan: {}",
+            st.state.as_deref().unwrap_or("?"),
+            st.wchan.as_deref().unwrap_or("?")
+        );
+        let _ = writeln!(out, "args:      {}", st.args.join(" "));
+        let _ = writeln!(out, "reason:    {}", st.reason);
+        for l in &st.kernel_stack {
+            let _ = writeln!(out, "  {l}");
+        }
+    }
+    if let Some(sig) = &i.signal {
+        let _ = writeln!(
+            out,
+            "signal:    {} ({}) to tid {} from pid {} ({})",
+            sig.signal, sig.code_meaning, sig.target_tid, sig.sender_pid, sig.sender_comm
+        );
+        if let Some(f) = &sig.fault_line {
+            let _ = writeln!(out, "fault:     {f}");
+        }
+    }
+    if let Some(r) = &i.report {
+        out.push_str(&reports(std::slice::from_ref(r)));
+        for l in &r.lines {
+            let _ = writeln!(out, "  | {l}");
+        }
+    }
+    out
+}
+
+/// Assembled kernel reports, for a person.
+pub fn reports(reports: &[crate::kmsg::incident::Report]) -> String {
+    if reports.is_empty() {
+        return "no kernel problem reports\n".into();
+    }
+    let mut out = String::new();
+    for (i, r) in reports.iter().enumerate() {
+        let _ = write!(
+            out,
+            "#{} {} ({})",
+            i + 1,
+            r.class,
+            r.rule.as_deref().unwrap_or("-")
+        );
+        if let Some(pid) = r.pid {
+            let _ = write!(out, " pid {pid}");
+        }
+        if let Some(comm) = &r.comm {
+            let _ = write!(out, " comm {comm}");
+        }
+        if let Some(cpu) = r.cpu {
+            let _ = write!(out, " cpu {cpu}");
+        }
+        if let Some(t) = &r.tainted {
+            let _ = write!(out, " tainted [{t}]");
+        }
+        let _ = writeln!(out, ", {} lines", r.lines.len());
+        let _ = writeln!(out, "  {}", r.first_line);
+        if let Some(ip) = &r.ip {
+            let _ = writeln!(out, "  at {ip}");
+        }
+        if !r.call_trace.is_empty() {
+            let _ = writeln!(out, "  trace: {}", r.call_trace.join(" < "));
         }
     }
     out

@@ -10,6 +10,8 @@
 //!   `KMSG tid=T at_ns=N`, then sleeps.
 //! - `work`: a thread named `worker` makes short syscalls in a loop (the demo's
 //!   "service doing its job").
+//! - `segv`: a thread named `crasher` prints `SEGV tid=T` and writes through a null
+//!   pointer: the kernel kills the process with SIGSEGV.
 //!
 //! The main thread waits in a read of stdin (a pipe: idle, not stuck).
 use std::{
@@ -176,6 +178,14 @@ fn work() {
     });
 }
 
+fn segv() {
+    spawn("crasher", || {
+        say(&format!("SEGV tid={}", tid()));
+        // SAFETY: deliberately not: this is the crash the test wants.
+        unsafe { std::ptr::write_volatile(std::ptr::null_mut::<u8>(), 1) };
+    });
+}
+
 fn main() {
     say(&format!("READY pid={}", std::process::id()));
     let stdin = std::io::stdin();
@@ -187,6 +197,7 @@ fn main() {
             "idle" => idle(),
             "kmsg" => kmsg(rest.to_owned()),
             "work" => work(),
+            "segv" => segv(),
             "" => {}
             other => say(&format!("ERROR unknown command {other}")),
         }

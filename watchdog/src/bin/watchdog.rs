@@ -27,8 +27,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("watchdog: error: {e:#}");
+            // stderr is the log (journald takes it): one line says it all.
+            eprintln!("watchdog: error: {}", watchdog::cli::error_chain(&e));
             ExitCode::FAILURE
         }
     }

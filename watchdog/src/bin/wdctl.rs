@@ -1,62 +1,24 @@
-//! wdctl: the operator's window into the watchdog daemon. Thin: parse, call, print.
-use std::{io::Write, process::ExitCode, time::Instant};
+//! wdctl: the operator's window into the watchdog daemon. Thin: parse, run, report.
+use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
-use watchdog::{
-    cli::{HeartbeatCommand, ListenArgs, WdctlArgs, WdctlCommand},
-    control::{
-        client,
-        proto::{Reply, Request},
-    },
-    heartbeat::{listener, socket},
-    iface::Interface,
-    render,
-};
+use watchdog::cli::WdctlArgs;
 
 fn main() -> ExitCode {
     let args = WdctlArgs::parse();
-    match run(args) {
+    let mut out = std::io::stdout().lock();
+    match watchdog::wdctl::run(args, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (wdctl ... | head) is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("wdctl: error: {e:#}");
+            eprintln!("wdctl: error: {}", watchdog::cli::error_chain(&e));
             ExitCode::FAILURE
         }
-    }
-}
-
-fn run(args: WdctlArgs) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match args.command {
-        WdctlCommand::Threads(f) => match client::call(&args.socket, &Request::Threads)? {
-            Reply::Threads(rows) if f.json => {
-                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?
-            }
-            Reply::Threads(rows) => write!(out, "{}", render::threads(&rows))?,
-            other => anyhow::bail!("unexpected reply to threads: {other:?}"),
-        },
-        WdctlCommand::Status(f) => match client::call(&args.socket, &Request::Status)? {
-            Reply::Status(s) if f.json => writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?,
-            Reply::Status(s) => write!(out, "{}", render::status(&s))?,
-            other => anyhow::bail!("unexpected reply to status: {other:?}"),
-        },
-        WdctlCommand::Heartbeat(HeartbeatCommand::Listen(l)) => listen(l, &mut out)?,
-    }
-    Ok(())
-}
-
-fn listen(args: ListenArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let iface = Interface::by_name(&args.interface)
-        .with_context(|| format!("--interface {}", args.interface))?;
-    let sock = socket::listener(args.group, &iface)?;
-    let mut l = listener::Listener::new(sock, std::time::Duration::from_secs(1))?;
-    let start = Instant::now();
-    loop {
-        if args.duration.is_some_and(|d| start.elapsed() >= d) {
-            return Ok(());
-        }
-        let seen = l.next_seen()?;
-        listener::print_seen(out, &seen, args.json)?;
-        out.flush()?;
     }
 }

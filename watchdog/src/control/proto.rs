@@ -1,7 +1,10 @@
 //! Control protocol messages. Pure serde types shared by the daemon and wdctl.
 use serde::{Deserialize, Serialize};
 
-use crate::monitor::{Stall, ThreadRow};
+use crate::{
+    incidents::{Incident, IncidentSummary},
+    monitor::{Stall, ThreadRow},
+};
 
 /// Longest request line the daemon reads; longer ones are refused.
 pub const MAX_REQUEST: usize = 4096;
@@ -11,6 +14,14 @@ pub const MAX_REQUEST: usize = 4096;
 pub enum Request {
     Threads,
     Status,
+    /// The newest incidents, newest first.
+    Incidents {
+        limit: usize,
+    },
+    /// One incident, whole.
+    Incident {
+        id: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,17 +48,23 @@ pub struct StatusReport {
     pub untracked_syscalls: u64,
     /// Every stall verdict so far, oldest first.
     pub stalls: Vec<Stall>,
+    pub incidents_stored: u64,
+    pub incident_store_errors: u64,
+    pub exec_hook_runs: u64,
+    pub exec_hook_failures: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Reply {
     Threads(Vec<ThreadRow>),
     Status(Box<StatusReport>),
+    Incidents(Vec<IncidentSummary>),
+    Incident(Box<Incident>),
 }
 
 /// The response line: `{"ok": reply}` or `{"error": "..."}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Response {
     Ok(Reply),
@@ -73,6 +90,10 @@ mod tests {
     fn requests_parse_and_errors_say_why() {
         assert_eq!(parse_request(br#"{"cmd":"threads"}"#), Ok(Request::Threads));
         assert_eq!(parse_request(br#"{"cmd":"status"}"#), Ok(Request::Status));
+        assert_eq!(
+            parse_request(br#"{"cmd":"incident","id":7}"#),
+            Ok(Request::Incident { id: 7 })
+        );
         let e = parse_request(br#"{"cmd":"reboot"}"#).unwrap_err();
         assert!(
             e.starts_with("malformed request: unknown variant `reboot`"),

@@ -1,0 +1,245 @@
+//! Durable incident store: SQLite (rusqlite), one row per incident with its JSON body.
+//! Bounded: beyond `max` incidents, the oldest are deleted.
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::incidents::{Incident, IncidentSummary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("incident store {path}: {source}")]
+    Sql {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("incident store {path}: creating its directory: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("incident store {path}: incident {id} is unreadable: {source}")]
+    Corrupt {
+        path: PathBuf,
+        id: i64,
+        source: serde_json::Error,
+    },
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    max: u64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_unix_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    class TEXT NOT NULL,
+    pid INTEGER,
+    tid INTEGER,
+    comm TEXT,
+    monitored INTEGER NOT NULL,
+    stopped_heartbeat INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    body TEXT NOT NULL
+);";
+
+impl Store {
+    /// Open (creating if needed) the store at `path`, keeping at most `max` incidents.
+    pub fn open(path: &Path, max: u64) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let sql = |source| StoreError::Sql {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(sql)?;
+        // WAL: readers (wdctl via the daemon) never block the writer. NORMAL sync is
+        // durable across a daemon crash; only a power loss may lose the last commit.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(2))
+            .map_err(sql)?;
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+            max: max.max(1),
+        })
+    }
+
+    fn sql(&self) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sql {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Store an incident; sets and returns its id.
+    pub fn insert(&mut self, inc: &mut Incident) -> Result<i64, StoreError> {
+        let tx = self.conn.transaction().map_err(|source| StoreError::Sql {
+            path: self.path.clone(),
+            source,
+        })?;
+        let body = serde_json::to_string(&inc).expect("incidents serialize");
+        tx.execute(
+            "INSERT INTO incidents (at_unix_ms, kind, class, pid, tid, comm, monitored, stopped_heartbeat, summary, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                inc.at_unix_ms as i64,
+                inc.kind.as_str(),
+                inc.class,
+                inc.pid,
+                inc.tid,
+                inc.comm,
+                inc.monitored,
+                inc.stopped_heartbeat,
+                inc.summary,
+                body
+            ],
+        )
+        .map_err(|source| StoreError::Sql {
+            path: self.path.clone(),
+            source,
+        })?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "DELETE FROM incidents WHERE id <= ?1",
+            params![id - self.max as i64],
+        )
+        .map_err(|source| StoreError::Sql {
+            path: self.path.clone(),
+            source,
+        })?;
+        tx.commit().map_err(|source| StoreError::Sql {
+            path: self.path.clone(),
+            source,
+        })?;
+        inc.id = Some(id);
+        Ok(id)
+    }
+
+    /// The newest `limit` incidents, newest first.
+    pub fn list(&self, limit: usize) -> Result<Vec<IncidentSummary>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, at_unix_ms, kind, class, pid, tid, comm, monitored, stopped_heartbeat, summary
+                 FROM incidents ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                let kind: String = r.get(2)?;
+                Ok(IncidentSummary {
+                    id: r.get(0)?,
+                    at_unix_ms: r.get::<_, i64>(1)? as u64,
+                    kind: serde_json::from_value(serde_json::Value::String(kind))
+                        .unwrap_or(crate::incidents::Kind::KernelReport),
+                    class: r.get(3)?,
+                    pid: r.get(4)?,
+                    tid: r.get(5)?,
+                    comm: r.get(6)?,
+                    monitored: r.get(7)?,
+                    stopped_heartbeat: r.get(8)?,
+                    summary: r.get(9)?,
+                })
+            })
+            .map_err(self.sql())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
+    }
+
+    /// One incident, whole.
+    pub fn get(&self, id: i64) -> Result<Option<Incident>, StoreError> {
+        let body: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT body FROM incidents WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql())?;
+        body.map(|b| {
+            let mut inc: Incident =
+                serde_json::from_str(&b).map_err(|source| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    id,
+                    source,
+                })?;
+            inc.id = Some(id);
+            Ok(inc)
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incidents::Kind;
+
+    fn incident(n: u32) -> Incident {
+        Incident {
+            id: None,
+            at_unix_ms: 1_700_000_000_000 + u64::from(n),
+            kind: Kind::SyscallStall,
+            class: "stall".into(),
+            summary: format!("stall {n}"),
+            host: "h".into(),
+            monitored: true,
+            stopped_heartbeat: n == 1,
+            pid: Some(10),
+            tid: Some(10 + n),
+            comm: Some("svc".into()),
+            report: None,
+            stall: None,
+            signal: None,
+        }
+    }
+
+    #[test]
+    fn incidents_survive_reopening_and_the_store_stays_bounded() {
+        let dir = std::env::temp_dir().join(format!("wd-store-test-{}", std::process::id()));
+        let path = dir.join("incidents.db");
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut s = Store::open(&path, 3).unwrap();
+            for n in 1..=5 {
+                let mut inc = incident(n);
+                assert_eq!(s.insert(&mut inc).unwrap(), i64::from(n));
+                assert_eq!(inc.id, Some(i64::from(n)));
+            }
+        }
+        let s = Store::open(&path, 3).unwrap();
+        let list = s.list(10).unwrap();
+        assert_eq!(list.iter().map(|i| i.id).collect::<Vec<_>>(), vec![5, 4, 3]);
+        assert_eq!(list[0].summary, "stall 5");
+        let got = s.get(4).unwrap().unwrap();
+        assert_eq!(got.tid, Some(14));
+        assert_eq!(got.id, Some(4));
+        assert!(s.get(1).unwrap().is_none(), "oldest was dropped");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unwritable_store_is_named() {
+        let err = Store::open(Path::new("/proc/watchdog/incidents.db"), 10)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("incident store /proc/watchdog/incidents.db"),
+            "{err}"
+        );
+    }
+}
