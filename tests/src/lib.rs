@@ -406,3 +406,43 @@ pub fn thread_row(rows: &serde_json::Value, tid: u64) -> serde_json::Value {
         .unwrap_or_else(|| panic!("tid {tid} not in wdctl threads: {rows:#}"))
         .clone()
 }
+
+/// A memory cgroup the test creates (v2 if the host has a v2 memory controller, else
+/// v1), with a hard limit; removed when dropped.
+pub struct MemoryCgroup {
+    dir: PathBuf,
+}
+
+impl MemoryCgroup {
+    pub fn new(name: &str, limit_bytes: u64) -> Self {
+        let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers");
+        let (dir, limit_file) = if std::fs::read_to_string(v2).is_ok_and(|c| c.contains("memory")) {
+            (PathBuf::from("/sys/fs/cgroup").join(name), "memory.max")
+        } else {
+            (
+                PathBuf::from("/sys/fs/cgroup/memory").join(name),
+                "memory.limit_in_bytes",
+            )
+        };
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("creating memory cgroup {}: {e}", dir.display()));
+        std::fs::write(dir.join(limit_file), limit_bytes.to_string()).unwrap();
+        // No swap to escape to (v1 memsw may be absent; v2 swap.max may be absent).
+        let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+        MemoryCgroup { dir }
+    }
+
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -506,3 +506,58 @@ fn a_monitored_process_killed_by_sigsegv_is_a_crash_incident() {
     assert!(fault.contains("segfault at 0 "), "{fault}");
     stop_cleanly(&mut daemon);
 }
+
+#[test]
+fn the_oom_killer_taking_a_monitored_process_is_recorded_three_ways() {
+    require_root();
+    let mut work = Workload::spawn();
+    let pid = work.pid;
+    let cgroup = MemoryCgroup::new(&format!("wd-test-oom-{}", std::process::id()), 32 << 20);
+    cgroup.add(pid);
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut daemon = Daemon::start(DaemonOpts::new(pid, "5s", "50ms"), group, &rec);
+    work.send("alloc 256");
+    work.expect("ALLOC", Duration::from_secs(2));
+
+    // The kernel's text report, attributed by "Killed process N" to the monitored process.
+    let report = daemon.wait_incident(Duration::from_secs(10), |i| {
+        i["kind"] == "kernel-report" && i["class"] == "oom"
+    });
+    assert_eq!(report["pid"].as_u64(), Some(pid as u64), "{report:#}");
+    assert_eq!(report["monitored"], true, "{report:#}");
+    assert_eq!(
+        report["stopped_heartbeat"], false,
+        "an OOM kill alerts by default: {report:#}"
+    );
+    let r = &report["report"];
+    assert!(
+        r["first_line"]
+            .as_str()
+            .unwrap()
+            .contains("invoked oom-killer"),
+        "{r:#}"
+    );
+    assert!(
+        r["lines"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .contains(&format!("Killed process {pid} ")),
+        "{r:#}"
+    );
+    // The structured signal from oom/mark_victim.
+    let victim = daemon.wait_incident(Duration::from_secs(5), |i| i["kind"] == "oom-victim");
+    assert_eq!(victim["pid"].as_u64(), Some(pid as u64), "{victim:#}");
+    // And the death itself, by the kernel's SIGKILL.
+    let crash = daemon.wait_incident(Duration::from_secs(5), |i| i["kind"] == "crash");
+    assert_eq!(crash["signal"]["signal"], "SIGKILL", "{crash:#}");
+    assert_eq!(
+        crash["signal"]["code_meaning"], "SI_KERNEL: sent by the kernel",
+        "{crash:#}"
+    );
+    stop_cleanly(&mut daemon);
+}

@@ -18,6 +18,7 @@ usage: cargo xtask <command>
                   stalled in the kernel, and the heartbeat stops
   test            provision, build, then every test: format, lints, unit tests, and the
                   end-to-end tests against the real kernel (as root)
+  bench           provision, build, run the benchmarks (results: BENCHMARKS.md)
   provision       only install what is missing (nightly rust-src, llvm-22-dev, bpf-linker,
                   bpftool, tracefs)
 ";
@@ -56,6 +57,13 @@ fn run() -> anyhow::Result<()> {
             test()
         }
         Some("provision") => provision::all(),
+        Some("bench") => {
+            provision::all()?;
+            cmd(
+                "cargo",
+                &["bench", "--locked", "-p", "watchdog", "--bench", "classify"],
+            )
+        }
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())

@@ -10,6 +10,8 @@
 //!   `KMSG tid=T at_ns=N`, then sleeps.
 //! - `work`: a thread named `worker` makes short syscalls in a loop (the demo's
 //!   "service doing its job").
+//! - `alloc MB`: a thread named `hog` allocates and touches MB MiB (to meet the OOM
+//!   killer inside a memory cgroup).
 //! - `segv`: a thread named `crasher` prints `SEGV tid=T` and writes through a null
 //!   pointer: the kernel kills the process with SIGSEGV.
 //!
@@ -178,6 +180,19 @@ fn work() {
     });
 }
 
+fn alloc(mb: usize) {
+    spawn("hog", move || {
+        say(&format!("ALLOC tid={} mb={mb}", tid()));
+        let mut chunks = Vec::new();
+        for _ in 0..mb {
+            // Touch every page so the memory is really charged.
+            chunks.push(vec![1u8; 1 << 20]);
+        }
+        say(&format!("ALLOCATED tid={} mb={}", tid(), chunks.len()));
+        thread::sleep(Duration::from_secs(24 * 3600));
+    });
+}
+
 fn segv() {
     spawn("crasher", || {
         say(&format!("SEGV tid={}", tid()));
@@ -198,6 +213,7 @@ fn main() {
             "kmsg" => kmsg(rest.to_owned()),
             "work" => work(),
             "segv" => segv(),
+            "alloc" => alloc(rest.trim().parse().unwrap_or(256)),
             "" => {}
             other => say(&format!("ERROR unknown command {other}")),
         }

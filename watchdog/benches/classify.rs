@@ -1,0 +1,116 @@
+//! Classification throughput: a 100,000-line kernel log (real lines from the corpus,
+//! about 1 in 20 a problem line, the rest benign, with dmesg prefixes), classified:
+//! - baseline: each rule's regex tried in priority order until one matches, as
+//!   node-problem-detector does with its pattern list;
+//! - watchdog: `RuleSet::classify` (prefix stripping, then one RegexSet pass);
+//! - assembly: `assemble_log`, classification plus incident assembly.
+//!
+//! Medians of 7 interleaved rounds. Both classifiers must agree on every line.
+use std::time::{Duration, Instant};
+
+use watchdog::kmsg::{Class, RuleSet, incident::assemble_log, prefix};
+
+const LINES: usize = 100_000;
+const ROUNDS: usize = 7;
+
+fn corpus_lines() -> (Vec<&'static str>, Vec<&'static str>) {
+    let text = include_str!("../tests/corpus/lines.tsv");
+    let mut problems = Vec::new();
+    let mut benign = Vec::new();
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let mut parts = l.splitn(3, '\t');
+        let (Some(class), Some(_), Some(line)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if class == "none" {
+            benign.push(line)
+        } else {
+            problems.push(line)
+        }
+    }
+    (problems, benign)
+}
+
+fn build_log() -> Vec<String> {
+    let (problems, benign) = corpus_lines();
+    (0..LINES)
+        .map(|i| {
+            let text = if i % 20 == 0 {
+                problems[(i / 20) % problems.len()]
+            } else {
+                benign[i % benign.len()]
+            };
+            let text = prefix::strip(text).text;
+            format!("[{:>5}.{:06}] {text}", i / 1000, i % 1_000_000)
+        })
+        .collect()
+}
+
+fn baseline(rules: &RuleSet, line: &str) -> Class {
+    let text = prefix::strip(line).text;
+    rules
+        .rules()
+        .iter()
+        .find(|r| r.regex.is_match(text))
+        .map_or(Class::None, |r| r.class)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn per_sec(d: Duration) -> f64 {
+    LINES as f64 / d.as_secs_f64()
+}
+
+fn main() {
+    let rules = RuleSet::builtin();
+    let log = build_log();
+    let joined = log.join("\n");
+    // Correctness first: the two classifiers agree on every line.
+    for line in &log {
+        assert_eq!(baseline(&rules, line), rules.classify(line).class, "{line}");
+    }
+    let (mut base, mut ours, mut asm) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sink = 0usize;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        sink += log
+            .iter()
+            .filter(|l| baseline(&rules, l) != Class::None)
+            .count();
+        base.push(t.elapsed());
+        let t = Instant::now();
+        sink += log
+            .iter()
+            .filter(|l| rules.classify(l).class != Class::None)
+            .count();
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        sink += assemble_log(&rules, &joined).len();
+        asm.push(t.elapsed());
+    }
+    let (b, o, a) = (median(base), median(ours), median(asm));
+    println!(
+        "classify {LINES} lines ({} rules), median of {ROUNDS} rounds:",
+        rules.rules().len()
+    );
+    println!(
+        "  baseline (regex per rule, in order): {:>8.1} ms  {:>10.0} lines/s",
+        b.as_secs_f64() * 1e3,
+        per_sec(b)
+    );
+    println!(
+        "  watchdog (RegexSet, one pass):       {:>8.1} ms  {:>10.0} lines/s  ({:.2}x baseline)",
+        o.as_secs_f64() * 1e3,
+        per_sec(o),
+        b.as_secs_f64() / o.as_secs_f64()
+    );
+    println!(
+        "  classify + assemble incidents:       {:>8.1} ms  {:>10.0} lines/s",
+        a.as_secs_f64() * 1e3,
+        per_sec(a)
+    );
+    std::hint::black_box(sink);
+}
