@@ -43,7 +43,11 @@ pub mod layout {
     pub const SIG_SIG: u32 = 3;
     pub const SIG_CODE: u32 = 4;
     pub const SIG_PID: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// sched/sched_switch: `pid_t prev_pid`, `long prev_state`, `pid_t next_pid`.
+    pub const SWITCH_PREV_PID: u32 = 6;
+    pub const SWITCH_PREV_STATE: u32 = 7;
+    pub const SWITCH_NEXT_PID: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -84,6 +88,26 @@ pub struct InFlight {
     pub last_duration_ns: u64,
     /// Syscalls that returned since the thread was first seen.
     pub completed: u64,
+    /// Time the in-flight syscall spent switched out asleep (not preempted), up to the
+    /// last switch-in: what is left of its elapsed time ran (or was runnable) on a CPU.
+    pub sleep_ns: u64,
+    /// Time of the thread's last switch in or out (CLOCK_MONOTONIC).
+    pub switch_ns: u64,
+    /// `prev_state` of sched_switch at the last switch-out (see [`sched`]).
+    pub sched_state: u32,
+    /// 1 while the thread is on a CPU.
+    pub on_cpu: u32,
+}
+
+/// `prev_state` bits of sched_switch (the kernel's TASK_REPORT encoding).
+pub mod sched {
+    pub const INTERRUPTIBLE: u32 = 0x01;
+    pub const UNINTERRUPTIBLE: u32 = 0x02;
+    pub const STOPPED: u32 = 0x04;
+    pub const TRACED: u32 = 0x08;
+    /// Bits that mean the task went to sleep (or stopped); none of them set means it
+    /// was preempted while runnable.
+    pub const SLEEP_MASK: u32 = 0xff;
 }
 
 /// Kinds of ring-buffer record; the first u32 of every record.
@@ -159,7 +183,8 @@ pub struct ExitEvent {
 const _: () = {
     use core::mem::{offset_of, size_of};
     assert!(size_of::<Target>() == 4);
-    assert!(size_of::<InFlight>() == 48);
+    assert!(size_of::<InFlight>() == 72);
+    assert!(offset_of!(InFlight, sleep_ns) == 48);
     assert!(offset_of!(InFlight, enter_ns) == 8);
     assert!(offset_of!(InFlight, last_duration_ns) == 32);
     assert!(size_of::<EventHeader>() == 40);

@@ -6,6 +6,7 @@
 mod maps;
 mod printk;
 mod process_exit;
+mod sched_switch;
 mod syscalls;
 mod task_signals;
 

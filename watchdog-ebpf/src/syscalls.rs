@@ -4,7 +4,7 @@
 //! which every syscall on the host would otherwise pay for.
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -40,6 +40,10 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<i32, i32> {
             (*slot).nr = nr as u32;
             (*slot).enter_ns = now;
             (*slot).arg0 = arg0;
+            (*slot).sleep_ns = 0;
+            (*slot).switch_ns = now;
+            (*slot).sched_state = 0;
+            (*slot).on_cpu = 1;
         }
         return Ok(0);
     }
@@ -52,6 +56,10 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<i32, i32> {
         _pad0: 0,
         last_duration_ns: 0,
         completed: 0,
+        sleep_ns: 0,
+        switch_ns: now,
+        sched_state: 0,
+        on_cpu: 1,
     };
     if INFLIGHT.insert(tid, entry, 0).is_err() {
         bump(counter::INFLIGHT_FULL);
@@ -94,7 +102,11 @@ fn first_arg(ctx: &RawTracePointContext) -> u64 {
     #[cfg(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64"))]
     {
         let _ = ctx.as_ptr();
-        unsafe { bpf_probe_read_kernel(field).map(|v| v as u64).unwrap_or(0) }
+        unsafe {
+            aya_ebpf::helpers::bpf_probe_read_kernel(field)
+                .map(|v| v as u64)
+                .unwrap_or(0)
+        }
     }
     #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
     {

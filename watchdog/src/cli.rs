@@ -128,6 +128,9 @@ pub enum WdctlCommand {
     Threads(JsonFlag),
     /// Heartbeat state, counts, and the stall reasons so far.
     Status(JsonFlag),
+    /// Send the heartbeat again after a verdict, if nothing is stalled now (refused, with
+    /// the reasons, otherwise).
+    Resume,
     /// Incidents the daemon recorded, newest first.
     Incidents(IncidentsArgs),
     /// One incident, whole.

@@ -153,6 +153,8 @@ static FAULT_LINE: LazyLock<Regex> = LazyLock::new(|| {
 /// State shared by the daemon's tasks.
 struct Shared {
     monitor: Mutex<Monitor>,
+    /// Taken (and so detached) at shutdown.
+    probes: Mutex<Option<Probes>>,
     rules: RuleSet,
     assembler: Mutex<Assembler>,
     gate: Arc<Gate>,
@@ -388,7 +390,25 @@ impl Shared {
             .remove(&exit.tgid)
             .filter(|(_, at)| exit.ts_ns.saturating_sub(*at) <= CRASH_WINDOW_NS);
         let fault = lock(&self.fault_lines).remove(&exit.tgid);
-        tracing::warn!(pid = exit.tgid, comm = %exit.comm, signal = signal.as_ref().map(|(s, _)| s.signal.as_str()), "monitored process exited");
+        // How it ended: the zombie's wait status while it is there, else the fatal
+        // signal we saw, else we cannot tell.
+        let how = procfs::exit_status(exit.tgid).unwrap_or_else(|| match &signal {
+            Some((s, _)) => format!("was killed by {} ({})", s.signal, s.code_meaning),
+            None => "exited (status unknown: already reaped)".into(),
+        });
+        if let Some(stall) = self
+            .monitor()
+            .process_gone(exit.tgid, &exit.comm, &how, exit.ts_ns)
+        {
+            self.stop_heartbeat(&stall);
+        }
+        if let Some(Err(e)) = lock(&self.probes)
+            .as_mut()
+            .map(|p| p.remove_target(exit.tgid))
+        {
+            tracing::warn!(pid = exit.tgid, error = %e, "could not stop measuring a gone process");
+        }
+        tracing::warn!(pid = exit.tgid, comm = %exit.comm, how = %how, "monitored process is gone");
         if let Some((mut details, _)) = signal {
             details.fault_line = fault;
             let summary = format!(
@@ -440,6 +460,7 @@ async fn run_bound(
     );
     let shared = Arc::new(Shared {
         monitor: Mutex::new(Monitor::new(settings.budget, settings.pids.iter().copied())),
+        probes: Mutex::new(Some(probes)),
         rules: settings.rules.clone(),
         assembler: Mutex::new(Assembler::new(REPORT_QUIET.as_secs_f64())),
         gate: Arc::new(Gate::default()),
@@ -491,7 +512,8 @@ async fn run_bound(
     for t in &tasks {
         t.abort();
     }
-    drop(probes);
+    // Detach now, while tasks aborting may still hold `shared`.
+    drop(lock(&shared.probes).take());
     // Reports still being assembled are recorded as they are.
     let open = lock(&shared.assembler).finish();
     for r in open {
@@ -574,7 +596,7 @@ async fn scan(shared: Arc<Shared>, inflight: BpfHashMap<MapData, u32, InFlight>)
                 }
             }
             m.retain_threads(|tid| seen.contains(&tid));
-            m.next_deadline()
+            m.next_deadline(now)
         };
         for stall in &stalls {
             shared.on_budget_stall(stall);
@@ -619,6 +641,19 @@ fn handler(shared: Arc<Shared>) -> Handler {
             Ok(list) => Response::Ok(Reply::Incidents(list)),
             Err(e) => Response::Error(e.to_string()),
         },
+        Request::Resume => {
+            let blockers = shared.monitor().blockers();
+            if !blockers.is_empty() {
+                tracing::warn!(reasons = %blockers.join("; "), "resume refused");
+                return Response::Error(format!("not resuming: {}", blockers.join("; ")));
+            }
+            if shared.gate.is_open() {
+                return Response::Ok(Reply::Resumed("the heartbeat is already being sent".into()));
+            }
+            shared.gate.open();
+            tracing::warn!("heartbeat resumed by the operator");
+            Response::Ok(Reply::Resumed("heartbeat resumed".into()))
+        }
         Request::Incident { id } => match lock(&shared.store).get(id) {
             Ok(Some(inc)) => Response::Ok(Reply::Incident(Box::new(inc))),
             Ok(None) => Response::Error(format!("no incident {id} (see wdctl incidents)")),

@@ -31,6 +31,8 @@ pub enum EbpfError {
         name: &'static str,
         source: aya::programs::ProgramError,
     },
+    #[error("tracepoint {0} is missing or has an unknown layout on this kernel")]
+    Layout(&'static str),
     #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
     Tracefs(std::io::Error),
 }
@@ -158,13 +160,22 @@ fn fill_layout(ebpf: &mut Ebpf) -> Result<Vec<&'static str>, EbpfError> {
             name: maps::LAYOUT,
             source,
         })?;
-    let wanted: [TracepointFields; 4] = [
+    let wanted: [TracepointFields; 5] = [
         (
             "sched",
             "sched_process_exit",
             &[(layout::EXIT_GROUP_DEAD, "group_dead")],
         ),
         ("sched", "sched_process_hang", &[(layout::HANG_PID, "pid")]),
+        (
+            "sched",
+            "sched_switch",
+            &[
+                (layout::SWITCH_PREV_PID, "prev_pid"),
+                (layout::SWITCH_PREV_STATE, "prev_state"),
+                (layout::SWITCH_NEXT_PID, "next_pid"),
+            ],
+        ),
         ("oom", "mark_victim", &[(layout::OOM_PID, "pid")]),
         (
             "signal",
@@ -218,6 +229,14 @@ impl Probes {
             "sched_process_exit",
         )?;
         attach_raw(&mut ebpf, "sys_exit", "sys_exit")?;
+        // Verdicts rest on knowing whether a thread is asleep or running: without
+        // sched_switch's fields every long wait would look like a spin.
+        if !present.contains(&"sched_switch") {
+            return Err(EbpfError::Layout(
+                "sched/sched_switch (prev_pid, prev_state, next_pid)",
+            ));
+        }
+        attach_tp(&mut ebpf, "sched_switch", "sched", "sched_switch")?;
         attach_raw(&mut ebpf, "sys_enter", "sys_enter")?;
         attach_tp(&mut ebpf, "printk_console", "printk", "console")?;
         // Structured signals beside the text, where this kernel has them.

@@ -15,8 +15,8 @@ use crate::{
         Action, Class, RuleSet,
         incident::{Printer, Subject, line_subject},
     },
-    syscall_table::{self, SyscallClass},
-    verdict::{self, FdKind, Verdict},
+    syscall_table,
+    verdict::{self, FdKind, RunState, SyscallTime, Verdict},
 };
 
 /// Why the node stopped saying it is alive: one per stalled thread.
@@ -66,6 +66,11 @@ pub struct ThreadRow {
     pub elapsed_ms: Option<u64>,
     pub budget_ms: u64,
     pub verdict: Verdict,
+    /// running-in-kernel, uninterruptible, waiting, stopped, or user (not in a syscall).
+    pub state: Option<RunState>,
+    /// Time of the current syscall on a CPU (or runnable), and asleep.
+    pub on_cpu_ms: Option<u64>,
+    pub off_cpu_ms: Option<u64>,
     /// Why the verdict is what it is.
     pub why: String,
     pub last_syscall: Option<String>,
@@ -76,6 +81,8 @@ pub struct ThreadRow {
 struct ThreadState {
     tgid: u32,
     comm: Option<String>,
+    /// The kernel's latest record of the thread.
+    latest: Option<InFlight>,
     current: Option<InFlight>,
     last: Option<(u32, u64)>,
     /// enter_ns of the syscall this thread was found stalled in, so one stuck syscall
@@ -91,6 +98,8 @@ pub struct Monitor {
     targets: BTreeSet<u32>,
     threads: BTreeMap<u32, ThreadState>,
     stalls: Vec<Stall>,
+    /// Monitored processes that are gone, and how they ended.
+    gone: BTreeMap<u32, String>,
 }
 
 impl Monitor {
@@ -100,6 +109,7 @@ impl Monitor {
             targets: targets.into_iter().collect(),
             threads: BTreeMap::new(),
             stalls: Vec::new(),
+            gone: BTreeMap::new(),
         }
     }
 
@@ -140,6 +150,7 @@ impl Monitor {
         let budget_ms = self.budget_ms();
         let st = self.threads.entry(tid).or_default();
         st.tgid = rec.tgid;
+        st.latest = Some(*rec);
         if st.comm.is_none() {
             st.comm = comm(rec.tgid, tid);
         }
@@ -154,8 +165,9 @@ impl Monitor {
             return None;
         }
         st.current = Some(*rec);
-        let elapsed = Duration::from_nanos(now_ns.saturating_sub(rec.enter_ns));
-        let j = verdict::judge(rec.nr, elapsed, budget, || fd_kind(rec.tgid, rec.arg0));
+        let t = SyscallTime::of(rec, now_ns);
+        let elapsed = Duration::from_nanos(t.elapsed_ns);
+        let j = verdict::judge(rec.nr, &t, budget, || fd_kind(rec.tgid, rec.arg0));
         if let Some(fault) = &st.kernel_fault {
             st.why = fault.clone();
             return None;
@@ -203,19 +215,73 @@ impl Monitor {
         self.threads.retain(|_, st| st.tgid != tgid);
     }
 
-    /// The earliest time a syscall now in flight could be judged stalled: when the
-    /// scanner should look next, at the latest.
-    pub fn next_deadline(&self) -> Option<u64> {
+    /// The earliest time after `now_ns` at which a syscall now in flight runs out of
+    /// budget: when the scanner should look next, at the latest. (A wait syscall can
+    /// become stalled later, by spinning or by falling into D; the periodic scan, at a
+    /// quarter of the budget, catches those.)
+    pub fn next_deadline(&self, now_ns: u64) -> Option<u64> {
         let budget = self.budget.as_nanos() as u64;
         self.threads
             .values()
             .filter_map(|st| {
                 let cur = st.current?;
-                let never = syscall_table::class(cur.nr) == SyscallClass::Wait;
-                (!never && st.stalled_in != Some(cur.enter_ns) && st.kernel_fault.is_none())
-                    .then(|| cur.enter_ns.saturating_add(budget))
+                let deadline = cur.enter_ns.saturating_add(budget);
+                (st.stalled_in != Some(cur.enter_ns)
+                    && st.kernel_fault.is_none()
+                    && deadline > now_ns)
+                    .then_some(deadline)
             })
             .min()
+    }
+
+    /// A monitored process is gone (`how`: exited with status N, killed by SIGX): the
+    /// service is down, which is a verdict like a stall. Its threads are forgotten and
+    /// the process is no longer a target (its pid may be reused).
+    pub fn process_gone(&mut self, tgid: u32, comm: &str, how: &str, at_ns: u64) -> Option<Stall> {
+        if !self.targets.remove(&tgid) {
+            return None;
+        }
+        self.threads.retain(|_, st| st.tgid != tgid);
+        self.gone.insert(tgid, format!("{comm} {how}"));
+        let stall = Stall {
+            pid: tgid,
+            tid: tgid,
+            comm: comm.to_owned(),
+            syscall: None,
+            elapsed_ms: None,
+            budget_ms: self.budget_ms(),
+            reason: format!("monitored process {tgid} ({comm}) {how}"),
+            cause: "exited".into(),
+            at_ns,
+        };
+        self.stalls.push(stall.clone());
+        Some(stall)
+    }
+
+    /// What stands in the way of resuming the heartbeat: threads stalled now, and
+    /// monitored processes that are gone. Empty when the node is healthy.
+    pub fn blockers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .gone
+            .iter()
+            .map(|(pid, how)| format!("process {pid} is gone: {how}"))
+            .collect();
+        for (tid, st) in &self.threads {
+            let stalled_now = st.kernel_fault.is_some()
+                || st
+                    .current
+                    .is_some_and(|c| st.stalled_in == Some(c.enter_ns));
+            if stalled_now {
+                v.push(format!(
+                    "thread {tid} of pid {} is stalled: {}",
+                    st.tgid, st.why
+                ));
+            }
+        }
+        if self.targets.is_empty() {
+            v.push("no monitored process is left".into());
+        }
+        v
     }
 
     /// The process a thread id belongs to, as far as this monitor knows.
@@ -360,6 +426,25 @@ impl Monitor {
                         || st
                             .current
                             .is_some_and(|c| st.stalled_in == Some(c.enter_ns));
+                    let time = st.current.map(|c| SyscallTime::of(&c, now_ns));
+                    let stopped = |l: &InFlight| {
+                        l.on_cpu == 0
+                            && RunState::from_switch(false, l.sched_state) == RunState::Stopped
+                    };
+                    let state = match (time, st.latest) {
+                        (Some(t), _) => Some(t.state),
+                        (None, Some(l)) if stopped(&l) => Some(RunState::Stopped),
+                        (None, Some(_)) => Some(RunState::User),
+                        (None, None) => None,
+                    };
+                    let why = if state == Some(RunState::Stopped)
+                        && st.current.is_none()
+                        && st.kernel_fault.is_none()
+                    {
+                        "stopped by a signal or tracer, not stalled".to_owned()
+                    } else {
+                        st.why.clone()
+                    };
                     ThreadRow {
                         pid: tgid,
                         tid,
@@ -381,7 +466,10 @@ impl Monitor {
                         } else {
                             Verdict::Ok
                         },
-                        why: st.why.clone(),
+                        state,
+                        on_cpu_ms: time.map(|t| t.on_cpu_ns / 1_000_000),
+                        off_cpu_ms: time.map(|t| t.off_cpu_ns / 1_000_000),
+                        why,
                         last_syscall: st
                             .last
                             .and_then(|(nr, _)| syscall_table::name(nr))
@@ -399,6 +487,9 @@ impl Monitor {
                         elapsed_ms: None,
                         budget_ms,
                         verdict: Verdict::Ok,
+                        state: None,
+                        on_cpu_ms: None,
+                        off_cpu_ms: None,
                         why: "no syscall seen since the watchdog started".into(),
                         last_syscall: None,
                         last_duration_us: None,
@@ -427,6 +518,11 @@ mod tests {
             _pad0: 0,
             last_duration_ns: 0,
             completed: 0,
+            sleep_ns: 0,
+            switch_ns: enter_ns,
+            // Asleep in S since it began, unless a test says otherwise.
+            sched_state: 0x01,
+            on_cpu: 0,
         }
     }
 
@@ -467,7 +563,11 @@ mod tests {
         let mut m = monitor();
         let r = rec(100, Some(Sysno::epoll_wait), 0);
         assert_eq!(observe(&mut m, 101, &r, 3_600_000 * MS), None);
-        assert_eq!(m.next_deadline(), None, "no deadline for a wait");
+        assert_eq!(
+            m.next_deadline(3_600_000 * MS),
+            None,
+            "its deadline has passed"
+        );
     }
 
     #[test]
@@ -476,7 +576,43 @@ mod tests {
         observe(&mut m, 101, &rec(100, Some(Sysno::write), 50 * MS), 60 * MS);
         observe(&mut m, 102, &rec(100, Some(Sysno::fsync), 10 * MS), 60 * MS);
         observe(&mut m, 103, &rec(100, None, 0), 60 * MS);
-        assert_eq!(m.next_deadline(), Some(310 * MS));
+        assert_eq!(m.next_deadline(60 * MS), Some(310 * MS));
+        assert_eq!(m.next_deadline(320 * MS), Some(350 * MS));
+    }
+
+    #[test]
+    fn a_process_that_exits_is_a_verdict_and_blocks_resuming() {
+        let mut m = monitor();
+        assert!(m.blockers().is_empty());
+        let stall = m.process_gone(100, "svc", "killed by SIGSEGV", 5).unwrap();
+        assert_eq!(
+            (stall.cause.as_str(), stall.reason.as_str()),
+            ("exited", "monitored process 100 (svc) killed by SIGSEGV")
+        );
+        assert!(!m.is_target(100));
+        assert_eq!(m.process_gone(100, "svc", "again", 6), None);
+        assert_eq!(
+            m.blockers(),
+            vec![
+                "process 100 is gone: svc killed by SIGSEGV",
+                "no monitored process is left"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stall_blocks_resuming_until_the_syscall_returns() {
+        let mut m = Monitor::new(Duration::from_millis(300), [100, 200]);
+        let r = rec(100, Some(Sysno::fsync), 0);
+        observe(&mut m, 101, &r, 400 * MS);
+        assert_eq!(m.blockers().len(), 1);
+        assert!(
+            m.blockers()[0].starts_with("thread 101 of pid 100 is stalled: fsync in flight"),
+            "{:?}",
+            m.blockers()
+        );
+        observe(&mut m, 101, &rec(100, None, 0), 500 * MS);
+        assert!(m.blockers().is_empty(), "{:?}", m.blockers());
     }
 
     #[test]
@@ -500,6 +636,11 @@ mod tests {
         assert_eq!(rows[1].elapsed_ms, Some(500));
         assert_eq!(rows[1].verdict, Verdict::Stalled);
         assert_eq!(rows[1].budget_ms, 300);
+        assert_eq!(rows[1].state, Some(RunState::Waiting));
+        assert_eq!(
+            (rows[1].on_cpu_ms, rows[1].off_cpu_ms),
+            (Some(0), Some(500))
+        );
     }
 
     fn line(tgid: u32, tid: u32, text: &str) -> KernelLine {

@@ -98,6 +98,31 @@ pub fn wchan(tgid: u32, tid: u32) -> Option<String> {
     task_file(tgid, tid, "wchan").filter(|w| !w.is_empty() && w != "0")
 }
 
+/// How a process that has exited ended, from its zombie's `/proc/PID/stat` (field 52,
+/// the wait status), or None once its parent has reaped it.
+pub fn exit_status(tgid: u32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{tgid}/stat")).ok()?;
+    let after = stat.rsplit(')').next()?;
+    // Fields after the comm start at field 3 (state); exit_code is field 52.
+    let code: i32 = after.split_whitespace().nth(52 - 3)?.parse().ok()?;
+    Some(describe_wait_status(code))
+}
+
+/// A wait status as a person says it.
+pub fn describe_wait_status(status: i32) -> String {
+    let sig = status & 0x7f;
+    if sig == 0 {
+        format!("exited with status {}", (status >> 8) & 0xff)
+    } else {
+        let core = if status & 0x80 != 0 {
+            " (core dumped)"
+        } else {
+            ""
+        };
+        format!("was killed by {}{core}", crate::incidents::signal_name(sig))
+    }
+}
+
 /// The six arguments of the syscall a thread is blocked in (empty when running).
 pub fn syscall_args(tgid: u32, tid: u32) -> Vec<String> {
     task_file(tgid, tid, "syscall")
@@ -195,6 +220,16 @@ mod tests {
         assert_eq!(syscall_args(me, tid).len(), 6);
         done_tx.send(()).unwrap();
         h.join().unwrap();
+    }
+
+    #[test]
+    fn wait_statuses_are_described() {
+        assert_eq!(describe_wait_status(3 << 8), "exited with status 3");
+        assert_eq!(
+            describe_wait_status(11 | 0x80),
+            "was killed by SIGSEGV (core dumped)"
+        );
+        assert_eq!(describe_wait_status(9), "was killed by SIGKILL");
     }
 
     #[test]

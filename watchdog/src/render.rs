@@ -40,6 +40,7 @@ pub fn threads(rows: &[ThreadRow]) -> String {
     if rows.is_empty() {
         return "no monitored threads\n".into();
     }
+    let ms = |v: Option<u64>| v.map(|e| format!("{e}ms")).unwrap_or_else(|| "-".into());
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -48,9 +49,10 @@ pub fn threads(rows: &[ThreadRow]) -> String {
                 r.tid.to_string(),
                 r.comm.clone(),
                 r.syscall.clone().unwrap_or_else(|| "-".into()),
-                r.elapsed_ms
-                    .map(|e| format!("{e}ms"))
-                    .unwrap_or_else(|| "-".into()),
+                ms(r.elapsed_ms),
+                r.state.map_or("-", |s| s.as_str()).to_owned(),
+                ms(r.on_cpu_ms),
+                ms(r.off_cpu_ms),
                 format!("{}ms", r.budget_ms),
                 r.verdict.as_str().to_uppercase(),
                 r.why.clone(),
@@ -59,7 +61,8 @@ pub fn threads(rows: &[ThreadRow]) -> String {
         .collect();
     table(
         &[
-            "PID", "TID", "COMM", "SYSCALL", "ELAPSED", "BUDGET", "VERDICT", "WHY",
+            "PID", "TID", "COMM", "SYSCALL", "ELAPSED", "STATE", "ON-CPU", "OFF-CPU", "BUDGET",
+            "VERDICT", "WHY",
         ],
         &cells,
     )
@@ -270,6 +273,9 @@ mod tests {
             elapsed_ms: sys.map(|_| 1234),
             budget_ms: 300,
             verdict: v,
+            state: sys.map(|_| crate::verdict::RunState::Waiting),
+            on_cpu_ms: sys.map(|_| 4),
+            off_cpu_ms: sys.map(|_| 1230),
             why: "because".into(),
             last_syscall: None,
             last_duration_us: None,
@@ -281,15 +287,15 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
-            "PID  TID      COMM  SYSCALL     ELAPSED  BUDGET  VERDICT  WHY"
+            "PID  TID      COMM  SYSCALL     ELAPSED  STATE    ON-CPU  OFF-CPU  BUDGET  VERDICT  WHY"
         );
         assert_eq!(
             lines[1],
-            "10   10       svc   epoll_wait  1234ms   300ms   OK       because"
+            "10   10       svc   epoll_wait  1234ms   waiting  4ms     1230ms   300ms   OK       because"
         );
         assert_eq!(
             lines[2],
-            "10   1234567  svc   -           -        300ms   STALLED  because"
+            "10   1234567  svc   -           -        -        -       -        300ms   STALLED  because"
         );
     }
 }

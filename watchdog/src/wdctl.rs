@@ -37,6 +37,10 @@ pub fn run(args: WdctlArgs, out: &mut impl Write) -> anyhow::Result<()> {
             Reply::Status(s) => write!(out, "{}", render::status(&s))?,
             other => bail!("unexpected reply to status: {other:?}"),
         },
+        WdctlCommand::Resume => match client::call(&args.socket, &Request::Resume)? {
+            Reply::Resumed(msg) => writeln!(out, "{msg}")?,
+            other => bail!("unexpected reply to resume: {other:?}"),
+        },
         WdctlCommand::Incidents(a) => {
             match client::call(&args.socket, &Request::Incidents { limit: a.limit })? {
                 Reply::Incidents(list) if a.json => {

@@ -22,6 +22,8 @@ pub enum Request {
     Incident {
         id: i64,
     },
+    /// Send the heartbeat again, if nothing is stalled.
+    Resume,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +63,8 @@ pub enum Reply {
     Status(Box<StatusReport>),
     Incidents(Vec<IncidentSummary>),
     Incident(Box<Incident>),
+    /// What resuming did.
+    Resumed(String),
 }
 
 /// The response line: `{"ok": reply}` or `{"error": "..."}`.

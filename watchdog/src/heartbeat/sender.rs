@@ -36,6 +36,13 @@ impl Gate {
         true
     }
 
+    /// Reopen the gate (an operator's `wdctl resume`, after checking nothing is stalled).
+    pub fn open(&self) {
+        let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = None;
+        self.closed.store(false, Ordering::Release);
+    }
+
     pub fn reason(&self) -> Option<String> {
         self.reason
             .lock()
@@ -103,24 +110,30 @@ impl Sender {
     }
 }
 
-/// Send a heartbeat every `interval` while `gate` is open. Returns when it closes.
+/// Send a heartbeat every `interval` while `gate` is open; stay silent while it is
+/// closed.
 pub async fn run(sender: Arc<Sender>, interval: Duration, gate: Arc<Gate>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = BytesMut::with_capacity(128);
+    let mut silent = false;
     loop {
         ticker.tick().await;
         // Checked right before each send: a verdict reached between two ticks means
         // no further datagram leaves this node.
-        if !gate.is_open() {
-            tracing::warn!(
-                reason = gate.reason().as_deref().unwrap_or(""),
-                sent = sender.sent(),
-                "heartbeat stopped"
-            );
-            return;
+        let open = gate.is_open();
+        if open == silent {
+            silent = !open;
+            if silent {
+                let reason = gate.reason().unwrap_or_default();
+                tracing::warn!(reason = %reason, sent = sender.sent(), "heartbeat stopped");
+            } else {
+                tracing::warn!(sent = sender.sent(), "heartbeat resumed");
+            }
         }
-        sender.send_one(&mut buf);
+        if open {
+            sender.send_one(&mut buf);
+        }
     }
 }
 
@@ -136,5 +149,9 @@ mod tests {
         assert!(!gate.close("another"));
         assert!(!gate.is_open());
         assert_eq!(gate.reason().as_deref(), Some("thread 12 stalled in vfork"));
+        gate.open();
+        assert!(gate.is_open());
+        assert_eq!(gate.reason(), None);
+        assert!(gate.close("again"));
     }
 }
