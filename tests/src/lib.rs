@@ -331,6 +331,21 @@ impl Daemon {
         })
     }
 
+    /// Run `wdctl ARGS...` against this daemon: (exit code, stdout, stderr).
+    pub fn wdctl(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin("wdctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run wdctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Wait until `wdctl incidents` lists one that `pred` accepts; return it whole.
     pub fn wait_incident(
         &self,

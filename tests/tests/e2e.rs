@@ -500,6 +500,15 @@ fn a_monitored_process_killed_by_sigsegv_is_a_crash_incident() {
         Some(pid as u64),
         "the kernel raised it in the faulting task"
     );
+    let status = daemon.wdctl_json("status");
+    assert_eq!(status["heartbeat"], "stopped", "{status:#}");
+    assert!(
+        status["stopped_reason"]
+            .as_str()
+            .unwrap()
+            .contains("was killed by SIGSEGV"),
+        "{status:#}"
+    );
     let fault = sig["fault_line"]
         .as_str()
         .unwrap_or_else(|| panic!("no fault line: {inc:#}"));
@@ -558,6 +567,220 @@ fn the_oom_killer_taking_a_monitored_process_is_recorded_three_ways() {
     assert_eq!(
         crash["signal"]["code_meaning"], "SI_KERNEL: sent by the kernel",
         "{crash:#}"
+    );
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn a_syscall_spinning_on_a_cpu_is_stalled_as_running_in_kernel() {
+    require_root();
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "100ms", "20ms"), group, &rec);
+    work.send("spin-read");
+    let line = work.expect("SPIN", Duration::from_secs(2));
+    let (tid, began) = (field(&line, "tid"), field(&line, "at_ns"));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let stall = loop {
+        let status = daemon.wdctl_json("status");
+        if let Some(s) = status["stalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["tid"] == tid)
+        {
+            break s.clone();
+        }
+        assert!(Instant::now() < deadline, "no stall: {status:#}");
+        thread::sleep(Duration::from_millis(10));
+    };
+    let after = stall["at_ns"].as_u64().unwrap().saturating_sub(began);
+    assert!(
+        after <= 120 * MS,
+        "found {} ms after the read began (budget 100 ms + 20 ms)",
+        after / MS
+    );
+    assert_eq!(stall["syscall"], "read");
+    assert!(
+        stall["reason"]
+            .as_str()
+            .unwrap()
+            .contains("running in the kernel"),
+        "{stall:#}"
+    );
+    // The read takes seconds (2 GiB, faulting its pages in): still in flight here.
+    let row = thread_row(&daemon.wdctl_json("threads"), tid);
+    assert_eq!(row["syscall"], "read", "{row:#}");
+    assert_eq!(row["state"], "running-in-kernel", "{row:#}");
+    assert!(row["on_cpu_ms"].as_u64().unwrap() > 100, "{row:#}");
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn idle_waits_for_six_seconds_at_a_100ms_budget_are_all_waiting() {
+    require_root();
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "100ms", "50ms"), group, &rec);
+    work.send("idle");
+    let tids: Vec<u64> = (0..6)
+        .map(|_| field(&work.expect("IDLE", Duration::from_secs(2)), "tid"))
+        .collect();
+    let start = monotonic_ns();
+    thread::sleep(Duration::from_secs(6));
+    assert_no_missed_beats(&rec, start, monotonic_ns(), Duration::from_millis(50 + 150));
+    let rows = daemon.wdctl_json("threads");
+    for tid in tids {
+        let row = thread_row(&rows, tid);
+        assert_eq!(row["state"], "waiting", "{row:#}");
+        assert_eq!(row["verdict"], "ok", "{row:#}");
+        assert!(row["off_cpu_ms"].as_u64().unwrap() > 5_000, "{row:#}");
+    }
+    let status = daemon.wdctl_json("status");
+    assert_eq!(status["stalls"].as_array().unwrap().len(), 0, "{status:#}");
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn stopped_and_traced_threads_are_not_stalled() {
+    require_root();
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "100ms", "50ms"), group, &rec);
+    work.send("idle");
+    let sleeper = field(
+        &work.expect("IDLE kind=nanosleep", Duration::from_secs(2)),
+        "tid",
+    );
+    for _ in 0..5 {
+        work.expect("IDLE", Duration::from_secs(2));
+    }
+    thread::sleep(Duration::from_millis(200));
+
+    // A tracer stops one thread mid-wait.
+    // SAFETY: ptrace on a thread of our own child, as root.
+    unsafe {
+        assert_eq!(
+            libc::ptrace(libc::PTRACE_SEIZE, sleeper as i32, 0, 0),
+            0,
+            "seize"
+        );
+        assert_eq!(
+            libc::ptrace(libc::PTRACE_INTERRUPT, sleeper as i32, 0, 0),
+            0,
+            "interrupt"
+        );
+        let mut st = 0;
+        assert_eq!(
+            libc::waitpid(sleeper as i32, &mut st, libc::__WALL),
+            sleeper as i32
+        );
+    }
+    thread::sleep(Duration::from_millis(800));
+    let row = thread_row(&daemon.wdctl_json("threads"), sleeper);
+    assert_eq!(row["state"], "stopped", "{row:#}");
+    assert_eq!(row["verdict"], "ok", "{row:#}");
+    // SAFETY: as above.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, sleeper as i32, 0, 0) };
+
+    // The whole process stopped by SIGSTOP.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(work.pid as i32, libc::SIGSTOP) };
+    thread::sleep(Duration::from_millis(1000));
+    let rows = daemon.wdctl_json("threads");
+    let stopped = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "stopped")
+        .count();
+    assert!(stopped >= 6, "threads not shown stopped: {rows:#}");
+    let status = daemon.wdctl_json("status");
+    assert_eq!(status["stalls"].as_array().unwrap().len(), 0, "{status:#}");
+    assert_eq!(status["heartbeat"], "sending");
+    // SAFETY: as above.
+    unsafe { libc::kill(work.pid as i32, libc::SIGCONT) };
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn after_a_transient_stall_the_heartbeat_stays_stopped_until_resumed() {
+    require_root();
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "300ms", "20ms"), group, &rec);
+    work.send("stall-vfork 900");
+    let tid = field(&work.expect("STALL", Duration::from_secs(2)), "tid");
+    thread::sleep(Duration::from_millis(500));
+    let (code, _, err) = daemon.wdctl(&["resume"]);
+    assert_ne!(code, 0, "resume must be refused while stalled");
+    assert!(
+        err.contains(&format!(
+            "not resuming: thread {tid} of pid {} is stalled: vfork",
+            work.pid
+        )),
+        "{err}"
+    );
+
+    work.expect("UNSTALLED", Duration::from_secs(3));
+    thread::sleep(Duration::from_millis(200));
+    let quiet_from = monotonic_ns();
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        rec.last_arrival().unwrap() < quiet_from,
+        "heartbeat came back by itself"
+    );
+    assert_eq!(daemon.wdctl_json("status")["heartbeat"], "stopped");
+
+    let (code, out, err) = daemon.wdctl(&["resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "heartbeat resumed");
+    let resumed_at = monotonic_ns();
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        rec.last_arrival().unwrap() > resumed_at,
+        "no heartbeat after resume"
+    );
+    assert_eq!(daemon.wdctl_json("status")["heartbeat"], "sending");
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn a_monitored_process_that_exits_stops_the_heartbeat_and_says_how() {
+    require_root();
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "5s", "20ms"), group, &rec);
+    rec.wait_for(5, Duration::from_secs(2));
+    let exit_at = monotonic_ns();
+    work.send("exit 3");
+    thread::sleep(Duration::from_millis(600));
+    let last = rec.last_arrival().unwrap();
+    assert!(
+        last <= exit_at + 100 * MS,
+        "heartbeat went on {} ms after the exit",
+        (last - exit_at) / MS
+    );
+    let status = daemon.wdctl_json("status");
+    assert_eq!(status["heartbeat"], "stopped", "{status:#}");
+    let reason = status["stopped_reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!(
+            "monitored process {} (wd-workload) exited with status 3",
+            work.pid
+        )),
+        "{reason}"
+    );
+    let (code, _, err) = daemon.wdctl(&["resume"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("is gone: wd-workload exited with status 3"),
+        "{err}"
     );
     stop_cleanly(&mut daemon);
 }

@@ -12,6 +12,9 @@
 //!   "service doing its job").
 //! - `alloc MB`: a thread named `hog` allocates and touches MB MiB (to meet the OOM
 //!   killer inside a memory cgroup).
+//! - `spin-read`: a thread named `spinner` reads 2 GiB from /dev/zero in one read(),
+//!   a long syscall on a CPU. Prints `SPIN tid=T at_ns=N`.
+//! - `exit N`: the process exits with status N.
 //! - `segv`: a thread named `crasher` prints `SEGV tid=T` and writes through a null
 //!   pointer: the kernel kills the process with SIGSEGV.
 //!
@@ -193,6 +196,32 @@ fn alloc(mb: usize) {
     });
 }
 
+fn spin_read() {
+    spawn("spinner", || {
+        const LEN: usize = 2 << 30;
+        // SAFETY: an anonymous private mapping, unmapped below.
+        let buf = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(buf, libc::MAP_FAILED, "mmap 2 GiB");
+        let zero = std::fs::File::open("/dev/zero").expect("open /dev/zero");
+        use std::os::fd::AsRawFd;
+        say(&format!("SPIN tid={} at_ns={}", tid(), monotonic_ns()));
+        // SAFETY: buf is LEN writable bytes.
+        let n = unsafe { libc::read(zero.as_raw_fd(), buf, LEN) };
+        say(&format!("SPUN tid={} bytes={n}", tid()));
+        // SAFETY: our mapping.
+        unsafe { libc::munmap(buf, LEN) };
+    });
+}
+
 fn segv() {
     spawn("crasher", || {
         say(&format!("SEGV tid={}", tid()));
@@ -213,6 +242,8 @@ fn main() {
             "kmsg" => kmsg(rest.to_owned()),
             "work" => work(),
             "segv" => segv(),
+            "spin-read" => spin_read(),
+            "exit" => std::process::exit(rest.trim().parse().unwrap_or(0)),
             "alloc" => alloc(rest.trim().parse().unwrap_or(256)),
             "" => {}
             other => say(&format!("ERROR unknown command {other}")),
