@@ -14,6 +14,8 @@ use anyhow::Context as _;
 
 const GROUP: &str = "239.255.77.1:7999";
 const SOCKET: &str = "/tmp/watchdog-demo.sock";
+/// The demo's incidents stay out of the system store.
+const STORE: &str = "/tmp/watchdog-demo/incidents.db";
 
 fn say(s: &str) {
     println!("\n\x1b[1m[demo] {s}\x1b[0m");
@@ -73,7 +75,7 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
         Command::new(bin.join("watchdog"))
             .args(["--pid", &pid, "--budget", "1s", "--interval", "500ms"])
             .args(["--heartbeat", GROUP, "--interface", "lo", "--ttl", "1"])
-            .args(["--socket", SOCKET, "--node-id", "demo-node"])
+            .args(["--socket", SOCKET, "--node-id", "demo-node", "--store", STORE])
             .spawn()?,
     );
     thread::sleep(Duration::from_secs(1));
