@@ -204,6 +204,8 @@ pub struct DaemonOpts {
     pub store: Option<PathBuf>,
     /// `--exec-hook` program.
     pub hook: Option<PathBuf>,
+    /// `--config` file: then pid and budget come from it, not the command line.
+    pub config: Option<PathBuf>,
 }
 
 impl DaemonOpts {
@@ -214,6 +216,7 @@ impl DaemonOpts {
             interval,
             store: None,
             hook: None,
+            config: None,
         }
     }
 }
@@ -255,11 +258,14 @@ impl Daemon {
         if let Some(hook) = &opts.hook {
             cmd.arg("--exec-hook").arg(hook);
         }
+        match &opts.config {
+            Some(config) => cmd.arg("--config").arg(config),
+            None => cmd.args(["--pid", &opts.pid.to_string(), "--budget", opts.budget]),
+        };
         let child = cmd
             .arg("--store")
             .arg(&store)
-            .args(["--pid", &opts.pid.to_string()])
-            .args(["--budget", opts.budget, "--interval", opts.interval])
+            .args(["--interval", opts.interval])
             .args([
                 "--heartbeat",
                 &group.to_string(),
@@ -381,6 +387,13 @@ impl Daemon {
             );
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Send the daemon a signal.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, sig) };
     }
 
     /// Send SIGTERM and wait for the exit status.

@@ -247,3 +247,28 @@ fn kmsg_incidents_from_a_file() {
         "{out}"
     );
 }
+
+#[test]
+fn a_malformed_config_file_is_refused_with_file_line_and_column() {
+    let dir = std::env::temp_dir().join(format!("wd-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("watchdog.toml");
+    std::fs::write(&config, "pids = [1]\n[heartbeat]\nintervall = \"1s\"\n").unwrap();
+    let (code, err) = run("watchdog", &["--config", config.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("{}:3:1: unknown field `intervall`, expected one of `group`, `interface`, `interval`, `ttl`, `node_id`", config.display())),
+        "{err}"
+    );
+    std::fs::write(&config, "pids = [1]\n").unwrap();
+    let (code, err) = run("watchdog", &["--config", config.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!(
+            "no heartbeat group: give --heartbeat GROUP:PORT, or [heartbeat] group in {}",
+            config.display()
+        )),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

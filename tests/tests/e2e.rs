@@ -440,8 +440,13 @@ fn a_report_naming_a_monitored_thread_stalls_it_whoever_prints_it() {
     let rec = Recorder::start(group);
     let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "5s", "20ms"), group, &rec);
     work.send("idle");
-    let line = work.expect("IDLE kind=nanosleep", Duration::from_secs(2));
-    let tid = field(&line, "tid");
+    let idle: Vec<String> = (0..6)
+        .map(|_| work.expect("IDLE", Duration::from_secs(2)))
+        .collect();
+    let tid = field(
+        idle.iter().find(|l| l.contains("kind=nanosleep")).unwrap(),
+        "tid",
+    );
     rec.wait_for(5, Duration::from_secs(2));
 
     // Printed by this (unmonitored) test process, as khungtaskd would, about the thread.
@@ -651,13 +656,14 @@ fn stopped_and_traced_threads_are_not_stalled() {
     let rec = Recorder::start(group);
     let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "100ms", "50ms"), group, &rec);
     work.send("idle");
+    // All six lines (their order depends on thread start-up), then the sleeper's tid.
+    let idle: Vec<String> = (0..6)
+        .map(|_| work.expect("IDLE", Duration::from_secs(2)))
+        .collect();
     let sleeper = field(
-        &work.expect("IDLE kind=nanosleep", Duration::from_secs(2)),
+        idle.iter().find(|l| l.contains("kind=nanosleep")).unwrap(),
         "tid",
     );
-    for _ in 0..5 {
-        work.expect("IDLE", Duration::from_secs(2));
-    }
     thread::sleep(Duration::from_millis(200));
 
     // A tracer stops one thread mid-wait.
@@ -782,5 +788,59 @@ fn a_monitored_process_that_exits_stops_the_heartbeat_and_says_how() {
         err.contains("is gone: wd-workload exited with status 3"),
         "{err}"
     );
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn sighup_reloads_the_budget_live_and_a_bad_config_changes_nothing() {
+    require_root();
+    let mut work = Workload::spawn();
+    let dir = TempDir::new("config");
+    let config = dir.0.join("watchdog.toml");
+    let write = |budget: &str| {
+        std::fs::write(
+            &config,
+            format!("pids = [{}]\nbudget = {budget}\n", work.pid),
+        )
+        .unwrap()
+    };
+    write("\"5s\"");
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "unused", "20ms");
+    opts.config = Some(config.clone());
+    let mut daemon = Daemon::start(opts, group, &rec);
+    assert_eq!(daemon.wdctl_json("status")["budget_ms"], 5000);
+    let start = monotonic_ns();
+
+    // A config that fails to load leaves the running one in place, and says why.
+    write("\"soon\"");
+    daemon.signal(libc::SIGHUP);
+    let line = daemon.wait_log_line(Duration::from_secs(3), |l| l.contains("reload failed"));
+    assert!(
+        line.contains(&format!(
+            "{}:2:10: invalid duration 'soon'",
+            config.display()
+        )),
+        "{line}"
+    );
+    assert_eq!(daemon.wdctl_json("status")["budget_ms"], 5000);
+
+    write("\"300ms\"");
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log_line(Duration::from_secs(3), |l| {
+        l.contains("configuration reloaded")
+    });
+    assert_eq!(daemon.wdctl_json("status")["budget_ms"], 300);
+    // The heartbeat went on through both reloads.
+    assert_no_missed_beats(&rec, start, monotonic_ns(), Duration::from_millis(20 + 150));
+
+    // And the new budget judges: a 1.5 s stall is a verdict now (it was not at 5 s).
+    work.send("stall-vfork 1500");
+    let tid = field(&work.expect("STALL", Duration::from_secs(2)), "tid");
+    thread::sleep(Duration::from_millis(600));
+    let status = daemon.wdctl_json("status");
+    assert_eq!(status["stalls"][0]["tid"].as_u64(), Some(tid), "{status:#}");
+    assert_eq!(status["stalls"][0]["budget_ms"], 300);
     stop_cleanly(&mut daemon);
 }

@@ -134,7 +134,9 @@ pub struct TaskSignal {
     pub sig: i32,
     /// si_code (SIGNAL only): SEGV_MAPERR, SI_USER, ...
     pub code: i32,
-    pub _pad0: u32,
+    /// The process `target` belongs to, as the kernel side knew it (0 if it did not):
+    /// by the time userspace reads the event, a dying thread may be gone from /proc.
+    pub target_tgid: u32,
 }
 
 /// Common head of every ring-buffer record.

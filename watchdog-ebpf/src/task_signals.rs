@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use watchdog_common::{EventHeader, TaskSignal, counter, kind, layout};
 
-use crate::maps::{EVENTS, bump, field_offset, is_monitored_thread};
+use crate::maps::{EVENTS, INFLIGHT, bump, field_offset, is_monitored_thread, is_target};
 
 /// Signals whose default action kills the process (and dumps core for most).
 const SIGILL: i32 = 4;
@@ -20,6 +20,14 @@ const SIGBUS: i32 = 7;
 const SIGFPE: i32 = 8;
 const SIGKILL: i32 = 9;
 const SIGSEGV: i32 = 11;
+
+/// The process of thread `tid`, if it is a monitored one's.
+fn monitored_tgid(tid: u32) -> u32 {
+    if let Some(slot) = INFLIGHT.get_ptr(tid) {
+        return unsafe { (*slot).tgid };
+    }
+    if is_target(tid) { tid } else { 0 }
+}
 
 fn emit(kind: u32, target: u32, sig: i32, code: i32) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -35,7 +43,7 @@ fn emit(kind: u32, target: u32, sig: i32, code: i32) {
         target,
         sig,
         code,
-        _pad0: 0,
+        target_tgid: monitored_tgid(target),
     };
     if EVENTS.output::<TaskSignal>(&ev, 0).is_err() {
         bump(counter::LOST_EVENTS);

@@ -48,12 +48,12 @@ pub fn parse_group(s: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-fn parse_node_id(s: &str) -> Result<String, String> {
+pub fn parse_node_id(s: &str) -> Result<String, String> {
     validate_node_id(s).map_err(|e| e.to_string())?;
     Ok(s.to_owned())
 }
 
-fn parse_pid(s: &str) -> Result<u32, String> {
+pub fn parse_pid(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(0) | Err(_) => Err("expected a process id (a positive integer)".into()),
         Ok(pid) => Ok(pid),
@@ -62,50 +62,54 @@ fn parse_pid(s: &str) -> Result<u32, String> {
 
 /// The watchdog daemon: measures every syscall of the monitored processes in the kernel,
 /// and sends the node's heartbeat only while all their threads are healthy.
-#[derive(Debug, Parser)]
+///
+/// Every option can also be set in the config file; the command line wins.
+#[derive(Clone, Debug, Default, Parser)]
 #[command(name = "watchdog", version)]
 pub struct DaemonArgs {
+    /// Config file (TOML). Default: /etc/watchdog/watchdog.toml, if it exists.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Process to monitor (every thread, including threads created later). Repeatable.
-    #[arg(long = "pid", value_name = "PID", required = true, value_parser = parse_pid)]
+    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid)]
     pub pids: Vec<u32>,
-    /// Longest a syscall may run before its thread is stalled (wait syscalls such as
-    /// epoll_wait, accept and futex are exempt).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "2s")]
-    pub budget: Duration,
+    /// Longest a syscall may run before its thread is stalled [default: 2s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub budget: Option<Duration>,
     /// Multicast group and port the heartbeat is sent to.
     #[arg(long, value_name = "GROUP:PORT", value_parser = parse_group)]
-    pub heartbeat: SocketAddr,
+    pub heartbeat: Option<SocketAddr>,
     /// Network interface the heartbeat goes out on.
     #[arg(long, value_name = "IFACE")]
-    pub interface: String,
-    /// Time between two heartbeats.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "1s")]
-    pub interval: Duration,
-    /// Control socket for wdctl (created with mode 0600).
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
-    /// This node's name in the heartbeat (1 to 64 bytes); the host name by default.
+    pub interface: Option<String>,
+    /// Time between two heartbeats [default: 1s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Control socket for wdctl, created with mode 0600 [default: /run/watchdog/watchdog.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// This node's name in the heartbeat (1 to 64 bytes) [default: the host name].
     #[arg(long, value_name = "ID", value_parser = parse_node_id)]
     pub node_id: Option<String>,
-    /// Multicast TTL (IPv6 hop limit) of the heartbeat.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
-    pub ttl: u32,
+    /// Multicast TTL (IPv6 hop limit) of the heartbeat [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=255))]
+    pub ttl: Option<u32>,
     /// Operator rules for kernel messages (TOML), tried before the built-in ones.
     #[arg(long, value_name = "PATH")]
     pub rules: Option<PathBuf>,
-    /// Incident database (SQLite), kept across restarts.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    /// Most incidents kept; the oldest go first.
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub store_max: u64,
+    /// Incident database (SQLite), kept across restarts [default: /var/lib/watchdog/incidents.db].
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+    /// Most incidents kept; the oldest go first [default: 10000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub store_max: Option<u64>,
     /// Program run for each incident: PROGRAM CLASS HOST SUMMARY, the incident as JSON
     /// on stdin.
     #[arg(long, value_name = "PROGRAM")]
     pub exec_hook: Option<PathBuf>,
-    /// How long the exec hook may run before it is killed.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
-    pub exec_hook_timeout: Duration,
+    /// How long the exec hook may run before it is killed [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub exec_hook_timeout: Option<Duration>,
 }
 
 /// Where incidents are kept unless told otherwise.
@@ -253,13 +257,10 @@ mod tests {
     ];
 
     #[test]
-    fn minimal_command_line_gets_defaults() {
+    fn minimal_command_line() {
         let a = daemon(GOOD).unwrap();
         assert_eq!(a.pids, vec![1]);
-        assert_eq!(a.budget, Duration::from_secs(2));
-        assert_eq!(a.interval, Duration::from_secs(1));
-        assert_eq!(a.socket, PathBuf::from(DEFAULT_SOCKET));
-        assert_eq!(a.ttl, 1);
+        assert_eq!(a.budget, None, "defaults are applied after the config file");
     }
 
     #[test]
@@ -284,8 +285,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.pids, vec![10, 20]);
-        assert_eq!(a.budget, Duration::from_millis(300));
-        assert_eq!(a.interval, Duration::from_millis(50));
+        assert_eq!(a.budget, Some(Duration::from_millis(300)));
+        assert_eq!(a.interval, Some(Duration::from_millis(50)));
         assert_eq!(a.node_id.as_deref(), Some("db-1"));
     }
 
@@ -341,14 +342,6 @@ mod tests {
             let e = error_with(key, value);
             assert!(e.contains(names) && e.contains(says), "{key} {value}: {e}");
         }
-    }
-
-    #[test]
-    fn missing_required_arguments_are_named() {
-        let e = error_of(&["--heartbeat", "239.255.42.1:7999", "--interface", "lo"]);
-        assert!(e.contains("--pid <PID>"), "{e}");
-        let e = error_of(&["--pid", "1", "--interface", "lo"]);
-        assert!(e.contains("--heartbeat <GROUP:PORT>"), "{e}");
     }
 
     #[test]

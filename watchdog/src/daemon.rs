@@ -23,6 +23,7 @@ use crate::{
     alert::{self, ExecHook, SinkStats},
     cli::DaemonArgs,
     clock::monotonic_ns,
+    config::{self, Config, ConfigError},
     control::{
         proto::{HeartbeatState, Reply, Request, Response, StatusReport},
         server::{self, Handler},
@@ -52,6 +53,8 @@ pub enum DaemonError {
     },
     #[error("--rules: {0}")]
     Rules(#[from] RulesError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("--store: {0}")]
     Store(#[from] StoreError),
     #[error("--heartbeat: {0}")]
@@ -78,44 +81,56 @@ pub struct Settings {
     pub store: PathBuf,
     pub store_max: u64,
     pub exec_hook: Option<ExecHook>,
+    /// What it was made from, for reloads.
+    pub config: Config,
 }
 
 impl Settings {
-    /// Check the command line against the system: pids and interface exist, the rules
+    /// Check the configuration against the system: pids and interface exist, the rules
     /// file is valid.
-    pub fn from_args(args: DaemonArgs) -> Result<Self, DaemonError> {
-        let mut pids = args.pids;
+    pub fn from_config(c: Config) -> Result<Self, DaemonError> {
+        let mut pids = c.pids.clone();
         pids.sort_unstable();
         pids.dedup();
         for &pid in &pids {
             procfs::check_process(pid).map_err(|source| DaemonError::Pid { pid, source })?;
         }
         let interface =
-            Interface::by_name(&args.interface).map_err(|source| DaemonError::Interface {
-                name: args.interface.clone(),
+            Interface::by_name(&c.interface).map_err(|source| DaemonError::Interface {
+                name: c.interface.clone(),
                 source,
             })?;
-        let rules = match &args.rules {
-            Some(path) => RuleSet::with_user_file(path)?,
-            None => RuleSet::builtin(),
-        };
+        let rules = load_rules(&c)?;
         Ok(Settings {
             pids,
-            budget: args.budget,
-            group: args.heartbeat,
+            budget: c.budget,
+            group: c.group,
             interface,
-            interval: args.interval,
-            socket: args.socket,
-            node_id: args.node_id.unwrap_or_else(hostname),
-            ttl: args.ttl,
+            interval: c.interval,
+            socket: c.socket.clone(),
+            node_id: c.node_id.clone().unwrap_or_else(hostname),
+            ttl: c.ttl,
             rules,
-            store: args.store,
-            store_max: args.store_max,
-            exec_hook: args.exec_hook.map(|program| ExecHook {
+            store: c.store.clone(),
+            store_max: c.store_max,
+            exec_hook: c.exec_hook.clone().map(|program| ExecHook {
                 program,
-                timeout: args.exec_hook_timeout,
+                timeout: c.exec_hook_timeout,
             }),
+            config: c,
         })
+    }
+
+    /// Read the config file and the command line, and check them.
+    pub fn load(args: &DaemonArgs) -> Result<Self, DaemonError> {
+        Self::from_config(config::load(args)?)
+    }
+}
+
+fn load_rules(c: &Config) -> Result<RuleSet, RulesError> {
+    match &c.rules {
+        Some(path) => RuleSet::with_user_file(path),
+        None => Ok(RuleSet::builtin()),
     }
 }
 
@@ -153,9 +168,13 @@ static FAULT_LINE: LazyLock<Regex> = LazyLock::new(|| {
 /// State shared by the daemon's tasks.
 struct Shared {
     monitor: Mutex<Monitor>,
+    /// The command line, which a reload merges the file under again.
+    args: DaemonArgs,
+    config: Mutex<Config>,
     /// Taken (and so detached) at shutdown.
     probes: Mutex<Option<Probes>>,
-    rules: RuleSet,
+    /// Swapped whole on reload.
+    rules: Mutex<Arc<RuleSet>>,
     assembler: Mutex<Assembler>,
     gate: Arc<Gate>,
     sender: Arc<heartbeat::sender::Sender>,
@@ -279,9 +298,10 @@ impl Shared {
     }
 
     fn on_kernel_line(&self, line: KernelLine) {
+        let rules = lock(&self.rules).clone();
         let verdict = self
             .monitor()
-            .on_kernel_line(&self.rules, &line, procfs::tgid_of);
+            .on_kernel_line(&rules, &line, procfs::tgid_of);
         if let LineVerdict::Stall(stall) = &verdict {
             self.stop_heartbeat(stall);
         }
@@ -289,7 +309,7 @@ impl Shared {
             lock(&self.fault_lines).insert(line.tgid, line.text.clone());
         }
         let reports = lock(&self.assembler).push(
-            &self.rules,
+            &rules,
             Line {
                 text: &line.text,
                 time: Some(line.ts_ns as f64 / 1e9),
@@ -315,8 +335,9 @@ impl Shared {
     fn on_task_event(&self, ev: TaskEvent) {
         match ev.kind {
             TaskSignalKind::Hang => {
-                let Some(tgid) = self
-                    .tgid_of(ev.target)
+                let Some(tgid) = ev
+                    .target_tgid
+                    .or_else(|| self.tgid_of(ev.target))
                     .filter(|t| self.monitor().is_target(*t))
                 else {
                     return;
@@ -361,7 +382,7 @@ impl Shared {
                 self.record(inc);
             }
             TaskSignalKind::Signal { sig, code } => {
-                let Some(tgid) = self.tgid_of(ev.target) else {
+                let Some(tgid) = ev.target_tgid.or_else(|| self.tgid_of(ev.target)) else {
                     return;
                 };
                 let details = SignalDetails {
@@ -431,18 +452,19 @@ impl Shared {
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
-pub async fn run(settings: Settings) -> Result<(), DaemonError> {
+pub async fn run(settings: Settings, args: &DaemonArgs) -> Result<(), DaemonError> {
     let store = Store::open(&settings.store, settings.store_max)?;
     let sock = heartbeat::socket::sender(settings.group, &settings.interface, settings.ttl)?;
     sock.set_nonblocking(true)?;
     let listener = server::bind(&settings.socket)?;
-    let result = run_bound(&settings, sock, listener, store).await;
+    let result = run_bound(&settings, args, sock, listener, store).await;
     let _ = std::fs::remove_file(&settings.socket);
     result
 }
 
 async fn run_bound(
     settings: &Settings,
+    args: &DaemonArgs,
     sock: std::net::UdpSocket,
     listener: tokio::net::UnixListener,
     store: Store,
@@ -461,7 +483,9 @@ async fn run_bound(
     let shared = Arc::new(Shared {
         monitor: Mutex::new(Monitor::new(settings.budget, settings.pids.iter().copied())),
         probes: Mutex::new(Some(probes)),
-        rules: settings.rules.clone(),
+        rules: Mutex::new(Arc::new(settings.rules.clone())),
+        args: args.clone(),
+        config: Mutex::new(settings.config.clone()),
         assembler: Mutex::new(Assembler::new(REPORT_QUIET.as_secs_f64())),
         gate: Arc::new(Gate::default()),
         sender: Arc::new(heartbeat::sender::Sender::new(
@@ -504,9 +528,13 @@ async fn run_bound(
         )),
         tokio::spawn(server::serve(listener, handler(shared.clone()))),
     ];
-    let signal = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    let mut sighup = signal(SignalKind::hangup())?;
+    let signal = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => reload(&shared),
+        }
     };
     tracing::info!(signal, "stopping: detaching probes");
     for t in &tasks {
@@ -520,6 +548,38 @@ async fn run_bound(
         shared.on_report(r);
     }
     Ok(())
+}
+
+/// SIGHUP: read the config again. Budget and rules change live, without touching the
+/// heartbeat or what is in flight; a config that fails to load leaves the running one.
+fn reload(shared: &Shared) {
+    let new = match config::load(&shared.args) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed: keeping the running configuration");
+            return;
+        }
+    };
+    let rules = match load_rules(&new) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed: keeping the running configuration");
+            return;
+        }
+    };
+    let mut current = lock(&shared.config);
+    let later = config::restart_needed(&current, &new);
+    if !later.is_empty() {
+        tracing::warn!(settings = %later.join(", "), "changed in the config: they take effect on restart");
+    }
+    shared.monitor().set_budget(new.budget);
+    *lock(&shared.rules) = Arc::new(rules);
+    tracing::info!(
+        budget_ms = new.budget.as_millis() as u64,
+        rules = lock(&shared.rules).rules().len(),
+        "configuration reloaded"
+    );
+    *current = new;
 }
 
 /// Read kernel events as they come.
@@ -577,9 +637,10 @@ async fn expire_reports(shared: Arc<Shared>) {
 /// runs out, and exactly at the earliest deadline, so a stall is found within a timer
 /// tick of the budget running out, while the syscall is still in flight.
 async fn scan(shared: Arc<Shared>, inflight: BpfHashMap<MapData, u32, InFlight>) {
-    let budget = shared.monitor().budget();
-    let period = (budget / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
     loop {
+        // Read each round: a reload may change the budget.
+        let budget = shared.monitor().budget();
+        let period = (budget / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
         let now = monotonic_ns();
         let entries: Vec<(u32, InFlight)> = inflight.iter().filter_map(Result::ok).collect();
         let mut stalls = Vec::new();

@@ -44,6 +44,8 @@ pub enum TaskSignalKind {
 pub struct TaskEvent {
     pub kind: TaskSignalKind,
     pub target: u32,
+    /// The monitored process `target` belongs to, if the kernel side knew it.
+    pub target_tgid: Option<u32>,
     /// The task in whose context it fired (khungtaskd, the allocator, the sender).
     pub by_tgid: u32,
     pub by_tid: u32,
@@ -130,6 +132,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
             Ok(Event::Task(TaskEvent {
                 kind,
                 target: ev.target,
+                target_tgid: (ev.target_tgid != 0).then_some(ev.target_tgid),
                 by_tgid: header.tgid,
                 by_tid: header.tid,
                 by_comm: comm_str(&header.comm),
@@ -219,12 +222,13 @@ mod tests {
             target: 4242,
             sig: 11,
             code: 1,
-            _pad0: 0,
+            target_tgid: 100,
         };
         let Event::Task(t) = decode(&as_bytes(&ev)).unwrap() else {
             panic!()
         };
         assert_eq!(t.kind, TaskSignalKind::Signal { sig: 11, code: 1 });
+        assert_eq!(t.target_tgid, Some(100));
         assert_eq!(
             (t.target, t.by_tid, t.by_comm.as_str()),
             (4242, 101, "worker")

@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod ebpf;

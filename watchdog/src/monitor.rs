@@ -117,6 +117,11 @@ impl Monitor {
         self.budget
     }
 
+    /// A new budget (config reload): syscalls in flight are judged by it from now on.
+    pub fn set_budget(&mut self, budget: Duration) {
+        self.budget = budget;
+    }
+
     pub fn targets(&self) -> impl Iterator<Item = u32> + '_ {
         self.targets.iter().copied()
     }

@@ -75,7 +75,14 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
         Command::new(bin.join("watchdog"))
             .args(["--pid", &pid, "--budget", "1s", "--interval", "500ms"])
             .args(["--heartbeat", GROUP, "--interface", "lo", "--ttl", "1"])
-            .args(["--socket", SOCKET, "--node-id", "demo-node", "--store", STORE])
+            .args([
+                "--socket",
+                SOCKET,
+                "--node-id",
+                "demo-node",
+                "--store",
+                STORE,
+            ])
             .spawn()?,
     );
     thread::sleep(Duration::from_secs(1));

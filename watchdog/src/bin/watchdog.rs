@@ -14,14 +14,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let result = daemon::Settings::from_args(args)
+    let result = daemon::Settings::load(&args)
         .map_err(anyhow::Error::from)
         .and_then(|settings| {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(daemon::run(settings))
+            rt.block_on(daemon::run(settings, &args))
                 .map_err(anyhow::Error::from)
         });
     match result {

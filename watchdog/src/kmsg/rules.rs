@@ -85,26 +85,12 @@ pub enum RulesError {
     Io { file: String, message: String },
 }
 
-/// Line and column (1-based) of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
-    (line, column)
-}
-
 fn parse_file(text: &str, file: &str) -> Result<RuleFile, RulesError> {
-    toml::from_str::<RuleFile>(text).map_err(|e| {
-        let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
-        RulesError::Syntax {
-            file: file.to_owned(),
-            line,
-            column,
-            message: e.message().to_owned(),
-        }
+    crate::config::parse_toml(text).map_err(|(line, column, message)| RulesError::Syntax {
+        file: file.to_owned(),
+        line,
+        column,
+        message,
     })
 }
 
