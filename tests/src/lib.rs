@@ -74,7 +74,22 @@ pub struct Workload {
 
 impl Workload {
     pub fn spawn() -> Self {
-        let mut child = Command::new(bin("wd-workload"))
+        Self::spawn_command(Command::new(bin("wd-workload")))
+    }
+
+    /// Started inside cgroup `dir`: a shell joins it, then execs the workload.
+    pub fn spawn_in_cgroup(dir: &std::path::Path) -> Self {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {}",
+            dir.display(),
+            bin("wd-workload").display()
+        ));
+        Self::spawn_command(cmd)
+    }
+
+    fn spawn_command(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -206,6 +221,8 @@ pub struct DaemonOpts {
     pub hook: Option<PathBuf>,
     /// `--config` file: then pid and budget come from it, not the command line.
     pub config: Option<PathBuf>,
+    /// Target options to use instead of `--pid` (`--comm NAME`, `--cgroup PATH`).
+    pub targets: Option<Vec<String>>,
 }
 
 impl DaemonOpts {
@@ -217,6 +234,7 @@ impl DaemonOpts {
             store: None,
             hook: None,
             config: None,
+            targets: None,
         }
     }
 }
@@ -258,9 +276,10 @@ impl Daemon {
         if let Some(hook) = &opts.hook {
             cmd.arg("--exec-hook").arg(hook);
         }
-        match &opts.config {
-            Some(config) => cmd.arg("--config").arg(config),
-            None => cmd.args(["--pid", &opts.pid.to_string(), "--budget", opts.budget]),
+        match (&opts.config, &opts.targets) {
+            (Some(config), _) => cmd.arg("--config").arg(config),
+            (None, Some(targets)) => cmd.args(targets).args(["--budget", opts.budget]),
+            (None, None) => cmd.args(["--pid", &opts.pid.to_string(), "--budget", opts.budget]),
         };
         let child = cmd
             .arg("--store")
@@ -467,6 +486,31 @@ impl MemoryCgroup {
 }
 
 impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A cgroup v2 directory the test creates under the cgroup2 mount; removed when dropped.
+pub struct Cgroup2 {
+    pub dir: PathBuf,
+}
+
+impl Cgroup2 {
+    pub fn new(name: &str) -> Self {
+        let mount = watchdog::procfs::cgroup2_mount().expect("a cgroup2 mount");
+        let dir = mount.join(name);
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
+        Cgroup2 { dir }
+    }
+}
+
+impl Drop for Cgroup2 {
     fn drop(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < deadline {

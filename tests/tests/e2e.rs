@@ -844,3 +844,93 @@ fn sighup_reloads_the_budget_live_and_a_bad_config_changes_nothing() {
     assert_eq!(status["stalls"][0]["budget_ms"], 300);
     stop_cleanly(&mut daemon);
 }
+
+/// Spawn the workload after a delay, on another thread, noting when.
+fn spawn_later(
+    make: impl FnOnce() -> Workload + Send + 'static,
+) -> thread::JoinHandle<(u64, Workload)> {
+    thread::spawn(move || {
+        thread::sleep(Duration::from_millis(800));
+        let at = monotonic_ns();
+        (at, make())
+    })
+}
+
+fn assert_monitored_from_its_first_syscalls(daemon: &Daemon, work: &mut Workload) {
+    let status = daemon.wdctl_json("status");
+    assert!(
+        status["monitored_pids"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(work.pid)),
+        "{status:#}"
+    );
+    work.send("stall-vfork 1000");
+    let tid = field(&work.expect("STALL", Duration::from_secs(2)), "tid");
+    thread::sleep(Duration::from_millis(500));
+    let row = thread_row(&daemon.wdctl_json("threads"), tid);
+    assert_eq!(
+        (row["syscall"].as_str(), row["verdict"].as_str()),
+        (Some("vfork"), Some("stalled")),
+        "{row:#}"
+    );
+}
+
+#[test]
+fn a_comm_target_given_before_the_process_starts_is_monitored_when_it_does() {
+    require_root();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let later = spawn_later(Workload::spawn);
+    let mut opts = DaemonOpts::new(0, "300ms", "20ms");
+    opts.targets = Some(vec!["--comm".into(), "wd-workload".into()]);
+    // No service yet, so no heartbeat: start() returns at the first beat, once it runs.
+    let mut daemon = Daemon::start(opts, group, &rec);
+    let (spawned_at, mut work) = later.join().unwrap();
+    assert!(
+        rec.beats()[0].0 > spawned_at,
+        "heartbeat sent before the service was running"
+    );
+    assert_monitored_from_its_first_syscalls(&daemon, &mut work);
+
+    // The service dies; the heartbeat is stopped; a new one starts and is monitored again,
+    // and resuming is allowed once it is healthy.
+    drop(work);
+    thread::sleep(Duration::from_millis(300));
+    let work2 = Workload::spawn();
+    thread::sleep(Duration::from_millis(300));
+    let status = daemon.wdctl_json("status");
+    assert!(
+        status["monitored_pids"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(work2.pid)),
+        "{status:#}"
+    );
+    assert_eq!(status["heartbeat"], "stopped", "{status:#}");
+    let (code, out, err) = daemon.wdctl(&["resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "heartbeat resumed");
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn a_cgroup_target_monitors_processes_that_start_in_it() {
+    require_root();
+    let cg = Cgroup2::new(&format!("wd-test-cg-{}", std::process::id()));
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let dir = cg.dir.clone();
+    let later = spawn_later(move || Workload::spawn_in_cgroup(&dir));
+    let mut opts = DaemonOpts::new(0, "300ms", "20ms");
+    opts.targets = Some(vec!["--cgroup".into(), cg.dir.display().to_string()]);
+    let mut daemon = Daemon::start(opts, group, &rec);
+    let (spawned_at, mut work) = later.join().unwrap();
+    assert!(
+        rec.beats()[0].0 > spawned_at,
+        "heartbeat sent before the service was running"
+    );
+    assert_monitored_from_its_first_syscalls(&daemon, &mut work);
+    stop_cleanly(&mut daemon);
+    drop(work);
+}

@@ -28,7 +28,16 @@ pub mod maps {
     /// u32 array, indexed by [`super::layout`]: field offsets of tracepoint records on
     /// the running kernel, read by userspace from tracefs before attaching.
     pub const LAYOUT: &str = "LAYOUT";
+    /// comm ([u8; 16], NUL-padded) -> 1: a process that execs a program of that name
+    /// becomes a target.
+    pub const COMMS: &str = "COMMS";
+    /// cgroup v2 id -> 1: a process that execs inside that cgroup becomes a target.
+    pub const CGROUPS: &str = "CGROUPS";
 }
+
+/// `Target::flags`: the target was found by name or cgroup, so processes it forks are
+/// targets too.
+pub const TARGET_FOLLOW_FORKS: u32 = 1;
 
 /// Indices into the LAYOUT array. An offset of 0 means the field is absent on this
 /// kernel (offset 0 is the common header, never a field we read).
@@ -47,7 +56,9 @@ pub mod layout {
     pub const SWITCH_PREV_PID: u32 = 6;
     pub const SWITCH_PREV_STATE: u32 = 7;
     pub const SWITCH_NEXT_PID: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// sched/sched_process_fork: `pid_t child_pid`.
+    pub const FORK_CHILD_PID: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -120,6 +131,12 @@ pub mod kind {
     pub const OOM_VICTIM: u32 = 4;
     /// A fatal-by-default signal was generated for a thread of a monitored process.
     pub const SIGNAL: u32 = 5;
+    /// A process exec'd with a watched comm or in a watched cgroup: now a target
+    /// (`TaskSignal::target` = its tgid; the kernel side added it already).
+    pub const NEW_TARGET: u32 = 6;
+    /// A target that follows forks forked `TaskSignal::target` (a thread or a process:
+    /// userspace tells).
+    pub const FORKED: u32 = 7;
 }
 
 /// A kernel signal about a task (hang, OOM victim, fatal signal). The header's task is

@@ -8,6 +8,7 @@ mod printk;
 mod process_exit;
 mod sched_switch;
 mod syscalls;
+mod targets;
 mod task_signals;
 
 #[cfg(not(test))]

@@ -23,6 +23,14 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// Program names that make a process a target when it execs them.
+#[map(name = "COMMS")]
+pub static COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(64, 0);
+
+/// cgroup v2 ids inside which an exec makes a process a target.
+#[map(name = "CGROUPS")]
+pub static CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(64, 0);
+
 /// Tracepoint field offsets of the running kernel (see `watchdog_common::layout`).
 #[map(name = "LAYOUT")]
 pub static LAYOUT: Array<u32> = Array::with_max_entries(layout::COUNT, 0);

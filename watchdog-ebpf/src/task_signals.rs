@@ -29,7 +29,7 @@ fn monitored_tgid(tid: u32) -> u32 {
     if is_target(tid) { tid } else { 0 }
 }
 
-fn emit(kind: u32, target: u32, sig: i32, code: i32) {
+pub fn emit(kind: u32, target: u32, sig: i32, code: i32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let ev = TaskSignal {
         header: EventHeader {

@@ -73,6 +73,14 @@ pub struct DaemonArgs {
     /// Process to monitor (every thread, including threads created later). Repeatable.
     #[arg(long = "pid", value_name = "PID", value_parser = parse_pid)]
     pub pids: Vec<u32>,
+    /// Monitor every process running this program (its comm, at most 15 bytes), including
+    /// ones that start later. Repeatable.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Monitor every process in this cgroup v2 (absolute, or relative to the cgroup2
+    /// mount, e.g. system.slice/db.service), including ones that start later. Repeatable.
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<PathBuf>,
     /// Longest a syscall may run before its thread is stalled [default: 2s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub budget: Option<Duration>,

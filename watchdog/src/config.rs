@@ -79,6 +79,10 @@ fn node_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> 
 pub struct FileConfig {
     #[serde(default)]
     pub pids: Vec<u32>,
+    #[serde(default)]
+    pub comms: Vec<String>,
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
     #[serde(default, deserialize_with = "duration")]
     pub budget: Option<Duration>,
     pub socket: Option<PathBuf>,
@@ -125,6 +129,8 @@ pub struct Config {
     /// The file it came from, if any (SIGHUP reads it again).
     pub file: Option<PathBuf>,
     pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    pub cgroups: Vec<PathBuf>,
     pub budget: Duration,
     pub group: SocketAddr,
     pub interface: String,
@@ -173,15 +179,22 @@ pub fn merge(
         Some(p) => format!("{key} in {}", p.display()),
         None => format!("{key} in a config file"),
     };
-    let pids = if args.pids.is_empty() {
-        file.pids
+    // Targets on the command line replace the file's, all kinds together.
+    let cli_targets = !(args.pids.is_empty() && args.comms.is_empty() && args.cgroups.is_empty());
+    let (pids, comms, cgroups) = if cli_targets {
+        (args.pids.clone(), args.comms.clone(), args.cgroups.clone())
     } else {
-        args.pids.clone()
+        (file.pids, file.comms, file.cgroups)
     };
-    if pids.is_empty() {
+    if pids.is_empty() && comms.is_empty() && cgroups.is_empty() {
         return Err(ConfigError::Missing(format!(
-            "no process to monitor: give --pid, or {}",
-            where_("pids")
+            "no process to monitor: give --pid, --comm or --cgroup, or {}",
+            where_("pids, comms or cgroups")
+        )));
+    }
+    if let Some(long) = comms.iter().find(|c| c.is_empty() || c.len() > 15) {
+        return Err(ConfigError::Missing(format!(
+            "comm {long:?}: a program name is 1 to 15 bytes (the kernel keeps no more)"
         )));
     }
     let group = args.heartbeat.or(file.heartbeat.group).ok_or_else(|| {
@@ -203,6 +216,8 @@ pub fn merge(
     Ok(Config {
         file: path,
         pids,
+        comms,
+        cgroups,
         budget: args.budget.or(file.budget).unwrap_or(DEFAULT_BUDGET),
         group,
         interface,
@@ -259,8 +274,8 @@ pub fn load(args: &DaemonArgs) -> Result<Config, ConfigError> {
 /// The settings that a reload changed but that only take effect on restart.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut v = Vec::new();
-    if old.pids != new.pids {
-        v.push("pids");
+    if (&old.pids, &old.comms, &old.cgroups) != (&new.pids, &new.comms, &new.cgroups) {
+        v.push("targets");
     }
     if (
         old.group,
@@ -333,7 +348,7 @@ mod tests {
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `budget`, `socket`, `rules`, `heartbeat`, `store`, `exec_hook`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `socket`, `rules`, `heartbeat`, `store`, `exec_hook`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),
@@ -371,6 +386,20 @@ mod tests {
     }
 
     #[test]
+    fn a_comm_longer_than_the_kernel_keeps_is_refused() {
+        let args = DaemonArgs {
+            comms: vec!["a-very-long-program".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            merge(&args, FileConfig::default(), None)
+                .unwrap_err()
+                .to_string(),
+            "comm \"a-very-long-program\": a program name is 1 to 15 bytes (the kernel keeps no more)"
+        );
+    }
+
+    #[test]
     fn what_must_be_given_is_named() {
         let m = |text: &str| {
             merge(
@@ -383,7 +412,7 @@ mod tests {
         };
         assert_eq!(
             m(""),
-            "no process to monitor: give --pid, or pids in w.toml"
+            "no process to monitor: give --pid, --comm or --cgroup, or pids, comms or cgroups in w.toml"
         );
         assert_eq!(
             m("pids = [1]"),
@@ -416,6 +445,6 @@ mod tests {
         assert!(restart_needed(&a, &b).is_empty());
         b.interval = Duration::from_millis(100);
         b.pids = vec![1];
-        assert_eq!(restart_needed(&a, &b), vec!["pids", "heartbeat"]);
+        assert_eq!(restart_needed(&a, &b), vec!["targets", "heartbeat"]);
     }
 }

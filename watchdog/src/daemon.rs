@@ -55,6 +55,8 @@ pub enum DaemonError {
     Rules(#[from] RulesError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("--cgroup: {0}")]
+    Cgroup(#[from] procfs::CgroupError),
     #[error("--store: {0}")]
     Store(#[from] StoreError),
     #[error("--heartbeat: {0}")]
@@ -70,6 +72,9 @@ pub enum DaemonError {
 /// What the daemon runs with, validated.
 pub struct Settings {
     pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    /// cgroup directories and their ids.
+    pub cgroups: Vec<(PathBuf, u64)>,
     pub budget: Duration,
     pub group: SocketAddr,
     pub interface: Interface,
@@ -101,8 +106,15 @@ impl Settings {
                 source,
             })?;
         let rules = load_rules(&c)?;
+        let cgroups = c
+            .cgroups
+            .iter()
+            .map(|p| procfs::cgroup(p))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Settings {
             pids,
+            comms: c.comms.clone(),
+            cgroups,
             budget: c.budget,
             group: c.group,
             interface,
@@ -186,6 +198,9 @@ struct Shared {
     sink_stats: Arc<SinkStats>,
     /// Last fatal-by-default signal for each monitored process, and when.
     recent_signals: Mutex<HashMap<u32, (SignalDetails, u64)>>,
+    /// True until the first process of a --comm/--cgroup target appears, when none ran
+    /// at start: the heartbeat waits for the service.
+    awaiting_first: std::sync::atomic::AtomicBool,
     /// Last kernel fault line printed by each monitored process.
     fault_lines: Mutex<HashMap<u32, String>>,
 }
@@ -366,6 +381,36 @@ impl Shared {
                     self.record(inc);
                 }
             }
+            TaskSignalKind::NewTarget => {
+                // The kernel side made it a target at exec, before its first syscall.
+                self.new_target(
+                    ev.target,
+                    &ev.by_comm,
+                    "exec'd a watched program or in a watched cgroup",
+                );
+            }
+            TaskSignalKind::Forked => {
+                // Threads of a target are measured already; a new process is measured
+                // too, as a child: its exit is not the service's.
+                if procfs::tgid_of(ev.target) != Some(ev.target)
+                    || self.monitor().is_target(ev.target)
+                {
+                    return;
+                }
+                if let Some(Err(e)) = lock(&self.probes)
+                    .as_mut()
+                    .map(|p| p.add_following_target(ev.target))
+                {
+                    tracing::warn!(pid = ev.target, error = %e, "could not monitor a forked process");
+                    return;
+                }
+                self.monitor().add_child(ev.target);
+                tracing::debug!(
+                    pid = ev.target,
+                    parent = ev.by_tgid,
+                    "monitoring a forked child"
+                );
+            }
             TaskSignalKind::OomVictim => {
                 if !self.monitor().is_target(ev.target) {
                     return;
@@ -399,6 +444,17 @@ impl Shared {
                 // signal alone is no crash: it explains a death that follows it.
                 lock(&self.recent_signals).insert(tgid, (details, ev.ts_ns));
             }
+        }
+    }
+
+    fn new_target(&self, tgid: u32, comm: &str, how: &str) {
+        if !self.monitor().add_target(tgid, comm) {
+            return;
+        }
+        tracing::info!(pid = tgid, comm, how, "monitoring a new process");
+        if self.awaiting_first.swap(false, Ordering::AcqRel) {
+            self.gate.open();
+            tracing::info!(pid = tgid, "the service is up: sending the heartbeat");
         }
     }
 
@@ -473,6 +529,33 @@ async fn run_bound(
     for &pid in &settings.pids {
         probes.add_target(pid)?;
     }
+    // Names and cgroups go to the kernel first, then running processes are looked up, so
+    // none that starts in between is missed (one found twice is harmless).
+    for comm in &settings.comms {
+        probes.add_comm(comm)?;
+    }
+    for (_, id) in &settings.cgroups {
+        probes.add_cgroup(*id)?;
+    }
+    let me = std::process::id();
+    let mut found: Vec<u32> = settings
+        .comms
+        .iter()
+        .flat_map(|c| procfs::pids_with_comm(c))
+        .collect();
+    found.extend(
+        settings
+            .cgroups
+            .iter()
+            .flat_map(|(dir, _)| procfs::cgroup_procs(dir)),
+    );
+    found.retain(|p| *p != me && !settings.pids.contains(p));
+    found.sort_unstable();
+    found.dedup();
+    for &pid in &found {
+        probes.add_following_target(pid)?;
+    }
+    let initial: Vec<u32> = settings.pids.iter().chain(&found).copied().collect();
     let store = Arc::new(Mutex::new(store));
     let sink_stats = Arc::new(SinkStats::default());
     let sink = alert::start(
@@ -481,7 +564,7 @@ async fn run_bound(
         sink_stats.clone(),
     );
     let shared = Arc::new(Shared {
-        monitor: Mutex::new(Monitor::new(settings.budget, settings.pids.iter().copied())),
+        monitor: Mutex::new(Monitor::new(settings.budget, initial.iter().copied())),
         probes: Mutex::new(Some(probes)),
         rules: Mutex::new(Arc::new(settings.rules.clone())),
         args: args.clone(),
@@ -500,9 +583,25 @@ async fn run_bound(
         sink_stats,
         recent_signals: Mutex::new(HashMap::new()),
         fault_lines: Mutex::new(HashMap::new()),
+        awaiting_first: std::sync::atomic::AtomicBool::new(initial.is_empty()),
     });
+    if initial.is_empty() {
+        let mut what: Vec<String> = settings.comms.iter().map(|c| format!("comm {c}")).collect();
+        what.extend(
+            settings
+                .cgroups
+                .iter()
+                .map(|(d, _)| format!("cgroup {}", d.display())),
+        );
+        shared.gate.close(&format!(
+            "waiting for a monitored process to start ({})",
+            what.join(", ")
+        ));
+    }
     tracing::info!(
-        pids = ?settings.pids,
+        pids = ?initial,
+        comms = ?settings.comms,
+        cgroups = ?settings.cgroups.iter().map(|(d, _)| d.display().to_string()).collect::<Vec<_>>(),
         budget_ms = settings.budget.as_millis() as u64,
         heartbeat = %settings.group,
         interface = %settings.interface.name,

@@ -43,6 +43,8 @@ pub struct Probes {
     // Owns the programs and their links; kept alive for as long as the probes should be.
     _ebpf: Ebpf,
     targets: HashMap<MapData, u32, Target>,
+    comms: HashMap<MapData, [u8; 16], u32>,
+    cgroups: HashMap<MapData, u64, u32>,
 }
 
 /// Maps the daemon reads from its own tasks.
@@ -160,13 +162,18 @@ fn fill_layout(ebpf: &mut Ebpf) -> Result<Vec<&'static str>, EbpfError> {
             name: maps::LAYOUT,
             source,
         })?;
-    let wanted: [TracepointFields; 5] = [
+    let wanted: [TracepointFields; 6] = [
         (
             "sched",
             "sched_process_exit",
             &[(layout::EXIT_GROUP_DEAD, "group_dead")],
         ),
         ("sched", "sched_process_hang", &[(layout::HANG_PID, "pid")]),
+        (
+            "sched",
+            "sched_process_fork",
+            &[(layout::FORK_CHILD_PID, "child_pid")],
+        ),
         (
             "sched",
             "sched_switch",
@@ -217,6 +224,8 @@ impl Probes {
         raise_memlock();
         let mut ebpf = Ebpf::load(OBJECT)?;
         let targets = take(&mut ebpf, maps::TARGETS)?;
+        let comms = take(&mut ebpf, maps::COMMS)?;
+        let cgroups = take(&mut ebpf, maps::CGROUPS)?;
         let inflight = take(&mut ebpf, maps::INFLIGHT)?;
         let events = take(&mut ebpf, maps::EVENTS)?;
         let counters = Counters(take(&mut ebpf, maps::COUNTERS)?);
@@ -237,6 +246,22 @@ impl Probes {
             ));
         }
         attach_tp(&mut ebpf, "sched_switch", "sched", "sched_switch")?;
+        // Targets by name and cgroup: exec makes them, fork spreads them.
+        attach_tp(
+            &mut ebpf,
+            "sched_process_exec",
+            "sched",
+            "sched_process_exec",
+        )?;
+        if !present.contains(&"sched_process_fork") {
+            return Err(EbpfError::Layout("sched/sched_process_fork (child_pid)"));
+        }
+        attach_tp(
+            &mut ebpf,
+            "sched_process_fork",
+            "sched",
+            "sched_process_fork",
+        )?;
         attach_raw(&mut ebpf, "sys_enter", "sys_enter")?;
         attach_tp(&mut ebpf, "printk_console", "printk", "console")?;
         // Structured signals beside the text, where this kernel has them.
@@ -258,6 +283,8 @@ impl Probes {
             Probes {
                 _ebpf: ebpf,
                 targets,
+                comms,
+                cgroups,
             },
             Channels {
                 inflight,
@@ -271,6 +298,45 @@ impl Probes {
     pub fn add_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
         self.targets
             .insert(tgid, Target { flags: 0 }, 0)
+            .map_err(|source| EbpfError::Map {
+                name: maps::TARGETS,
+                source,
+            })
+    }
+
+    /// Start measuring processes that exec program `name` (and what they fork).
+    pub fn add_comm(&mut self, name: &str) -> Result<(), EbpfError> {
+        let mut key = [0u8; 16];
+        let n = name.len().min(15);
+        key[..n].copy_from_slice(&name.as_bytes()[..n]);
+        self.comms
+            .insert(key, 1, 0)
+            .map_err(|source| EbpfError::Map {
+                name: maps::COMMS,
+                source,
+            })
+    }
+
+    /// Start measuring processes that exec inside cgroup `id` (and what they fork).
+    pub fn add_cgroup(&mut self, id: u64) -> Result<(), EbpfError> {
+        self.cgroups
+            .insert(id, 1, 0)
+            .map_err(|source| EbpfError::Map {
+                name: maps::CGROUPS,
+                source,
+            })
+    }
+
+    /// Start measuring process `tgid`, and the processes it forks.
+    pub fn add_following_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        self.targets
+            .insert(
+                tgid,
+                Target {
+                    flags: watchdog_common::TARGET_FOLLOW_FORKS,
+                },
+                0,
+            )
             .map_err(|source| EbpfError::Map {
                 name: maps::TARGETS,
                 source,

@@ -37,6 +37,10 @@ pub enum TaskSignalKind {
     OomVictim,
     /// signal_generate: fatal-by-default signal `sig` for thread `target`.
     Signal { sig: i32, code: i32 },
+    /// Process `target` exec'd a watched program or in a watched cgroup: a new target.
+    NewTarget,
+    /// A target that follows forks created task `target` (a thread or a process).
+    Forked,
 }
 
 /// A structured kernel signal about task `target`, raised in the context of `by`.
@@ -119,11 +123,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
                 group_dead: ev.flags & EXIT_GROUP_DEAD != 0,
             }))
         }
-        kind::HANG | kind::OOM_VICTIM | kind::SIGNAL => {
+        kind::HANG | kind::OOM_VICTIM | kind::SIGNAL | kind::NEW_TARGET | kind::FORKED => {
             let ev: TaskSignal = read(bytes, header.kind)?;
             let kind = match header.kind {
                 kind::HANG => TaskSignalKind::Hang,
                 kind::OOM_VICTIM => TaskSignalKind::OomVictim,
+                kind::NEW_TARGET => TaskSignalKind::NewTarget,
+                kind::FORKED => TaskSignalKind::Forked,
                 _ => TaskSignalKind::Signal {
                     sig: ev.sig,
                     code: ev.code,

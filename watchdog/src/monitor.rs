@@ -100,6 +100,9 @@ pub struct Monitor {
     stalls: Vec<Stall>,
     /// Monitored processes that are gone, and how they ended.
     gone: BTreeMap<u32, String>,
+    /// Targets that are children forked by a target: measured while they live, but
+    /// their exit is not the service's death (services spawn helpers that end).
+    children: BTreeSet<u32>,
 }
 
 impl Monitor {
@@ -110,6 +113,7 @@ impl Monitor {
             threads: BTreeMap::new(),
             stalls: Vec::new(),
             gone: BTreeMap::new(),
+            children: BTreeSet::new(),
         }
     }
 
@@ -124,6 +128,20 @@ impl Monitor {
 
     pub fn targets(&self) -> impl Iterator<Item = u32> + '_ {
         self.targets.iter().copied()
+    }
+
+    /// A new target process (found by name, cgroup or fork). A process of the same
+    /// name that died before no longer blocks resuming: the service is back.
+    /// A process forked by a target: measured, but its exit is no verdict.
+    pub fn add_child(&mut self, tgid: u32) -> bool {
+        self.children.insert(tgid);
+        self.targets.insert(tgid)
+    }
+
+    pub fn add_target(&mut self, tgid: u32, comm: &str) -> bool {
+        self.gone
+            .retain(|_, how| !how.starts_with(&format!("{comm} ")));
+        self.targets.insert(tgid)
     }
 
     pub fn is_target(&self, tgid: u32) -> bool {
@@ -247,6 +265,9 @@ impl Monitor {
             return None;
         }
         self.threads.retain(|_, st| st.tgid != tgid);
+        if self.children.remove(&tgid) {
+            return None;
+        }
         self.gone.insert(tgid, format!("{comm} {how}"));
         let stall = Stall {
             pid: tgid,
@@ -603,6 +624,19 @@ mod tests {
                 "no monitored process is left"
             ]
         );
+    }
+
+    #[test]
+    fn a_forked_child_that_exits_is_no_verdict() {
+        let mut m = monitor();
+        assert!(m.add_child(300));
+        assert!(m.is_target(300));
+        assert_eq!(
+            m.process_gone(300, "helper", "exited with status 0", 1),
+            None
+        );
+        assert!(!m.is_target(300));
+        assert!(m.blockers().is_empty(), "{:?}", m.blockers());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 use std::{
     fs,
     os::unix::fs::{FileTypeExt, MetadataExt},
+    path::{Path, PathBuf},
 };
 
 use crate::verdict::{FdKind, FdNode, fd_kind as kind_of};
@@ -44,6 +45,66 @@ fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
 pub fn tgid_of(tid: u32) -> Option<u32> {
     let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     status_field(&status, "Tgid:")?.parse().ok()
+}
+
+/// Processes whose comm is `name`.
+pub fn pids_with_comm(name: &str) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut v: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| comm(*pid, *pid).as_deref() == Some(name))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error(
+        "{0}: not a cgroup v2 directory (no cgroup.procs); give a path under the cgroup2 mount{1}"
+    )]
+    NotACgroup(String, String),
+}
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` in
+/// hybrid setups).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, at, kind) = (f.next()?, f.next()?, f.next()?);
+        (kind == "cgroup2").then(|| PathBuf::from(at))
+    })
+}
+
+/// A cgroup v2 directory from a path as an operator writes it, and its id (the
+/// directory's inode number, as bpf_get_current_cgroup_id() reports it).
+pub fn cgroup(path: &Path) -> Result<(PathBuf, u64), CgroupError> {
+    let mount = cgroup2_mount();
+    let dir = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        mount.clone().unwrap_or_default().join(path)
+    };
+    let meta = fs::metadata(dir.join("cgroup.procs")).and_then(|_| fs::metadata(&dir));
+    match meta {
+        Ok(m) => Ok((dir, m.ino())),
+        Err(_) => Err(CgroupError::NotACgroup(
+            dir.display().to_string(),
+            mount
+                .map(|m| format!(" ({})", m.display()))
+                .unwrap_or_default(),
+        )),
+    }
+}
+
+/// Processes in cgroup `dir` (not its children).
+pub fn cgroup_procs(dir: &Path) -> Vec<u32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// Thread ids of process `tgid` (empty if it is gone).
