@@ -223,6 +223,8 @@ pub struct DaemonOpts {
     pub config: Option<PathBuf>,
     /// Target options to use instead of `--pid` (`--comm NAME`, `--cgroup PATH`).
     pub targets: Option<Vec<String>>,
+    /// More options.
+    pub extra: Vec<String>,
 }
 
 impl DaemonOpts {
@@ -235,6 +237,7 @@ impl DaemonOpts {
             hook: None,
             config: None,
             targets: None,
+            extra: Vec::new(),
         }
     }
 }
@@ -276,6 +279,7 @@ impl Daemon {
         if let Some(hook) = &opts.hook {
             cmd.arg("--exec-hook").arg(hook);
         }
+        cmd.args(&opts.extra);
         match (&opts.config, &opts.targets) {
             (Some(config), _) => cmd.arg("--config").arg(config),
             (None, Some(targets)) => cmd.args(targets).args(["--budget", opts.budget]),

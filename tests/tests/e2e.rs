@@ -934,3 +934,49 @@ fn a_cgroup_target_monitors_processes_that_start_in_it() {
     stop_cleanly(&mut daemon);
     drop(work);
 }
+
+#[test]
+fn a_syscall_budget_of_its_own_and_the_keepalived_track_file() {
+    require_root();
+    let mut work = Workload::spawn();
+    let dir = TempDir::new("track");
+    let track = dir.0.join("watchdog.track");
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "5s", "20ms");
+    opts.extra = vec![
+        "--syscall-budget".into(),
+        "vfork=300ms".into(),
+        "--track-file".into(),
+        track.display().to_string(),
+    ];
+    let mut daemon = Daemon::start(opts, group, &rec);
+    assert_eq!(
+        std::fs::read_to_string(&track).unwrap(),
+        "0\n",
+        "sending: keepalived sees 0"
+    );
+
+    // vfork has 300 ms though the default is 5 s.
+    work.send("stall-vfork 1500");
+    let line = work.expect("STALL", Duration::from_secs(2));
+    let (tid, began) = (field(&line, "tid"), field(&line, "at_ns"));
+    thread::sleep(Duration::from_millis(700));
+    let status = daemon.wdctl_json("status");
+    let stall = &status["stalls"][0];
+    assert_eq!(
+        (stall["tid"].as_u64(), stall["budget_ms"].as_u64()),
+        (Some(tid), Some(300)),
+        "{status:#}"
+    );
+    assert!(
+        stall["at_ns"].as_u64().unwrap() - began < 400 * MS,
+        "{status:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&track).unwrap(),
+        "1\n",
+        "stopped: keepalived sees 1 and goes to FAULT"
+    );
+    stop_cleanly(&mut daemon);
+}

@@ -48,6 +48,17 @@ pub fn parse_group(s: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
+/// `NAME=DUR`: a syscall of this architecture and its budget.
+pub fn parse_syscall_budget(s: &str) -> Result<(String, Duration), String> {
+    let (name, dur) = s
+        .split_once('=')
+        .ok_or("expected NAME=DUR, e.g. fsync=10s")?;
+    if crate::syscall_table::number(name).is_none() {
+        return Err(format!("{name} is not a syscall on this architecture"));
+    }
+    Ok((name.to_owned(), parse_duration(dur)?))
+}
+
 pub fn parse_node_id(s: &str) -> Result<String, String> {
     validate_node_id(s).map_err(|e| e.to_string())?;
     Ok(s.to_owned())
@@ -84,6 +95,13 @@ pub struct DaemonArgs {
     /// Longest a syscall may run before its thread is stalled [default: 2s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub budget: Option<Duration>,
+    /// Budget of one syscall, over --budget: `fsync=10s`. Repeatable.
+    #[arg(long = "syscall-budget", value_name = "NAME=DUR", value_parser = parse_syscall_budget)]
+    pub syscall_budgets: Vec<(String, Duration)>,
+    /// keepalived track_file: 0 while the heartbeat is sent, 1 when it is stopped
+    /// (keepalived, with weight 0, goes to FAULT).
+    #[arg(long, value_name = "PATH")]
+    pub track_file: Option<PathBuf>,
     /// Multicast group and port the heartbeat is sent to.
     #[arg(long, value_name = "GROUP:PORT", value_parser = parse_group)]
     pub heartbeat: Option<SocketAddr>,
@@ -345,6 +363,18 @@ mod tests {
                 "1 to 64 bytes",
             ),
             ("--ttl", "300", "--ttl <N>", "300"),
+            (
+                "--syscall-budget",
+                "fsnyc=1s",
+                "--syscall-budget <NAME=DUR>",
+                "fsnyc is not a syscall",
+            ),
+            (
+                "--syscall-budget",
+                "fsync",
+                "--syscall-budget <NAME=DUR>",
+                "expected NAME=DUR",
+            ),
         ];
         for (key, value, names, says) in cases {
             let e = error_with(key, value);

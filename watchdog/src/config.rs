@@ -59,6 +59,17 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
         .map_err(|e| D::Error::custom(format!("invalid duration '{s}': {e}")))
 }
 
+fn syscall_budgets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Duration)>, D::Error> {
+    let table = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+    table
+        .into_iter()
+        .map(|(name, dur)| {
+            cli::parse_syscall_budget(&format!("{name}={dur}"))
+                .map_err(|e| D::Error::custom(format!("budgets.{name}: {e}")))
+        })
+        .collect()
+}
+
 fn group<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let s = String::deserialize(d)?;
     cli::parse_group(&s)
@@ -85,6 +96,10 @@ pub struct FileConfig {
     pub cgroups: Vec<PathBuf>,
     #[serde(default, deserialize_with = "duration")]
     pub budget: Option<Duration>,
+    /// Budgets of particular syscalls: `fsync = "10s"`.
+    #[serde(default, deserialize_with = "syscall_budgets")]
+    pub budgets: Vec<(String, Duration)>,
+    pub track_file: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub rules: Option<PathBuf>,
     #[serde(default)]
@@ -132,6 +147,8 @@ pub struct Config {
     pub comms: Vec<String>,
     pub cgroups: Vec<PathBuf>,
     pub budget: Duration,
+    pub syscall_budgets: Vec<(String, Duration)>,
+    pub track_file: Option<PathBuf>,
     pub group: SocketAddr,
     pub interface: String,
     pub interval: Duration,
@@ -219,6 +236,16 @@ pub fn merge(
         comms,
         cgroups,
         budget: args.budget.or(file.budget).unwrap_or(DEFAULT_BUDGET),
+        // Per-syscall budgets: the file's, with the command line's on top.
+        syscall_budgets: {
+            let mut all = file.budgets;
+            for (name, d) in &args.syscall_budgets {
+                all.retain(|(n, _)| n != name);
+                all.push((name.clone(), *d));
+            }
+            all
+        },
+        track_file: args.track_file.clone().or(file.track_file),
         group,
         interface,
         interval: args
@@ -292,6 +319,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     ) {
         v.push("heartbeat");
     }
+    if old.track_file != new.track_file {
+        v.push("track_file");
+    }
     if old.socket != new.socket {
         v.push("socket");
     }
@@ -348,7 +378,7 @@ mod tests {
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `socket`, `rules`, `heartbeat`, `store`, `exec_hook`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `track_file`, `socket`, `rules`, `heartbeat`, `store`, `exec_hook`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),
@@ -379,6 +409,10 @@ mod tests {
             "w.toml:1:10: unclosed array, expected `]`"
         );
         assert_eq!(err("pids = [0]\n"), "w.toml: pids: 0 is not a process id");
+        assert_eq!(
+            err("[budgets]\nfsnyc = \"1s\"\n"),
+            "w.toml:1:1: budgets.fsnyc: fsnyc is not a syscall on this architecture"
+        );
         assert_eq!(
             err("[heartbeat]\nttl = 300\n"),
             "w.toml: heartbeat.ttl 300 is out of range 0..=255"

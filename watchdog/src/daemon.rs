@@ -139,6 +139,14 @@ impl Settings {
     }
 }
 
+/// Per-syscall budgets by number (names were checked when the config was read).
+fn syscall_budgets(c: &Config) -> BTreeMap<u32, Duration> {
+    c.syscall_budgets
+        .iter()
+        .filter_map(|(name, d)| crate::syscall_table::number(name).map(|nr| (nr, *d)))
+        .collect()
+}
+
 fn load_rules(c: &Config) -> Result<RuleSet, RulesError> {
     match &c.rules {
         Some(path) => RuleSet::with_user_file(path),
@@ -585,6 +593,9 @@ async fn run_bound(
         fault_lines: Mutex::new(HashMap::new()),
         awaiting_first: std::sync::atomic::AtomicBool::new(initial.is_empty()),
     });
+    shared
+        .monitor()
+        .set_syscall_budgets(syscall_budgets(&settings.config));
     if initial.is_empty() {
         let mut what: Vec<String> = settings.comms.iter().map(|c| format!("comm {c}")).collect();
         what.extend(
@@ -624,6 +635,7 @@ async fn run_bound(
             shared.sender.clone(),
             settings.interval,
             shared.gate.clone(),
+            settings.config.track_file.clone(),
         )),
         tokio::spawn(server::serve(listener, handler(shared.clone()))),
     ];
@@ -672,6 +684,7 @@ fn reload(shared: &Shared) {
         tracing::warn!(settings = %later.join(", "), "changed in the config: they take effect on restart");
     }
     shared.monitor().set_budget(new.budget);
+    shared.monitor().set_syscall_budgets(syscall_budgets(&new));
     *lock(&shared.rules) = Arc::new(rules);
     tracing::info!(
         budget_ms = new.budget.as_millis() as u64,

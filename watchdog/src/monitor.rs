@@ -95,6 +95,8 @@ struct ThreadState {
 
 pub struct Monitor {
     budget: Duration,
+    /// Budgets of particular syscalls (by number), over the default.
+    syscall_budgets: BTreeMap<u32, Duration>,
     targets: BTreeSet<u32>,
     threads: BTreeMap<u32, ThreadState>,
     stalls: Vec<Stall>,
@@ -109,6 +111,7 @@ impl Monitor {
     pub fn new(budget: Duration, targets: impl IntoIterator<Item = u32>) -> Self {
         Monitor {
             budget,
+            syscall_budgets: BTreeMap::new(),
             targets: targets.into_iter().collect(),
             threads: BTreeMap::new(),
             stalls: Vec::new(),
@@ -124,6 +127,19 @@ impl Monitor {
     /// A new budget (config reload): syscalls in flight are judged by it from now on.
     pub fn set_budget(&mut self, budget: Duration) {
         self.budget = budget;
+    }
+
+    /// Budgets for particular syscalls (by number), replacing earlier ones.
+    pub fn set_syscall_budgets(&mut self, budgets: BTreeMap<u32, Duration>) {
+        self.syscall_budgets = budgets;
+    }
+
+    /// The budget of syscall `nr`.
+    pub fn budget_for(&self, nr: u32) -> Duration {
+        self.syscall_budgets
+            .get(&nr)
+            .copied()
+            .unwrap_or(self.budget)
     }
 
     pub fn targets(&self) -> impl Iterator<Item = u32> + '_ {
@@ -169,8 +185,8 @@ impl Monitor {
         fd_kind: impl FnOnce(u32, u64) -> Option<FdKind>,
         comm: impl FnOnce(u32, u32) -> Option<String>,
     ) -> Option<Stall> {
-        let budget = self.budget;
-        let budget_ms = self.budget_ms();
+        let budget = self.budget_for(rec.nr);
+        let budget_ms = budget.as_millis() as u64;
         let st = self.threads.entry(tid).or_default();
         st.tgid = rec.tgid;
         st.latest = Some(*rec);
@@ -243,12 +259,13 @@ impl Monitor {
     /// become stalled later, by spinning or by falling into D; the periodic scan, at a
     /// quarter of the budget, catches those.)
     pub fn next_deadline(&self, now_ns: u64) -> Option<u64> {
-        let budget = self.budget.as_nanos() as u64;
         self.threads
             .values()
             .filter_map(|st| {
                 let cur = st.current?;
-                let deadline = cur.enter_ns.saturating_add(budget);
+                let deadline = cur
+                    .enter_ns
+                    .saturating_add(self.budget_for(cur.nr).as_nanos() as u64);
                 (st.stalled_in != Some(cur.enter_ns)
                     && st.kernel_fault.is_none()
                     && deadline > now_ns)
@@ -486,7 +503,9 @@ impl Monitor {
                         elapsed_ms: st
                             .current
                             .map(|c| now_ns.saturating_sub(c.enter_ns) / 1_000_000),
-                        budget_ms,
+                        budget_ms: st
+                            .current
+                            .map_or(budget_ms, |c| self.budget_for(c.nr).as_millis() as u64),
                         verdict: if stalled {
                             Verdict::Stalled
                         } else {
@@ -582,6 +601,26 @@ mod tests {
         // A new syscall that stalls is a new verdict.
         let r2 = rec(100, Some(Sysno::fsync), 2_000 * MS);
         assert!(observe(&mut m, 101, &r2, 2_400 * MS).is_some());
+    }
+
+    #[test]
+    fn a_syscall_can_have_a_budget_of_its_own() {
+        let mut m = monitor();
+        m.set_syscall_budgets(BTreeMap::from([(
+            Sysno::fsync as u32,
+            Duration::from_secs(10),
+        )]));
+        let r = rec(100, Some(Sysno::fsync), 0);
+        assert_eq!(
+            observe(&mut m, 101, &r, 5_000 * MS),
+            None,
+            "within its own 10 s"
+        );
+        assert_eq!(m.next_deadline(5_000 * MS), Some(10_000 * MS));
+        let stall = observe(&mut m, 101, &r, 10_001 * MS).expect("past its own budget");
+        assert_eq!(stall.budget_ms, 10_000);
+        // Other syscalls keep the default.
+        assert!(observe(&mut m, 102, &rec(100, Some(Sysno::write), 0), 301 * MS).is_some());
     }
 
     #[test]

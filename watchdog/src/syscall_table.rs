@@ -11,6 +11,11 @@ pub fn name(nr: u32) -> Option<&'static str> {
     Sysno::new(nr as usize).map(|s| s.name())
 }
 
+/// The number of syscall `name` on this architecture.
+pub fn number(name: &str) -> Option<u32> {
+    name.parse::<Sysno>().ok().map(|s| s as u32)
+}
+
 /// How long a syscall may legitimately take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -80,6 +85,12 @@ mod tests {
         assert_eq!(name(Sysno::read as u32), Some("read"));
         assert_eq!(name(Sysno::futex as u32), Some("futex"));
         assert_eq!(name(100_000), None);
+    }
+
+    #[test]
+    fn names_resolve_to_numbers() {
+        assert_eq!(number("fsync"), Some(Sysno::fsync as u32));
+        assert_eq!(number("fsnyc"), None);
     }
 
     #[test]

@@ -110,13 +110,36 @@ impl Sender {
     }
 }
 
+/// Write a keepalived track_file: `1` when the heartbeat is stopped, `0` while it is sent
+/// (with weight 0, keepalived goes to FAULT on non-zero). Written whole, then renamed, so
+/// keepalived never reads half a file.
+pub fn write_track_file(path: &std::path::Path, stopped: bool) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, if stopped { "1\n" } else { "0\n" })?;
+    std::fs::rename(&tmp, path)
+}
+
+fn track(path: Option<&std::path::Path>, stopped: bool) {
+    if let Some(p) = path
+        && let Err(e) = write_track_file(p, stopped)
+    {
+        tracing::warn!(path = %p.display(), error = %e, "cannot write the track file");
+    }
+}
+
 /// Send a heartbeat every `interval` while `gate` is open; stay silent while it is
-/// closed.
-pub async fn run(sender: Arc<Sender>, interval: Duration, gate: Arc<Gate>) {
+/// closed. `track_file`, if given, follows the same state.
+pub async fn run(
+    sender: Arc<Sender>,
+    interval: Duration,
+    gate: Arc<Gate>,
+    track_file: Option<std::path::PathBuf>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = BytesMut::with_capacity(128);
-    let mut silent = false;
+    let mut silent = !gate.is_open();
+    track(track_file.as_deref(), silent);
     loop {
         ticker.tick().await;
         // Checked right before each send: a verdict reached between two ticks means
@@ -124,6 +147,7 @@ pub async fn run(sender: Arc<Sender>, interval: Duration, gate: Arc<Gate>) {
         let open = gate.is_open();
         if open == silent {
             silent = !open;
+            track(track_file.as_deref(), silent);
             if silent {
                 let reason = gate.reason().unwrap_or_default();
                 tracing::warn!(reason = %reason, sent = sender.sent(), "heartbeat stopped");
@@ -140,6 +164,16 @@ pub async fn run(sender: Arc<Sender>, interval: Duration, gate: Arc<Gate>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_track_file_says_1_when_stopped() {
+        let path = std::env::temp_dir().join(format!("wd-track-{}", std::process::id()));
+        write_track_file(&path, true).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+        write_track_file(&path, false).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "0\n");
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn gate_closes_once_and_keeps_the_first_reason() {
