@@ -488,6 +488,7 @@ fn a_monitored_process_killed_by_sigsegv_is_a_crash_incident() {
     work.send("segv");
     let line = work.expect("SEGV", Duration::from_secs(2));
     let tid = field(&line, "tid");
+    let crashed_at = field(&line, "at_ns");
     let inc = daemon.wait_incident(Duration::from_secs(5), |i| i["kind"] == "crash");
     assert_eq!(
         (inc["pid"].as_u64(), inc["tid"].as_u64()),
@@ -507,6 +508,12 @@ fn a_monitored_process_killed_by_sigsegv_is_a_crash_incident() {
     );
     let status = daemon.wdctl_json("status");
     assert_eq!(status["heartbeat"], "stopped", "{status:#}");
+    let last = rec.last_arrival().unwrap();
+    assert!(
+        last <= crashed_at + 100 * MS,
+        "heartbeat went on {} ms after the crash",
+        (last - crashed_at) / MS
+    );
     assert!(
         status["stopped_reason"]
             .as_str()
@@ -978,5 +985,50 @@ fn a_syscall_budget_of_its_own_and_the_keepalived_track_file() {
         "1\n",
         "stopped: keepalived sees 1 and goes to FAULT"
     );
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn opt_in_auto_resume_after_recovery_and_the_stall_signal() {
+    require_root();
+    // Auto-resume: the heartbeat comes back once the thread has been healthy 500 ms.
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "300ms", "20ms");
+    opts.extra = vec!["--auto-resume-after".into(), "500ms".into()];
+    let mut daemon = Daemon::start(opts, group, &rec);
+    work.send("stall-vfork 900");
+    work.expect("STALL", Duration::from_secs(2));
+    work.expect("UNSTALLED", Duration::from_secs(3));
+    let recovered = monotonic_ns();
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        rec.last_arrival().unwrap() < recovered,
+        "resumed before 500 ms of health"
+    );
+    thread::sleep(Duration::from_millis(700));
+    assert!(
+        rec.last_arrival().unwrap() > recovered + 500 * MS,
+        "did not resume by itself"
+    );
+    assert_eq!(daemon.wdctl_json("status")["heartbeat"], "sending");
+    stop_cleanly(&mut daemon);
+    drop(work);
+
+    // The stall signal: SIGTERM here, so its effect is visible (the process dies of it).
+    let mut work = Workload::spawn();
+    let mut opts = DaemonOpts::new(work.pid, "300ms", "20ms");
+    opts.extra = vec!["--stall-signal".into(), "SIGTERM".into()];
+    let mut daemon = Daemon::start(opts, group, &rec);
+    work.send("stall-vfork 3000");
+    work.expect("STALL", Duration::from_secs(2));
+    daemon.wait_log_line(Duration::from_secs(3), |l| {
+        l.contains("signalled the stalled process") && l.contains("SIGTERM")
+    });
+    let gone = daemon.wait_log_line(Duration::from_secs(3), |l| {
+        l.contains("monitored process is gone")
+    });
+    assert!(gone.contains("was killed by SIGTERM"), "{gone}");
     stop_cleanly(&mut daemon);
 }

@@ -48,6 +48,36 @@ pub fn parse_group(s: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
+/// A signal by name (`SIGQUIT`, `QUIT`) or number.
+pub fn parse_signal(s: &str) -> Result<i32, String> {
+    const NAMES: &[(&str, i32)] = &[
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("QUIT", libc::SIGQUIT),
+        ("ABRT", libc::SIGABRT),
+        ("KILL", libc::SIGKILL),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("TERM", libc::SIGTERM),
+        ("SEGV", libc::SIGSEGV),
+        ("CONT", libc::SIGCONT),
+        ("STOP", libc::SIGSTOP),
+    ];
+    if let Ok(n) = s.parse::<i32>() {
+        return if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("{n} is not a signal number"))
+        };
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("unknown signal {s} (e.g. SIGQUIT, SIGABRT, SIGTERM, or a number)"))
+}
+
 /// `NAME=DUR`: a syscall of this architecture and its budget.
 pub fn parse_syscall_budget(s: &str) -> Result<(String, Duration), String> {
     let (name, dur) = s
@@ -102,6 +132,14 @@ pub struct DaemonArgs {
     /// (keepalived, with weight 0, goes to FAULT).
     #[arg(long, value_name = "PATH")]
     pub track_file: Option<PathBuf>,
+    /// Resume the heartbeat by itself once nothing has stood in the way for this long
+    /// (default: never; an operator runs `wdctl resume`).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub auto_resume_after: Option<Duration>,
+    /// Signal sent to a process when one of its threads is stalled (SIGQUIT asks many
+    /// runtimes for a thread dump or core), once per process. Default: none.
+    #[arg(long, value_name = "SIG", value_parser = parse_signal)]
+    pub stall_signal: Option<i32>,
     /// Multicast group and port the heartbeat is sent to.
     #[arg(long, value_name = "GROUP:PORT", value_parser = parse_group)]
     pub heartbeat: Option<SocketAddr>,
@@ -380,6 +418,14 @@ mod tests {
             let e = error_with(key, value);
             assert!(e.contains(names) && e.contains(says), "{key} {value}: {e}");
         }
+    }
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("SIGQUIT"), Ok(libc::SIGQUIT));
+        assert_eq!(parse_signal("TERM"), Ok(libc::SIGTERM));
+        assert_eq!(parse_signal("6"), Ok(6));
+        assert!(parse_signal("99").is_err());
     }
 
     #[test]

@@ -70,6 +70,11 @@ fn syscall_budgets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Durat
         .collect()
 }
 
+fn signal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    let s = String::deserialize(d)?;
+    cli::parse_signal(&s).map(Some).map_err(D::Error::custom)
+}
+
 fn group<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let s = String::deserialize(d)?;
     cli::parse_group(&s)
@@ -100,6 +105,10 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "syscall_budgets")]
     pub budgets: Vec<(String, Duration)>,
     pub track_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "duration")]
+    pub auto_resume_after: Option<Duration>,
+    #[serde(default, deserialize_with = "signal")]
+    pub stall_signal: Option<i32>,
     pub socket: Option<PathBuf>,
     pub rules: Option<PathBuf>,
     #[serde(default)]
@@ -149,6 +158,8 @@ pub struct Config {
     pub budget: Duration,
     pub syscall_budgets: Vec<(String, Duration)>,
     pub track_file: Option<PathBuf>,
+    pub auto_resume_after: Option<Duration>,
+    pub stall_signal: Option<i32>,
     pub group: SocketAddr,
     pub interface: String,
     pub interval: Duration,
@@ -246,6 +257,8 @@ pub fn merge(
             all
         },
         track_file: args.track_file.clone().or(file.track_file),
+        auto_resume_after: args.auto_resume_after.or(file.auto_resume_after),
+        stall_signal: args.stall_signal.or(file.stall_signal),
         group,
         interface,
         interval: args
@@ -319,8 +332,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     ) {
         v.push("heartbeat");
     }
-    if old.track_file != new.track_file {
-        v.push("track_file");
+    if (&old.track_file, old.auto_resume_after, old.stall_signal)
+        != (&new.track_file, new.auto_resume_after, new.stall_signal)
+    {
+        v.push("actions");
     }
     if old.socket != new.socket {
         v.push("socket");
@@ -378,7 +393,7 @@ mod tests {
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `track_file`, `socket`, `rules`, `heartbeat`, `store`, `exec_hook`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `socket`, `rules`, `heartbeat`, `store`, `exec_hook`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),

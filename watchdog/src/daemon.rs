@@ -209,6 +209,8 @@ struct Shared {
     /// True until the first process of a --comm/--cgroup target appears, when none ran
     /// at start: the heartbeat waits for the service.
     awaiting_first: std::sync::atomic::AtomicBool,
+    /// Processes already sent the stall signal.
+    signalled: Mutex<HashSet<u32>>,
     /// Last kernel fault line printed by each monitored process.
     fault_lines: Mutex<HashMap<u32, String>>,
 }
@@ -263,6 +265,26 @@ impl Shared {
         );
         if self.gate.close(&reason) {
             tracing::warn!(reason = %reason, "stopping the heartbeat");
+        }
+        self.signal_stalled(stall);
+    }
+
+    /// The opt-in stall signal, once per process, never to one that is gone.
+    fn signal_stalled(&self, stall: &Stall) {
+        let Some(sig) = lock(&self.config).stall_signal else {
+            return;
+        };
+        if stall.cause == "exited" || !lock(&self.signalled).insert(stall.pid) {
+            return;
+        }
+        // SAFETY: kill(2) with a pid we monitor and a valid signal number.
+        let rc = unsafe { libc::kill(stall.pid as i32, sig) };
+        let name = incidents::signal_name(sig);
+        if rc == 0 {
+            tracing::warn!(pid = stall.pid, signal = %name, "signalled the stalled process");
+        } else {
+            let error = std::io::Error::last_os_error();
+            tracing::warn!(pid = stall.pid, signal = %name, error = %error, "could not signal the stalled process");
         }
     }
 
@@ -591,6 +613,7 @@ async fn run_bound(
         sink_stats,
         recent_signals: Mutex::new(HashMap::new()),
         fault_lines: Mutex::new(HashMap::new()),
+        signalled: Mutex::new(HashSet::new()),
         awaiting_first: std::sync::atomic::AtomicBool::new(initial.is_empty()),
     });
     shared
@@ -631,6 +654,7 @@ async fn run_bound(
         tokio::spawn(scan(shared.clone(), channels.inflight)),
         tokio::spawn(watch_counters(shared.clone(), channels.counters)),
         tokio::spawn(expire_reports(shared.clone())),
+        tokio::spawn(auto_resume(shared.clone())),
         tokio::spawn(heartbeat::sender::run(
             shared.sender.clone(),
             settings.interval,
@@ -730,6 +754,35 @@ async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>) {
             }
         }
         guard.clear_ready();
+    }
+}
+
+/// The opt-in policy: resume by itself once nothing has stood in the way of resuming
+/// for the configured time.
+async fn auto_resume(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut clear_since: Option<std::time::Instant> = None;
+    loop {
+        ticker.tick().await;
+        let after = lock(&shared.config).auto_resume_after;
+        let Some(after) = after else {
+            clear_since = None;
+            continue;
+        };
+        let waiting_for_service = shared.awaiting_first.load(Ordering::Acquire);
+        if shared.gate.is_open() || waiting_for_service || !shared.monitor().blockers().is_empty() {
+            clear_since = None;
+            continue;
+        }
+        let since = *clear_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= after {
+            shared.gate.open();
+            clear_since = None;
+            tracing::warn!(
+                after_ms = after.as_millis() as u64,
+                "heartbeat resumed automatically: healthy since"
+            );
+        }
     }
 }
 

@@ -116,6 +116,12 @@ pub fn signal_name(sig: i32) -> String {
         8 => "SIGFPE".into(),
         9 => "SIGKILL".into(),
         11 => "SIGSEGV".into(),
+        1 => "SIGHUP".into(),
+        2 => "SIGINT".into(),
+        3 => "SIGQUIT".into(),
+        10 => "SIGUSR1".into(),
+        12 => "SIGUSR2".into(),
+        15 => "SIGTERM".into(),
         n => format!("signal {n}"),
     }
 }

@@ -224,7 +224,7 @@ fn spin_read() {
 
 fn segv() {
     spawn("crasher", || {
-        say(&format!("SEGV tid={}", tid()));
+        say(&format!("SEGV tid={} at_ns={}", tid(), monotonic_ns()));
         // SAFETY: deliberately not: this is the crash the test wants.
         unsafe { std::ptr::write_volatile(std::ptr::null_mut::<u8>(), 1) };
     });
