@@ -43,6 +43,16 @@ fn assert_no_missed_beats(rec: &Recorder, from_ns: u64, to_ns: u64, max_gap: Dur
     }
 }
 
+/// The common start of a test: a workload, a heartbeat recorder on a fresh group, and
+/// the daemon monitoring the workload with `budget` and heartbeat `interval`.
+fn start_monitoring(budget: &'static str, interval: &'static str) -> (Workload, Recorder, Daemon) {
+    let work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let daemon = Daemon::start(DaemonOpts::new(work.pid, budget, interval), group, &rec);
+    (work, rec, daemon)
+}
+
 /// No program of ours is left attached once the daemon has exited.
 fn assert_probes_detached() {
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -81,11 +91,7 @@ fn stop_cleanly(daemon: &mut Daemon) {
 #[test]
 fn a_thread_stuck_in_uninterruptible_sleep_stops_the_heartbeat() {
     require_root();
-    let mut work = Workload::spawn();
-    let group = unique_group();
-    let rec = Recorder::start(group);
-    let opts = DaemonOpts::new(work.pid, "300ms", "20ms");
-    let mut daemon = Daemon::start(opts, group, &rec);
+    let (mut work, rec, mut daemon) = start_monitoring("300ms", "20ms");
     rec.wait_for(5, Duration::from_secs(2));
 
     work.send("stall-vfork 3000");
@@ -187,11 +193,7 @@ fn a_thread_stuck_in_uninterruptible_sleep_stops_the_heartbeat() {
 #[test]
 fn threads_idle_in_wait_syscalls_never_stop_the_heartbeat() {
     require_root();
-    let mut work = Workload::spawn();
-    let group = unique_group();
-    let rec = Recorder::start(group);
-    let opts = DaemonOpts::new(work.pid, "300ms", "50ms");
-    let mut daemon = Daemon::start(opts, group, &rec);
+    let (mut work, rec, mut daemon) = start_monitoring("300ms", "50ms");
 
     // Started after the daemon, so every wait is seen entering its syscall.
     work.send("idle");
@@ -241,11 +243,7 @@ fn threads_idle_in_wait_syscalls_never_stop_the_heartbeat() {
 #[test]
 fn a_kernel_bug_printed_by_a_monitored_thread_stops_the_heartbeat_at_once() {
     require_root();
-    let mut work = Workload::spawn();
-    let group = unique_group();
-    let rec = Recorder::start(group);
-    let opts = DaemonOpts::new(work.pid, "5s", "20ms");
-    let mut daemon = Daemon::start(opts, group, &rec);
+    let (mut work, rec, mut daemon) = start_monitoring("5s", "20ms");
     rec.wait_for(5, Duration::from_secs(2));
 
     work.send("kmsg watchdog-test: BUG: simulated kernel fault in a monitored thread");
@@ -325,11 +323,7 @@ fn a_kernel_bug_printed_by_another_process_only_alerts() {
 #[test]
 fn threads_created_after_start_are_monitored() {
     require_root();
-    let mut work = Workload::spawn();
-    let group = unique_group();
-    let rec = Recorder::start(group);
-    let opts = DaemonOpts::new(work.pid, "300ms", "50ms");
-    let mut daemon = Daemon::start(opts, group, &rec);
+    let (mut work, _rec, mut daemon) = start_monitoring("300ms", "50ms");
     work.send("idle");
     let mut tids = BTreeSet::new();
     for _ in 0..6 {
@@ -435,10 +429,7 @@ fn kernel_reports_become_incidents_that_survive_a_restart() {
 #[test]
 fn a_report_naming_a_monitored_thread_stalls_it_whoever_prints_it() {
     require_root();
-    let mut work = Workload::spawn();
-    let group = unique_group();
-    let rec = Recorder::start(group);
-    let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "5s", "20ms"), group, &rec);
+    let (mut work, rec, mut daemon) = start_monitoring("5s", "20ms");
     work.send("idle");
     let idle: Vec<String> = (0..6)
         .map(|_| work.expect("IDLE", Duration::from_secs(2)))
@@ -586,10 +577,7 @@ fn the_oom_killer_taking_a_monitored_process_is_recorded_three_ways() {
 #[test]
 fn a_syscall_spinning_on_a_cpu_is_stalled_as_running_in_kernel() {
     require_root();
-    let mut work = Workload::spawn();
-    let group = unique_group();
-    let rec = Recorder::start(group);
-    let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "100ms", "20ms"), group, &rec);
+    let (mut work, _rec, mut daemon) = start_monitoring("100ms", "20ms");
     work.send("spin-read");
     let line = work.expect("SPIN", Duration::from_secs(2));
     let (tid, began) = (field(&line, "tid"), field(&line, "at_ns"));
@@ -632,10 +620,7 @@ fn a_syscall_spinning_on_a_cpu_is_stalled_as_running_in_kernel() {
 #[test]
 fn idle_waits_for_six_seconds_at_a_100ms_budget_are_all_waiting() {
     require_root();
-    let mut work = Workload::spawn();
-    let group = unique_group();
-    let rec = Recorder::start(group);
-    let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "100ms", "50ms"), group, &rec);
+    let (mut work, rec, mut daemon) = start_monitoring("100ms", "50ms");
     work.send("idle");
     let tids: Vec<u64> = (0..6)
         .map(|_| field(&work.expect("IDLE", Duration::from_secs(2)), "tid"))
@@ -658,10 +643,7 @@ fn idle_waits_for_six_seconds_at_a_100ms_budget_are_all_waiting() {
 #[test]
 fn stopped_and_traced_threads_are_not_stalled() {
     require_root();
-    let mut work = Workload::spawn();
-    let group = unique_group();
-    let rec = Recorder::start(group);
-    let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "100ms", "50ms"), group, &rec);
+    let (mut work, _rec, mut daemon) = start_monitoring("100ms", "50ms");
     work.send("idle");
     // All six lines (their order depends on thread start-up), then the sleeper's tid.
     let idle: Vec<String> = (0..6)
@@ -722,10 +704,7 @@ fn stopped_and_traced_threads_are_not_stalled() {
 #[test]
 fn after_a_transient_stall_the_heartbeat_stays_stopped_until_resumed() {
     require_root();
-    let mut work = Workload::spawn();
-    let group = unique_group();
-    let rec = Recorder::start(group);
-    let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "300ms", "20ms"), group, &rec);
+    let (mut work, rec, mut daemon) = start_monitoring("300ms", "20ms");
     work.send("stall-vfork 900");
     let tid = field(&work.expect("STALL", Duration::from_secs(2)), "tid");
     thread::sleep(Duration::from_millis(500));
@@ -765,10 +744,7 @@ fn after_a_transient_stall_the_heartbeat_stays_stopped_until_resumed() {
 #[test]
 fn a_monitored_process_that_exits_stops_the_heartbeat_and_says_how() {
     require_root();
-    let mut work = Workload::spawn();
-    let group = unique_group();
-    let rec = Recorder::start(group);
-    let mut daemon = Daemon::start(DaemonOpts::new(work.pid, "5s", "20ms"), group, &rec);
+    let (mut work, rec, mut daemon) = start_monitoring("5s", "20ms");
     rec.wait_for(5, Duration::from_secs(2));
     let exit_at = monotonic_ns();
     work.send("exit 3");
