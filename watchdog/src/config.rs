@@ -19,13 +19,8 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}:{line}:{column}: {message}")]
-    Syntax {
-        file: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    #[error(transparent)]
+    Syntax(#[from] TomlError),
     #[error("{file}: {message}")]
     Io { file: String, message: String },
     #[error("{0}")]
@@ -43,12 +38,27 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Parse TOML into `T`, with errors at file:line:column.
-/// Parse TOML into `T`; an error comes as (line, column, message).
-pub fn parse_toml<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, (usize, usize, String)> {
+/// A TOML file that does not parse, or has a key or value it must not: where, and what.
+/// Shared by the config file and rules files.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct TomlError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Parse TOML text from `file` into `T`.
+pub fn parse_toml<T: for<'de> Deserialize<'de>>(text: &str, file: &str) -> Result<T, TomlError> {
     toml::from_str::<T>(text).map_err(|e| {
         let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
-        (line, column, e.message().to_owned())
+        TomlError {
+            file: file.to_owned(),
+            line,
+            column,
+            message: e.message().to_owned(),
+        }
     })
 }
 
@@ -175,13 +185,7 @@ pub struct Config {
 
 /// Parse a config file's text (`file` names it in errors).
 pub fn parse(text: &str, file: &str) -> Result<FileConfig, ConfigError> {
-    let fc: FileConfig =
-        parse_toml(text).map_err(|(line, column, message)| ConfigError::Syntax {
-            file: file.to_owned(),
-            line,
-            column,
-            message,
-        })?;
+    let fc: FileConfig = parse_toml(text, file)?;
     if let Some(ttl) = fc.heartbeat.ttl.filter(|t| *t > 255) {
         return Err(ConfigError::Io {
             file: file.to_owned(),

@@ -109,12 +109,17 @@ fn raise_memlock() {
     }
 }
 
+/// The error for map `name`.
+fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> EbpfError {
+    move |source| EbpfError::Map { name, source }
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
     let map = ebpf.take_map(name).ok_or(EbpfError::MissingMap(name))?;
-    T::try_from(map).map_err(|source| EbpfError::Map { name, source })
+    T::try_from(map).map_err(map_error(name))
 }
 
 fn attach_raw(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), EbpfError> {
@@ -158,10 +163,7 @@ fn fill_layout(ebpf: &mut Ebpf) -> Result<Vec<&'static str>, EbpfError> {
         .map_mut(maps::LAYOUT)
         .ok_or(EbpfError::MissingMap(maps::LAYOUT))?
         .try_into()
-        .map_err(|source| EbpfError::Map {
-            name: maps::LAYOUT,
-            source,
-        })?;
+        .map_err(map_error(maps::LAYOUT))?;
     let wanted: [TracepointFields; 6] = [
         (
             "sched",
@@ -202,10 +204,7 @@ fn fill_layout(ebpf: &mut Ebpf) -> Result<Vec<&'static str>, EbpfError> {
         let mut all = true;
         for &(index, field) in fields {
             match tracefs::field_offset(&format, field) {
-                Some(off) => arr.set(index, off, 0).map_err(|source| EbpfError::Map {
-                    name: maps::LAYOUT,
-                    source,
-                })?,
+                Some(off) => arr.set(index, off, 0).map_err(map_error(maps::LAYOUT))?,
                 None => all = false,
             }
         }
@@ -298,10 +297,7 @@ impl Probes {
     pub fn add_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
         self.targets
             .insert(tgid, Target { flags: 0 }, 0)
-            .map_err(|source| EbpfError::Map {
-                name: maps::TARGETS,
-                source,
-            })
+            .map_err(map_error(maps::TARGETS))
     }
 
     /// Start measuring processes that exec program `name` (and what they fork).
@@ -309,22 +305,14 @@ impl Probes {
         let mut key = [0u8; 16];
         let n = name.len().min(15);
         key[..n].copy_from_slice(&name.as_bytes()[..n]);
-        self.comms
-            .insert(key, 1, 0)
-            .map_err(|source| EbpfError::Map {
-                name: maps::COMMS,
-                source,
-            })
+        self.comms.insert(key, 1, 0).map_err(map_error(maps::COMMS))
     }
 
     /// Start measuring processes that exec inside cgroup `id` (and what they fork).
     pub fn add_cgroup(&mut self, id: u64) -> Result<(), EbpfError> {
         self.cgroups
             .insert(id, 1, 0)
-            .map_err(|source| EbpfError::Map {
-                name: maps::CGROUPS,
-                source,
-            })
+            .map_err(map_error(maps::CGROUPS))
     }
 
     /// Start measuring process `tgid`, and the processes it forks.
@@ -337,10 +325,7 @@ impl Probes {
                 },
                 0,
             )
-            .map_err(|source| EbpfError::Map {
-                name: maps::TARGETS,
-                source,
-            })
+            .map_err(map_error(maps::TARGETS))
     }
 
     /// Stop measuring process `tgid` (it is gone).

@@ -239,6 +239,37 @@ pub fn fd_kind(tgid: u32, fd: u64) -> Option<FdKind> {
 mod tests {
     use super::*;
 
+    /// A thread of this process waiting on a channel until dropped.
+    struct Parked {
+        tid: u32,
+        done: Option<std::sync::mpsc::Sender<()>>,
+        handle: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Parked {
+        fn new() -> Self {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (done, done_rx) = std::sync::mpsc::channel::<()>();
+            let handle = std::thread::spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                tx.send(unsafe { libc::gettid() } as u32).unwrap();
+                let _ = done_rx.recv();
+            });
+            Parked {
+                tid: rx.recv().unwrap(),
+                done: Some(done),
+                handle: Some(handle),
+            }
+        }
+    }
+
+    impl Drop for Parked {
+        fn drop(&mut self) {
+            drop(self.done.take());
+            let _ = self.handle.take().map(|h| h.join());
+        }
+    }
+
     #[test]
     fn this_process_is_a_process_and_its_threads_are_listed() {
         let me = std::process::id();
@@ -250,37 +281,23 @@ mod tests {
     #[test]
     fn a_thread_id_is_refused_with_its_process() {
         let me = std::process::id();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let h = std::thread::spawn(move || {
-            tx.send(unsafe { libc::gettid() } as u32).unwrap();
-            let _ = done_rx.recv();
-        });
-        let tid = rx.recv().unwrap();
+        let parked = Parked::new();
+        let tid = parked.tid;
         let err = check_process(tid).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("{tid} is a thread of process {me}; give the process id")
         );
-        done_tx.send(()).unwrap();
-        h.join().unwrap();
     }
 
     #[test]
     fn a_sleeping_thread_shows_state_and_syscall() {
         let me = std::process::id();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let h = std::thread::spawn(move || {
-            tx.send(unsafe { libc::gettid() } as u32).unwrap();
-            let _ = done_rx.recv();
-        });
-        let tid = rx.recv().unwrap();
+        let parked = Parked::new();
+        let tid = parked.tid;
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(state(me, tid).as_deref(), Some("S"));
         assert_eq!(syscall_args(me, tid).len(), 6);
-        done_tx.send(()).unwrap();
-        h.join().unwrap();
     }
 
     #[test]

@@ -60,13 +60,8 @@ pub struct Rule {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RulesError {
-    #[error("{file}:{line}:{column}: {message}")]
-    Syntax {
-        file: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    #[error(transparent)]
+    Syntax(#[from] crate::config::TomlError),
     #[error("{file}: rule {id}: invalid regex: {message}")]
     Regex {
         file: String,
@@ -86,12 +81,7 @@ pub enum RulesError {
 }
 
 fn parse_file(text: &str, file: &str) -> Result<RuleFile, RulesError> {
-    crate::config::parse_toml(text).map_err(|(line, column, message)| RulesError::Syntax {
-        file: file.to_owned(),
-        line,
-        column,
-        message,
-    })
+    Ok(crate::config::parse_toml(text, file)?)
 }
 
 fn compile(spec: RuleSpec, file: &str) -> Result<Rule, RulesError> {
@@ -364,12 +354,12 @@ examples = [{ line = "watchdog-test: BUG: not real", source = "our tests" }]
     fn rule_file_errors_say_where() {
         let e = RuleSet::with_user_text("[[rule]]\nid = \"x\"\nclass = \"bogus\"\n", "r.toml")
             .unwrap_err();
-        let RulesError::Syntax {
+        let RulesError::Syntax(crate::config::TomlError {
             line,
             column,
             message,
             ..
-        } = &e
+        }) = &e
         else {
             panic!("{e}")
         };
