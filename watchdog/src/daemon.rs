@@ -904,9 +904,10 @@ fn thread_rows(shared: &Shared) -> Vec<crate::monitor::ThreadRow> {
 }
 
 fn status(shared: &Shared) -> StatusReport {
-    let m = shared.monitor();
-    let pids: Vec<u32> = m.targets().collect();
+    let pids: Vec<u32> = shared.monitor().targets().collect();
+    // /proc is read outside the lock, so the scanner is never held up by a status call.
     let threads = pids.iter().map(|&p| procfs::threads(p).len()).sum();
+    let m = shared.monitor();
     let stats = &shared.sink_stats;
     StatusReport {
         node_id: shared.node_id.clone(),
