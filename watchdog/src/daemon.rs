@@ -503,18 +503,24 @@ impl Shared {
             Some((s, _)) => format!("was killed by {} ({})", s.signal, s.code_meaning),
             None => "exited (status unknown: already reaped)".into(),
         });
-        if let Some(stall) = self
+        // Bound first, so the monitor's guard is dropped before any other lock is
+        // taken (reload takes config then monitor: holding them the other way round here
+        // could deadlock).
+        let gone = self
             .monitor()
-            .process_gone(exit.tgid, &exit.comm, &how, exit.ts_ns)
-        {
-            self.stop_heartbeat(&stall);
-        }
+            .process_gone(exit.tgid, &exit.comm, &how, exit.ts_ns);
         if let Some(Err(e)) = lock(&self.probes)
             .as_mut()
             .map(|p| p.remove_target(exit.tgid))
         {
             tracing::warn!(pid = exit.tgid, error = %e, "could not stop measuring a gone process");
         }
+        let Some(stall) = gone else {
+            // A child a target forked has ended: that is no verdict.
+            tracing::debug!(pid = exit.tgid, how = %how, "monitored child process ended");
+            return;
+        };
+        self.stop_heartbeat(&stall);
         tracing::warn!(pid = exit.tgid, comm = %exit.comm, how = %how, "monitored process is gone");
         if let Some((mut details, _)) = signal {
             details.fault_line = fault;
