@@ -625,6 +625,12 @@ async fn run_bound(
     shared
         .monitor()
         .set_syscall_budgets(syscall_budgets(&settings.config));
+    // Program names of the processes monitored from the start (for how they end).
+    for &pid in &initial {
+        if let Some(name) = procfs::comm(pid, pid) {
+            shared.monitor().add_target(pid, &name);
+        }
+    }
     if initial.is_empty() {
         let mut what: Vec<String> = settings.comms.iter().map(|c| format!("comm {c}")).collect();
         what.extend(

@@ -105,6 +105,9 @@ pub struct Monitor {
     /// Targets that are children forked by a target: measured while they live, but
     /// their exit is not the service's death (services spawn helpers that end).
     children: BTreeSet<u32>,
+    /// Program name of each target, when known: a process's exit is reported with the
+    /// comm of its last thread, which may be any thread's name.
+    names: BTreeMap<u32, String>,
 }
 
 impl Monitor {
@@ -117,6 +120,7 @@ impl Monitor {
             stalls: Vec::new(),
             gone: BTreeMap::new(),
             children: BTreeSet::new(),
+            names: BTreeMap::new(),
         }
     }
 
@@ -157,6 +161,7 @@ impl Monitor {
     pub fn add_target(&mut self, tgid: u32, comm: &str) -> bool {
         self.gone
             .retain(|_, how| !how.starts_with(&format!("{comm} ")));
+        self.names.insert(tgid, comm.to_owned());
         self.targets.insert(tgid)
     }
 
@@ -281,6 +286,13 @@ impl Monitor {
         if !self.targets.remove(&tgid) {
             return None;
         }
+        // The program's name: as added, else its main thread's, else what the exit said.
+        let comm = self
+            .names
+            .remove(&tgid)
+            .or_else(|| self.threads.get(&tgid).and_then(|st| st.comm.clone()))
+            .unwrap_or_else(|| comm.to_owned());
+        let comm = comm.as_str();
         self.threads.retain(|_, st| st.tgid != tgid);
         if self.children.remove(&tgid) {
             return None;
@@ -663,6 +675,24 @@ mod tests {
                 "no monitored process is left"
             ]
         );
+    }
+
+    #[test]
+    fn a_process_is_named_by_its_program_not_its_last_thread() {
+        let mut m = Monitor::new(Duration::from_millis(300), []);
+        m.add_target(100, "svc");
+        // The last thread to exit was a worker named "stuck".
+        let stall = m
+            .process_gone(100, "stuck", "exited with status 0", 1)
+            .unwrap();
+        assert_eq!(stall.comm, "svc");
+        assert_eq!(
+            m.blockers()[0],
+            "process 100 is gone: svc exited with status 0"
+        );
+        // The service starts again: it no longer blocks resuming.
+        m.add_target(200, "svc");
+        assert!(m.blockers().is_empty(), "{:?}", m.blockers());
     }
 
     #[test]
