@@ -3,15 +3,10 @@ use std::process::Command;
 
 use watchdog_tests::bin;
 
+/// Run a binary with no input: (exit code, stderr).
 fn run(name: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(bin(name))
-        .args(args)
-        .output()
-        .expect("run binary");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, _, err) = run_stdin(name, args, "");
+    (code, err)
 }
 
 #[test]

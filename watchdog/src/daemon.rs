@@ -321,10 +321,7 @@ impl Shared {
             .as_ref()
             .and_then(|s| match (&s.how[..], &report.printer) {
                 ("printer", Some(p)) => Some(p.pid),
-                _ => self
-                    .monitor()
-                    .known_tgid(s.pid)
-                    .or_else(|| procfs::tgid_of(s.pid)),
+                _ => self.tgid_of(s.pid),
             });
         let monitored = tgid.is_some_and(|t| self.monitor().is_target(t));
         let stopped = monitored && report.action == Action::StopHeartbeat;
