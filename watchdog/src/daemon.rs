@@ -1,7 +1,6 @@
 //! The daemon: wires probes, monitor, heartbeat, incidents and control socket together.
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    net::SocketAddr,
     path::PathBuf,
     sync::{
         Arc, LazyLock, Mutex, MutexGuard,
@@ -71,22 +70,15 @@ pub enum DaemonError {
 
 /// What the daemon runs with, validated.
 pub struct Settings {
+    /// Explicit pids, checked and deduplicated.
     pub pids: Vec<u32>,
-    pub comms: Vec<String>,
     /// cgroup directories and their ids.
     pub cgroups: Vec<(PathBuf, u64)>,
-    pub budget: Duration,
-    pub group: SocketAddr,
     pub interface: Interface,
-    pub interval: Duration,
-    pub socket: PathBuf,
+    /// The node id, or the host name.
     pub node_id: String,
-    pub ttl: u32,
     pub rules: RuleSet,
-    pub store: PathBuf,
-    pub store_max: u64,
-    pub exec_hook: Option<ExecHook>,
-    /// What it was made from, for reloads.
+    /// Everything else, as configured (and what a reload compares against).
     pub config: Config,
 }
 
@@ -113,22 +105,10 @@ impl Settings {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Settings {
             pids,
-            comms: c.comms.clone(),
             cgroups,
-            budget: c.budget,
-            group: c.group,
             interface,
-            interval: c.interval,
-            socket: c.socket.clone(),
             node_id: c.node_id.clone().unwrap_or_else(hostname),
-            ttl: c.ttl,
             rules,
-            store: c.store.clone(),
-            store_max: c.store_max,
-            exec_hook: c.exec_hook.clone().map(|program| ExecHook {
-                program,
-                timeout: c.exec_hook_timeout,
-            }),
             config: c,
         })
     }
@@ -542,12 +522,16 @@ impl Shared {
 
 /// Run the daemon until SIGTERM or SIGINT.
 pub async fn run(settings: Settings, args: &DaemonArgs) -> Result<(), DaemonError> {
-    let store = Store::open(&settings.store, settings.store_max)?;
-    let sock = heartbeat::socket::sender(settings.group, &settings.interface, settings.ttl)?;
+    let store = Store::open(&settings.config.store, settings.config.store_max)?;
+    let sock = heartbeat::socket::sender(
+        settings.config.group,
+        &settings.interface,
+        settings.config.ttl,
+    )?;
     sock.set_nonblocking(true)?;
-    let listener = server::bind(&settings.socket)?;
+    let listener = server::bind(&settings.config.socket)?;
     let result = run_bound(&settings, args, sock, listener, store).await;
-    let _ = std::fs::remove_file(&settings.socket);
+    let _ = std::fs::remove_file(&settings.config.socket);
     result
 }
 
@@ -564,7 +548,7 @@ async fn run_bound(
     }
     // Names and cgroups go to the kernel first, then running processes are looked up, so
     // none that starts in between is missed (one found twice is harmless).
-    for comm in &settings.comms {
+    for comm in &settings.config.comms {
         probes.add_comm(comm)?;
     }
     for (_, id) in &settings.cgroups {
@@ -572,6 +556,7 @@ async fn run_bound(
     }
     let me = std::process::id();
     let mut found: Vec<u32> = settings
+        .config
         .comms
         .iter()
         .flat_map(|c| procfs::pids_with_comm(c))
@@ -593,11 +578,17 @@ async fn run_bound(
     let sink_stats = Arc::new(SinkStats::default());
     let sink = alert::start(
         store.clone(),
-        settings.exec_hook.clone(),
+        settings.config.exec_hook.clone().map(|program| ExecHook {
+            program,
+            timeout: settings.config.exec_hook_timeout,
+        }),
         sink_stats.clone(),
     );
     let shared = Arc::new(Shared {
-        monitor: Mutex::new(Monitor::new(settings.budget, initial.iter().copied())),
+        monitor: Mutex::new(Monitor::new(
+            settings.config.budget,
+            initial.iter().copied(),
+        )),
         probes: Mutex::new(Some(probes)),
         rules: Mutex::new(Arc::new(settings.rules.clone())),
         args: args.clone(),
@@ -629,7 +620,12 @@ async fn run_bound(
         }
     }
     if initial.is_empty() {
-        let mut what: Vec<String> = settings.comms.iter().map(|c| format!("comm {c}")).collect();
+        let mut what: Vec<String> = settings
+            .config
+            .comms
+            .iter()
+            .map(|c| format!("comm {c}"))
+            .collect();
         what.extend(
             settings
                 .cgroups
@@ -643,15 +639,15 @@ async fn run_bound(
     }
     tracing::info!(
         pids = ?initial,
-        comms = ?settings.comms,
+        comms = ?settings.config.comms,
         cgroups = ?settings.cgroups.iter().map(|(d, _)| d.display().to_string()).collect::<Vec<_>>(),
-        budget_ms = settings.budget.as_millis() as u64,
-        heartbeat = %settings.group,
+        budget_ms = settings.config.budget.as_millis() as u64,
+        heartbeat = %settings.config.group,
         interface = %settings.interface.name,
-        interval_ms = settings.interval.as_millis() as u64,
+        interval_ms = settings.config.interval.as_millis() as u64,
         node_id = %settings.node_id,
-        socket = %settings.socket.display(),
-        store = %settings.store.display(),
+        socket = %settings.config.socket.display(),
+        store = %settings.config.store.display(),
         rules = settings.rules.rules().len(),
         "watchdog running"
     );
@@ -666,7 +662,7 @@ async fn run_bound(
         tokio::spawn(auto_resume(shared.clone())),
         tokio::spawn(heartbeat::sender::run(
             shared.sender.clone(),
-            settings.interval,
+            settings.config.interval,
             shared.gate.clone(),
             settings.config.track_file.clone(),
         )),
