@@ -25,9 +25,6 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU u64 counters, indexed by [`super::counter`].
     pub const COUNTERS: &str = "COUNTERS";
-    /// u32 array, indexed by [`super::layout`]: field offsets of tracepoint records on
-    /// the running kernel, read by userspace from tracefs before attaching.
-    pub const LAYOUT: &str = "LAYOUT";
     /// comm ([u8; 16], NUL-padded) -> 1: a process that execs a program of that name
     /// becomes a target.
     pub const COMMS: &str = "COMMS";
@@ -39,8 +36,11 @@ pub mod maps {
 /// targets too.
 pub const TARGET_FOLLOW_FORKS: u32 = 1;
 
-/// Indices into the LAYOUT array. An offset of 0 means the field is absent on this
-/// kernel (offset 0 is the common header, never a field we read).
+/// Field offsets of tracepoint records on the running kernel: userspace reads them from
+/// tracefs and sets them as read-only globals before loading, so the programs read a
+/// constant, not a map, on paths as hot as every context switch. Indices name the
+/// fields; [`layout::GLOBALS`] names the globals. An offset of 0 means the field is
+/// absent on this kernel (offset 0 is the common header, never a field we read).
 pub mod layout {
     /// sched_process_exit: `bool group_dead` (5.x+? absent on older kernels).
     pub const EXIT_GROUP_DEAD: u32 = 0;
@@ -59,6 +59,19 @@ pub mod layout {
     /// sched/sched_process_fork: `pid_t child_pid`.
     pub const FORK_CHILD_PID: u32 = 9;
     pub const COUNT: u32 = 10;
+    /// The kernel side's global of each index, in index order.
+    pub const GLOBALS: [&str; COUNT as usize] = [
+        "WD_EXIT_GROUP_DEAD",
+        "WD_HANG_PID",
+        "WD_OOM_PID",
+        "WD_SIG_SIG",
+        "WD_SIG_CODE",
+        "WD_SIG_PID",
+        "WD_SWITCH_PREV_PID",
+        "WD_SWITCH_PREV_STATE",
+        "WD_SWITCH_NEXT_PID",
+        "WD_FORK_CHILD_PID",
+    ];
 }
 
 /// Indices into the per-CPU `COUNTERS` array.

@@ -1,7 +1,8 @@
 //! Maps shared by the programs. Names must match `watchdog_common::maps`.
 use aya_ebpf::{
+    Global,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
 use watchdog_common::{InFlight, Target, counter, layout};
 
@@ -31,17 +32,46 @@ pub static COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(64, 0);
 #[map(name = "CGROUPS")]
 pub static CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(64, 0);
 
-/// Tracepoint field offsets of the running kernel (see `watchdog_common::layout`).
-#[map(name = "LAYOUT")]
-pub static LAYOUT: Array<u32> = Array::with_max_entries(layout::COUNT, 0);
+// Tracepoint field offsets of the running kernel, set by the loader (names in
+// `watchdog_common::layout::GLOBALS`; 0 = absent).
+#[unsafe(no_mangle)]
+static WD_EXIT_GROUP_DEAD: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static WD_HANG_PID: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static WD_OOM_PID: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static WD_SIG_SIG: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static WD_SIG_CODE: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static WD_SIG_PID: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static WD_SWITCH_PREV_PID: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static WD_SWITCH_PREV_STATE: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static WD_SWITCH_NEXT_PID: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static WD_FORK_CHILD_PID: Global<u32> = Global::new(0);
 
-/// Offset of a tracepoint field, or None if this kernel lacks it.
+/// Offset of a tracepoint field (a `layout` index), or None if this kernel lacks it.
 #[inline(always)]
 pub fn field_offset(index: u32) -> Option<usize> {
-    match LAYOUT.get(index) {
-        Some(&off) if off != 0 => Some(off as usize),
-        _ => None,
-    }
+    let off = match index {
+        layout::EXIT_GROUP_DEAD => WD_EXIT_GROUP_DEAD.load(),
+        layout::HANG_PID => WD_HANG_PID.load(),
+        layout::OOM_PID => WD_OOM_PID.load(),
+        layout::SIG_SIG => WD_SIG_SIG.load(),
+        layout::SIG_CODE => WD_SIG_CODE.load(),
+        layout::SIG_PID => WD_SIG_PID.load(),
+        layout::SWITCH_PREV_PID => WD_SWITCH_PREV_PID.load(),
+        layout::SWITCH_PREV_STATE => WD_SWITCH_PREV_STATE.load(),
+        layout::SWITCH_NEXT_PID => WD_SWITCH_NEXT_PID.load(),
+        layout::FORK_CHILD_PID => WD_FORK_CHILD_PID.load(),
+        _ => 0,
+    };
+    (off != 0).then_some(off as usize)
 }
 
 /// Whether thread `tid` belongs to a monitored process: its in-flight slot says so, or

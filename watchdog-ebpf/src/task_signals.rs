@@ -2,8 +2,8 @@
 //! detector's finding (even after hung_task_warnings is used up), the OOM killer's
 //! victim, and fatal signals generated for monitored threads.
 //!
-//! Record layouts differ across kernels, so field offsets come from the LAYOUT map,
-//! which userspace fills from tracefs format files before attaching.
+//! Record layouts differ across kernels, so field offsets are read-only globals that
+//! userspace sets, from tracefs format files, before loading.
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,

@@ -2,8 +2,8 @@
 use std::{ffi::CString, path::Path};
 
 use aya::{
-    Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
 use watchdog_common::{InFlight, Target, counter, layout, maps};
@@ -153,17 +153,13 @@ fn attach_tp(
     Ok(())
 }
 
-/// A tracepoint (category, name) and the fields we read from it (LAYOUT index, name).
+/// A tracepoint (category, name) and the fields we read from it (`layout` index, name).
 type TracepointFields = (&'static str, &'static str, &'static [(u32, &'static str)]);
 
-/// Write this kernel's tracepoint field offsets into LAYOUT; returns the names of the
-/// optional tracepoints whose fields were all found.
-fn fill_layout(ebpf: &mut Ebpf) -> Result<Vec<&'static str>, EbpfError> {
-    let mut arr: Array<&mut MapData, u32> = ebpf
-        .map_mut(maps::LAYOUT)
-        .ok_or(EbpfError::MissingMap(maps::LAYOUT))?
-        .try_into()
-        .map_err(map_error(maps::LAYOUT))?;
+/// This kernel's tracepoint field offsets, by `layout` index, and the names of the
+/// tracepoints whose fields were all found.
+fn read_layout() -> ([u32; layout::COUNT as usize], Vec<&'static str>) {
+    let mut offsets = [0u32; layout::COUNT as usize];
     let wanted: [TracepointFields; 6] = [
         (
             "sched",
@@ -204,7 +200,7 @@ fn fill_layout(ebpf: &mut Ebpf) -> Result<Vec<&'static str>, EbpfError> {
         let mut all = true;
         for &(index, field) in fields {
             match tracefs::field_offset(&format, field) {
-                Some(off) => arr.set(index, off, 0).map_err(map_error(maps::LAYOUT))?,
+                Some(off) => offsets[index as usize] = off,
                 None => all = false,
             }
         }
@@ -212,7 +208,7 @@ fn fill_layout(ebpf: &mut Ebpf) -> Result<Vec<&'static str>, EbpfError> {
             present.push(name);
         }
     }
-    Ok(present)
+    (offsets, present)
 }
 
 impl Probes {
@@ -221,14 +217,19 @@ impl Probes {
     pub fn load() -> Result<(Probes, Channels), EbpfError> {
         ensure_tracefs()?;
         raise_memlock();
-        let mut ebpf = Ebpf::load(OBJECT)?;
+        // Field offsets become constants of the programs, set before they load.
+        let (offsets, present) = read_layout();
+        let mut loader = EbpfLoader::new();
+        for (name, off) in layout::GLOBALS.iter().zip(&offsets) {
+            loader.override_global(name, off, true);
+        }
+        let mut ebpf = loader.load(OBJECT)?;
         let targets = take(&mut ebpf, maps::TARGETS)?;
         let comms = take(&mut ebpf, maps::COMMS)?;
         let cgroups = take(&mut ebpf, maps::CGROUPS)?;
         let inflight = take(&mut ebpf, maps::INFLIGHT)?;
         let events = take(&mut ebpf, maps::EVENTS)?;
         let counters = Counters(take(&mut ebpf, maps::COUNTERS)?);
-        let present = fill_layout(&mut ebpf)?;
         // Exit first, so no thread can leave a slot behind between the other attaches.
         attach_tp(
             &mut ebpf,
