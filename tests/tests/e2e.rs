@@ -1008,3 +1008,99 @@ fn opt_in_auto_resume_after_recovery_and_the_stall_signal() {
     assert!(gone.contains("was killed by SIGTERM"), "{gone}");
     stop_cleanly(&mut daemon);
 }
+
+#[test]
+fn each_target_has_its_own_policy_and_targets_reload_live() {
+    require_root();
+    let mut patient = Workload::spawn();
+    let mut strict = Workload::spawn();
+    let dir = TempDir::new("targets");
+    let config = dir.0.join("watchdog.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "pids = [{}]\nbudget = \"300ms\"\n\n[[target]]\npid = {}\nbudget = \"5s\"\n",
+            strict.pid, patient.pid
+        ),
+    )
+    .unwrap();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(0, "unused", "20ms");
+    opts.config = Some(config.clone());
+    let mut daemon = Daemon::start(opts, group, &rec);
+    let start = monotonic_ns();
+
+    // Each thread is shown with its own target's budget, and judged by it: a 1 s
+    // stall is nothing for the target with 5 s.
+    patient.send("stall-vfork 1000");
+    let tid = field(&patient.expect("STALL", Duration::from_secs(2)), "tid");
+    thread::sleep(Duration::from_millis(500));
+    let rows = daemon.wdctl_json("threads");
+    let row = thread_row(&rows, tid);
+    assert_eq!(
+        (
+            row["syscall"].as_str(),
+            row["budget_ms"].as_u64(),
+            row["verdict"].as_str()
+        ),
+        (Some("vfork"), Some(5000), Some("ok")),
+        "{row:#}"
+    );
+    let strict_row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pid"].as_u64() == Some(strict.pid as u64))
+        .expect("the strict target's threads are listed");
+    assert_eq!(strict_row["budget_ms"], 300, "{strict_row:#}");
+    patient.expect("UNSTALLED", Duration::from_secs(2));
+    let status = daemon.wdctl_json("status");
+    assert_eq!(
+        (
+            status["heartbeat"].as_str(),
+            status["stalls"].as_array().map(Vec::len)
+        ),
+        (Some("sending"), Some(0)),
+        "{status:#}"
+    );
+
+    // Reload with other targets: the strict process is let go (no verdict), the patient
+    // one now follows the node-wide 300 ms, and the heartbeat goes on throughout.
+    std::fs::write(
+        &config,
+        format!("pids = [{}]\nbudget = \"300ms\"\n", patient.pid),
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log_line(Duration::from_secs(3), |l| {
+        l.contains("configuration reloaded")
+    });
+    let status = daemon.wdctl_json("status");
+    assert_eq!(
+        status["monitored_pids"],
+        serde_json::json!([patient.pid]),
+        "{status:#}"
+    );
+    strict.send("stall-vfork 1000");
+    strict.expect("STALL", Duration::from_secs(2));
+    thread::sleep(Duration::from_millis(700));
+    let status = daemon.wdctl_json("status");
+    assert_eq!(status["heartbeat"], "sending", "{status:#}");
+    assert_no_missed_beats(&rec, start, monotonic_ns(), Duration::from_millis(20 + 150));
+
+    patient.send("stall-vfork 1000");
+    let tid = field(&patient.expect("STALL", Duration::from_secs(2)), "tid");
+    thread::sleep(Duration::from_millis(600));
+    let status = daemon.wdctl_json("status");
+    assert_eq!(status["heartbeat"], "stopped", "{status:#}");
+    assert_eq!(
+        (
+            status["stalls"][0]["tid"].as_u64(),
+            status["stalls"][0]["budget_ms"].as_u64()
+        ),
+        (Some(tid), Some(300)),
+        "{status:#}"
+    );
+    stop_cleanly(&mut daemon);
+}

@@ -39,18 +39,29 @@ pub struct SinkStats {
 /// behind a hook that hangs.
 const MAX_HOOKS_RUNNING: u64 = 4;
 
+/// An incident to record, and whether it runs the exec hook (its target may have opted
+/// out).
+pub struct Alert {
+    pub incident: Incident,
+    pub run_hook: bool,
+}
+
 /// Start the sink thread; send incidents to the returned sender.
 pub fn start(
     store: Arc<Mutex<Store>>,
     hook: Option<ExecHook>,
     stats: Arc<SinkStats>,
-) -> mpsc::Sender<Incident> {
-    let (tx, rx) = mpsc::channel::<Incident>();
+) -> mpsc::Sender<Alert> {
+    let (tx, rx) = mpsc::channel::<Alert>();
     let running = Arc::new(AtomicU64::new(0));
     thread::Builder::new()
         .name("wd-alerts".into())
         .spawn(move || {
-            for mut inc in rx {
+            for Alert {
+                incident: mut inc,
+                run_hook: hook_wanted,
+            } in rx
+            {
                 match store
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -64,7 +75,7 @@ pub fn start(
                     }
                 };
                 log(&inc);
-                if let Some(h) = &hook {
+                if let Some(h) = hook.as_ref().filter(|_| hook_wanted) {
                     run_hook(h, &inc, &stats, &running);
                 }
             }

@@ -3,7 +3,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::heartbeat::packet::validate_node_id;
+use crate::{heartbeat::packet::validate_node_id, policy::BudgetClass};
 
 /// Where the daemon serves wdctl unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/watchdog/watchdog.sock";
@@ -89,6 +89,20 @@ pub fn parse_syscall_budget(s: &str) -> Result<(String, Duration), String> {
     Ok((name.to_owned(), parse_duration(dur)?))
 }
 
+/// `CLASS=DUR`: a budget for a class of syscalls (`wait`, `bounded`).
+pub fn parse_class_budget(s: &str) -> Result<(BudgetClass, Duration), String> {
+    let (name, dur) = s
+        .split_once('=')
+        .ok_or("expected CLASS=DUR, e.g. wait=30s")?;
+    let class = BudgetClass::parse(name).ok_or_else(|| {
+        format!(
+            "{name} is not a syscall class (one of: {})",
+            BudgetClass::NAMES
+        )
+    })?;
+    Ok((class, parse_duration(dur)?))
+}
+
 pub fn parse_node_id(s: &str) -> Result<String, String> {
     validate_node_id(s).map_err(|e| e.to_string())?;
     Ok(s.to_owned())
@@ -128,6 +142,11 @@ pub struct DaemonArgs {
     /// Budget of one syscall, over --budget: `fsync=10s`. Repeatable.
     #[arg(long = "syscall-budget", value_name = "NAME=DUR", value_parser = parse_syscall_budget)]
     pub syscall_budgets: Vec<(String, Duration)>,
+    /// Budget of a class of syscalls, over --budget and under --syscall-budget:
+    /// `wait=30s` (how long a wait may spin or sleep uninterruptibly), `bounded=5s`.
+    /// Repeatable.
+    #[arg(long = "class-budget", value_name = "CLASS=DUR", value_parser = parse_class_budget)]
+    pub class_budgets: Vec<(BudgetClass, Duration)>,
     /// keepalived track_file: 0 while the heartbeat is sent, 1 when it is stopped
     /// (keepalived, with weight 0, goes to FAULT).
     #[arg(long, value_name = "PATH")]

@@ -3,11 +3,16 @@
 //! Every command-line option has a place in the file (see `watchdog.example.toml`);
 //! the command line wins; defaults apply last. Unknown keys are errors, and every error
 //! names the file, line and column.
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 
-use crate::cli::{self, DaemonArgs};
+use crate::{
+    cli::{self, DaemonArgs},
+    policy::{BudgetClass, Budgets, DEFAULT_POLICY, Policy},
+    syscall_table,
+    targets::{Selector, TargetSpec},
+};
 
 /// Read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/watchdog/watchdog.toml";
@@ -80,6 +85,19 @@ fn syscall_budgets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Durat
         .collect()
 }
 
+fn class_budgets<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<BudgetClass, Duration>, D::Error> {
+    let table = BTreeMap::<String, String>::deserialize(d)?;
+    table
+        .into_iter()
+        .map(|(name, dur)| {
+            cli::parse_class_budget(&format!("{name}={dur}"))
+                .map_err(|e| D::Error::custom(format!("class_budgets.{name}: {e}")))
+        })
+        .collect()
+}
+
 fn signal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
     let s = String::deserialize(d)?;
     cli::parse_signal(&s).map(Some).map_err(D::Error::custom)
@@ -114,6 +132,9 @@ pub struct FileConfig {
     /// Budgets of particular syscalls: `fsync = "10s"`.
     #[serde(default, deserialize_with = "syscall_budgets")]
     pub budgets: Vec<(String, Duration)>,
+    /// Budgets of classes of syscalls: `wait = "30s"`, `bounded = "5s"`.
+    #[serde(default, deserialize_with = "class_budgets")]
+    pub class_budgets: BTreeMap<BudgetClass, Duration>,
     pub track_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "duration")]
     pub auto_resume_after: Option<Duration>,
@@ -127,6 +148,64 @@ pub struct FileConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub exec_hook: HookSection,
+    /// `[[target]]`: targets with settings of their own.
+    #[serde(default)]
+    pub target: Vec<toml::Spanned<TargetSection>>,
+}
+
+/// A `[[target]]`: one of pid, comm or cgroup, and what it sets over the node-wide
+/// settings (the rest it inherits).
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSection {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub cgroup: Option<PathBuf>,
+    #[serde(default, deserialize_with = "duration")]
+    pub budget: Option<Duration>,
+    #[serde(default, deserialize_with = "syscall_budgets")]
+    pub budgets: Vec<(String, Duration)>,
+    #[serde(default, deserialize_with = "class_budgets")]
+    pub class_budgets: BTreeMap<BudgetClass, Duration>,
+    #[serde(default, deserialize_with = "signal")]
+    pub stall_signal: Option<i32>,
+    /// Whether this target's incidents run the exec hook [default: as configured
+    /// node-wide, i.e. yes when `[exec_hook] program` is set].
+    pub exec_hook: Option<bool>,
+}
+
+impl TargetSection {
+    /// Its selector, if exactly one of pid, comm and cgroup is given.
+    fn selector(&self) -> Result<Selector, String> {
+        match (&self.pid, &self.comm, &self.cgroup) {
+            (Some(0), None, None) => Err("pid: 0 is not a process id".into()),
+            (Some(p), None, None) => Ok(Selector::Pid(*p)),
+            (None, Some(c), None) => {
+                check_comm(c)?;
+                Ok(Selector::Comm(c.clone()))
+            }
+            (None, None, Some(d)) => Ok(Selector::Cgroup(d.clone())),
+            _ => Err("a [[target]] takes exactly one of pid, comm or cgroup".into()),
+        }
+    }
+}
+
+/// A program name as the kernel keeps it.
+fn check_comm(c: &str) -> Result<(), String> {
+    if c.is_empty() || c.len() > 15 {
+        return Err(format!(
+            "comm {c:?}: a program name is 1 to 15 bytes (the kernel keeps no more)"
+        ));
+    }
+    Ok(())
+}
+
+/// Syscall budgets by number (the names were checked when parsed).
+fn by_number(named: &[(String, Duration)]) -> BTreeMap<u32, Duration> {
+    named
+        .iter()
+        .filter_map(|(name, d)| syscall_table::number(name).map(|nr| (nr, *d)))
+        .collect()
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -162,14 +241,13 @@ pub struct HookSection {
 pub struct Config {
     /// The file it came from, if any (SIGHUP reads it again).
     pub file: Option<PathBuf>,
-    pub pids: Vec<u32>,
-    pub comms: Vec<String>,
-    pub cgroups: Vec<PathBuf>,
-    pub budget: Duration,
-    pub syscall_budgets: Vec<(String, Duration)>,
+    /// What to monitor, in the order configured (`pids`, `comms`, `cgroups`, then each
+    /// `[[target]]`), each with the index of its policy in `policies`.
+    pub targets: Vec<TargetSpec>,
+    /// Policies: `DEFAULT_POLICY` is the node-wide one, then one per `[[target]]`.
+    pub policies: Vec<Policy>,
     pub track_file: Option<PathBuf>,
     pub auto_resume_after: Option<Duration>,
-    pub stall_signal: Option<i32>,
     pub group: SocketAddr,
     pub interface: String,
     pub interval: Duration,
@@ -198,6 +276,24 @@ pub fn parse(text: &str, file: &str) -> Result<FileConfig, ConfigError> {
             message: format!("pids: {pid} is not a process id"),
         });
     }
+    // Each [[target]] picks its processes one way, and no two pick the same way.
+    let mut seen: Vec<Selector> = Vec::new();
+    for t in &fc.target {
+        let at = |message: String| {
+            let (line, column) = line_col(text, t.span().start);
+            TomlError {
+                file: file.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        let selector = t.get_ref().selector().map_err(at)?;
+        if seen.contains(&selector) {
+            return Err(at(format!("{selector} is already a [[target]]")).into());
+        }
+        seen.push(selector);
+    }
     Ok(fc)
 }
 
@@ -211,23 +307,102 @@ pub fn merge(
         Some(p) => format!("{key} in {}", p.display()),
         None => format!("{key} in a config file"),
     };
-    // Targets on the command line replace the file's, all kinds together.
-    let cli_targets = !(args.pids.is_empty() && args.comms.is_empty() && args.cgroups.is_empty());
-    let (pids, comms, cgroups) = if cli_targets {
-        (args.pids.clone(), args.comms.clone(), args.cgroups.clone())
-    } else {
-        (file.pids, file.comms, file.cgroups)
+    // The node-wide policy: the command line over the file's top level.
+    let node = Policy {
+        budgets: Budgets {
+            default: args.budget.or(file.budget).unwrap_or(DEFAULT_BUDGET),
+            classes: {
+                let mut c = file.class_budgets;
+                c.extend(args.class_budgets.iter().copied());
+                c
+            },
+            syscalls: {
+                let mut s = by_number(&file.budgets);
+                s.extend(by_number(&args.syscall_budgets));
+                s
+            },
+        },
+        stall_signal: args.stall_signal.or(file.stall_signal),
+        exec_hook: true,
     };
-    if pids.is_empty() && comms.is_empty() && cgroups.is_empty() {
+    let exec_hook = args.exec_hook.clone().or(file.exec_hook.program);
+    let mut policies = vec![node];
+    // Targets on the command line replace the file's, all kinds together ([[target]]s
+    // too: the command line says what to monitor now).
+    let cli_targets = !(args.pids.is_empty() && args.comms.is_empty() && args.cgroups.is_empty());
+    let simple = |sel: Selector| TargetSpec {
+        selector: sel,
+        policy: DEFAULT_POLICY,
+    };
+    let mut targets: Vec<TargetSpec>;
+    if cli_targets {
+        targets = args
+            .pids
+            .iter()
+            .map(|p| simple(Selector::Pid(*p)))
+            .collect();
+        targets.extend(args.comms.iter().map(|c| simple(Selector::Comm(c.clone()))));
+        targets.extend(
+            args.cgroups
+                .iter()
+                .map(|d| simple(Selector::Cgroup(d.clone()))),
+        );
+    } else {
+        targets = file
+            .pids
+            .iter()
+            .map(|p| simple(Selector::Pid(*p)))
+            .collect();
+        targets.extend(file.comms.iter().map(|c| simple(Selector::Comm(c.clone()))));
+        targets.extend(
+            file.cgroups
+                .iter()
+                .map(|d| simple(Selector::Cgroup(d.clone()))),
+        );
+        for t in file.target {
+            let t = t.into_inner();
+            // Checked by `parse`.
+            let selector = t.selector().map_err(ConfigError::Missing)?;
+            if t.exec_hook == Some(true) && exec_hook.is_none() {
+                return Err(ConfigError::Missing(format!(
+                    "[[target]] {selector}: exec_hook = true, but no exec hook program: give --exec-hook, or {}",
+                    where_("[exec_hook] program")
+                )));
+            }
+            let node = &policies[DEFAULT_POLICY];
+            let own = Budgets {
+                default: Duration::ZERO,
+                classes: t.class_budgets,
+                syscalls: by_number(&t.budgets),
+            };
+            policies.push(Policy {
+                budgets: node.budgets.overlay(t.budget, &own),
+                stall_signal: t.stall_signal.or(node.stall_signal),
+                exec_hook: t.exec_hook.unwrap_or(node.exec_hook),
+            });
+            targets.push(TargetSpec {
+                selector,
+                policy: policies.len() - 1,
+            });
+        }
+    }
+    if targets.is_empty() {
         return Err(ConfigError::Missing(format!(
             "no process to monitor: give --pid, --comm or --cgroup, or {}",
-            where_("pids, comms or cgroups")
+            where_("pids, comms, cgroups or [[target]]")
         )));
     }
-    if let Some(long) = comms.iter().find(|c| c.is_empty() || c.len() > 15) {
-        return Err(ConfigError::Missing(format!(
-            "comm {long:?}: a program name is 1 to 15 bytes (the kernel keeps no more)"
-        )));
+    for (i, t) in targets.iter().enumerate() {
+        if let Selector::Comm(c) = &t.selector {
+            check_comm(c).map_err(ConfigError::Missing)?;
+        }
+        // The first would always win, and the second's settings never apply.
+        if targets[..i].iter().any(|e| e.selector == t.selector) {
+            return Err(ConfigError::Missing(format!(
+                "{} is given twice as a target (once is enough: the first would always win)",
+                t.selector
+            )));
+        }
     }
     let group = args.heartbeat.or(file.heartbeat.group).ok_or_else(|| {
         ConfigError::Missing(format!(
@@ -247,22 +422,10 @@ pub fn merge(
         })?;
     Ok(Config {
         file: path,
-        pids,
-        comms,
-        cgroups,
-        budget: args.budget.or(file.budget).unwrap_or(DEFAULT_BUDGET),
-        // Per-syscall budgets: the file's, with the command line's on top.
-        syscall_budgets: {
-            let mut all = file.budgets;
-            for (name, d) in &args.syscall_budgets {
-                all.retain(|(n, _)| n != name);
-                all.push((name.clone(), *d));
-            }
-            all
-        },
+        targets,
+        policies,
         track_file: args.track_file.clone().or(file.track_file),
         auto_resume_after: args.auto_resume_after.or(file.auto_resume_after),
-        stall_signal: args.stall_signal.or(file.stall_signal),
         group,
         interface,
         interval: args
@@ -286,7 +449,7 @@ pub fn merge(
             .store_max
             .or(file.store.max)
             .unwrap_or(DEFAULT_STORE_MAX),
-        exec_hook: args.exec_hook.clone().or(file.exec_hook.program),
+        exec_hook,
         exec_hook_timeout: args
             .exec_hook_timeout
             .or(file.exec_hook.timeout)
@@ -318,9 +481,6 @@ pub fn load(args: &DaemonArgs) -> Result<Config, ConfigError> {
 /// The settings that a reload changed but that only take effect on restart.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut v = Vec::new();
-    if (&old.pids, &old.comms, &old.cgroups) != (&new.pids, &new.comms, &new.cgroups) {
-        v.push("targets");
-    }
     if (
         old.group,
         &old.interface,
@@ -336,10 +496,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     ) {
         v.push("heartbeat");
     }
-    if (&old.track_file, old.auto_resume_after, old.stall_signal)
-        != (&new.track_file, new.auto_resume_after, new.stall_signal)
-    {
-        v.push("actions");
+    if old.track_file != new.track_file {
+        v.push("track_file");
     }
     if old.socket != new.socket {
         v.push("socket");
@@ -367,8 +525,14 @@ mod tests {
     fn the_example_file_parses_to_the_documented_defaults() {
         let fc = parse(EXAMPLE, "watchdog.example.toml").unwrap();
         let c = merge(&DaemonArgs::default(), fc, None).unwrap();
-        assert_eq!(c.pids, vec![4242]);
-        assert_eq!(c.budget, DEFAULT_BUDGET);
+        assert_eq!(
+            c.targets,
+            [TargetSpec {
+                selector: Selector::Pid(4242),
+                policy: DEFAULT_POLICY
+            }]
+        );
+        assert_eq!(c.policies, [Policy::uniform(DEFAULT_BUDGET)]);
         assert_eq!(c.interval, DEFAULT_INTERVAL);
         assert_eq!(c.ttl, DEFAULT_TTL);
         assert_eq!(c.socket, PathBuf::from(cli::DEFAULT_SOCKET));
@@ -376,6 +540,23 @@ mod tests {
         assert_eq!(c.store_max, DEFAULT_STORE_MAX);
         assert_eq!(c.exec_hook_timeout, DEFAULT_HOOK_TIMEOUT);
         assert_eq!(c.group.to_string(), "239.255.42.1:7999");
+    }
+
+    #[test]
+    fn every_commented_out_key_of_the_example_file_is_valid() {
+        // `# key = value` and `# [table]` lines are settings shown commented out.
+        let setting = regex::Regex::new(r"^# (\[\[?[a-z_.]+\]\]?$|[a-z_]+ = )").unwrap();
+        let all: String = EXAMPLE
+            .lines()
+            .map(|l| if setting.is_match(l) { &l[2..] } else { l })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let fc = parse(&all, "uncommented").unwrap();
+        assert_eq!(fc.target.len(), 1);
+        assert_eq!(fc.comms, ["postgres"]);
+        let c = merge(&DaemonArgs::default(), fc, None).unwrap();
+        assert_eq!(c.policies.len(), 2);
+        assert!(!c.policies[1].exec_hook);
     }
 
     #[test]
@@ -388,16 +569,17 @@ mod tests {
         };
         let c = merge(&args, fc, None).unwrap();
         assert_eq!(
-            (c.budget, c.interface.as_str(), c.pids),
-            (Duration::from_millis(300), "lo", vec![1])
+            (c.policies[0].budgets.default, c.interface.as_str()),
+            (Duration::from_millis(300), "lo")
         );
+        assert_eq!(c.targets[0].selector, Selector::Pid(1));
     }
 
     #[test]
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `socket`, `rules`, `heartbeat`, `store`, `exec_hook`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `socket`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),
@@ -438,6 +620,157 @@ mod tests {
         );
     }
 
+    const TARGETS: &str = r#"
+pids = [1]
+budget = "2s"
+stall_signal = "SIGQUIT"
+[budgets]
+fsync = "10s"
+[class_budgets]
+wait = "1m"
+[exec_hook]
+program = "/bin/true"
+[heartbeat]
+group = "239.1.1.1:9"
+interface = "lo"
+
+[[target]]
+comm = "postgres"
+budget = "5s"
+stall_signal = "SIGABRT"
+exec_hook = false
+[target.budgets]
+fdatasync = "30s"
+
+[[target]]
+cgroup = "system.slice/db.service"
+[target.class_budgets]
+bounded = "500ms"
+"#;
+
+    #[test]
+    fn a_target_sets_its_own_policy_and_inherits_the_rest() {
+        use syscalls::Sysno;
+        let c = merge(
+            &DaemonArgs::default(),
+            parse(TARGETS, "w.toml").unwrap(),
+            None,
+        )
+        .unwrap();
+        let sel: Vec<(String, usize)> = c
+            .targets
+            .iter()
+            .map(|t| (t.selector.to_string(), t.policy))
+            .collect();
+        assert_eq!(
+            sel,
+            [
+                ("pid 1".into(), 0),
+                ("comm postgres".into(), 1),
+                ("cgroup system.slice/db.service".into(), 2)
+            ]
+        );
+        let [node, pg, db] = &c.policies[..] else {
+            panic!("three policies: {:?}", c.policies)
+        };
+        let s = Duration::from_secs;
+        let of = |p: &Policy, n: Sysno| p.budgets.of(n as u32);
+        assert_eq!(
+            (
+                of(node, Sysno::mkdir),
+                of(node, Sysno::fsync),
+                of(node, Sysno::poll)
+            ),
+            (s(2), s(10), s(60))
+        );
+        assert_eq!(
+            (
+                of(pg, Sysno::mkdir),
+                of(pg, Sysno::fsync),
+                of(pg, Sysno::fdatasync),
+                of(pg, Sysno::poll)
+            ),
+            (s(5), s(10), s(30), s(60)),
+            "its own budget and fdatasync; the node's fsync and wait class"
+        );
+        assert_eq!(
+            (pg.stall_signal, pg.exec_hook),
+            (Some(libc::SIGABRT), false)
+        );
+        assert_eq!(
+            (
+                of(db, Sysno::mkdir),
+                of(db, Sysno::fsync),
+                of(db, Sysno::poll)
+            ),
+            (Duration::from_millis(500), s(10), s(60)),
+        );
+        assert_eq!((db.stall_signal, db.exec_hook), (Some(libc::SIGQUIT), true));
+    }
+
+    #[test]
+    fn a_target_given_twice_is_refused() {
+        let fc = parse(
+            "comms = [\"db\"]\n[[target]]\ncomm = \"db\"\n[heartbeat]\ngroup = \"239.1.1.1:9\"\ninterface = \"lo\"\n",
+            "w.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            merge(&DaemonArgs::default(), fc, Some("w.toml".into()))
+                .unwrap_err()
+                .to_string(),
+            "comm db is given twice as a target (once is enough: the first would always win)"
+        );
+    }
+
+    #[test]
+    fn command_line_targets_replace_every_target_of_the_file() {
+        let args = DaemonArgs {
+            comms: vec!["redis".into()],
+            ..Default::default()
+        };
+        let c = merge(&args, parse(TARGETS, "w.toml").unwrap(), None).unwrap();
+        assert_eq!(c.targets.len(), 1);
+        assert_eq!(c.targets[0].selector, Selector::Comm("redis".into()));
+    }
+
+    #[test]
+    fn bad_targets_are_named_where_they_are() {
+        assert_eq!(
+            err("[[target]]\nbudget = \"1s\"\n"),
+            "w.toml:1:1: a [[target]] takes exactly one of pid, comm or cgroup"
+        );
+        assert_eq!(
+            err("[[target]]\ncomm = \"a\"\n\n[[target]]\npid = 3\ncomm = \"b\"\n"),
+            "w.toml:4:1: a [[target]] takes exactly one of pid, comm or cgroup"
+        );
+        assert_eq!(
+            err("[[target]]\ncomm = \"a\"\n[[target]]\ncomm = \"a\"\n"),
+            "w.toml:3:1: comm a is already a [[target]]"
+        );
+        assert_eq!(
+            err("[[target]]\npid = 0\n"),
+            "w.toml:1:1: pid: 0 is not a process id"
+        );
+        assert_eq!(
+            err("[[target]]\ncomm = \"a\"\nbudgt = \"1s\"\n"),
+            "w.toml:3:1: unknown field `budgt`, expected one of `pid`, `comm`, `cgroup`, `budget`, `budgets`, `class_budgets`, `stall_signal`, `exec_hook`"
+        );
+        assert_eq!(
+            err("[class_budgets]\nio = \"1s\"\n"),
+            "w.toml:1:1: class_budgets.io: io is not a syscall class (one of: wait, bounded)"
+        );
+        let m = merge(
+            &DaemonArgs::default(),
+            parse("[[target]]\ncomm = \"a\"\nexec_hook = true\n[heartbeat]\ngroup = \"239.1.1.1:9\"\ninterface = \"lo\"\n", "w.toml").unwrap(),
+            Some("w.toml".into()),
+        );
+        assert_eq!(
+            m.unwrap_err().to_string(),
+            "[[target]] comm a: exec_hook = true, but no exec hook program: give --exec-hook, or [exec_hook] program in w.toml"
+        );
+    }
+
     #[test]
     fn a_comm_longer_than_the_kernel_keeps_is_refused() {
         let args = DaemonArgs {
@@ -465,7 +798,7 @@ mod tests {
         };
         assert_eq!(
             m(""),
-            "no process to monitor: give --pid, --comm or --cgroup, or pids, comms or cgroups in w.toml"
+            "no process to monitor: give --pid, --comm or --cgroup, or pids, comms, cgroups or [[target]] in w.toml"
         );
         assert_eq!(
             m("pids = [1]"),
@@ -494,10 +827,15 @@ mod tests {
         let base = parse(EXAMPLE, "x").unwrap();
         let a = merge(&DaemonArgs::default(), base, None).unwrap();
         let mut b = a.clone();
-        b.budget = Duration::from_millis(300);
-        assert!(restart_needed(&a, &b).is_empty());
+        b.policies[0].budgets.default = Duration::from_millis(300);
+        b.targets.clear();
+        b.auto_resume_after = Some(Duration::from_secs(1));
+        assert!(
+            restart_needed(&a, &b).is_empty(),
+            "targets and policies are live"
+        );
         b.interval = Duration::from_millis(100);
-        b.pids = vec![1];
-        assert_eq!(restart_needed(&a, &b), vec!["targets", "heartbeat"]);
+        b.track_file = Some("/run/t".into());
+        assert_eq!(restart_needed(&a, &b), vec!["heartbeat", "track_file"]);
     }
 }

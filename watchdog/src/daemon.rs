@@ -1,7 +1,6 @@
 //! The daemon: wires probes, monitor, heartbeat, incidents and control socket together.
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    path::PathBuf,
     sync::{
         Arc, LazyLock, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
@@ -19,7 +18,7 @@ use tokio::{
 use watchdog_common::InFlight;
 
 use crate::{
-    alert::{self, ExecHook, SinkStats},
+    alert::{self, Alert, ExecHook, SinkStats},
     cli::DaemonArgs,
     clock::monotonic_ns,
     config::{self, Config, ConfigError},
@@ -37,14 +36,16 @@ use crate::{
         incident::{Assembler, Line, Printer, Report},
     },
     monitor::{LineVerdict, Monitor, Stall},
+    policy::DEFAULT_POLICY,
     procfs,
     store::{Store, StoreError},
+    targets::{TargetError, TargetTable},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("--pid {pid}: {source}")]
-    Pid { pid: u32, source: procfs::PidError },
+    #[error(transparent)]
+    Targets(#[from] TargetError),
     #[error("--interface {name}: {source}")]
     Interface {
         name: String,
@@ -54,8 +55,6 @@ pub enum DaemonError {
     Rules(#[from] RulesError),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("--cgroup: {0}")]
-    Cgroup(#[from] procfs::CgroupError),
     #[error("--store: {0}")]
     Store(#[from] StoreError),
     #[error("--heartbeat: {0}")]
@@ -70,10 +69,8 @@ pub enum DaemonError {
 
 /// What the daemon runs with, validated.
 pub struct Settings {
-    /// Explicit pids, checked and deduplicated.
-    pub pids: Vec<u32>,
-    /// cgroup directories and their ids.
-    pub cgroups: Vec<(PathBuf, u64)>,
+    /// The targets, checked against the system.
+    pub targets: TargetTable,
     pub interface: Interface,
     /// The node id, or the host name.
     pub node_id: String,
@@ -86,26 +83,15 @@ impl Settings {
     /// Check the configuration against the system: pids and interface exist, the rules
     /// file is valid.
     pub fn from_config(c: Config) -> Result<Self, DaemonError> {
-        let mut pids = c.pids.clone();
-        pids.sort_unstable();
-        pids.dedup();
-        for &pid in &pids {
-            procfs::check_process(pid).map_err(|source| DaemonError::Pid { pid, source })?;
-        }
+        let targets = TargetTable::resolve(&c.targets)?;
         let interface =
             Interface::by_name(&c.interface).map_err(|source| DaemonError::Interface {
                 name: c.interface.clone(),
                 source,
             })?;
         let rules = load_rules(&c)?;
-        let cgroups = c
-            .cgroups
-            .iter()
-            .map(|p| procfs::cgroup(p))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Settings {
-            pids,
-            cgroups,
+            targets,
             interface,
             node_id: c.node_id.clone().unwrap_or_else(hostname),
             rules,
@@ -117,14 +103,6 @@ impl Settings {
     pub fn load(args: &DaemonArgs) -> Result<Self, DaemonError> {
         Self::from_config(config::load(args)?)
     }
-}
-
-/// Per-syscall budgets by number (names were checked when the config was read).
-fn syscall_budgets(c: &Config) -> BTreeMap<u32, Duration> {
-    c.syscall_budgets
-        .iter()
-        .filter_map(|(name, d)| crate::syscall_table::number(name).map(|nr| (nr, *d)))
-        .collect()
 }
 
 fn load_rules(c: &Config) -> Result<RuleSet, RulesError> {
@@ -171,6 +149,8 @@ struct Shared {
     /// The command line, which a reload merges the file under again.
     args: DaemonArgs,
     config: Mutex<Config>,
+    /// What the config's targets pick on this system (replaced by a reload).
+    targets: Mutex<TargetTable>,
     /// Taken (and so detached) at shutdown.
     probes: Mutex<Option<Probes>>,
     /// Swapped whole on reload.
@@ -182,7 +162,7 @@ struct Shared {
     lost_events: AtomicU64,
     untracked_syscalls: AtomicU64,
     store: Arc<Mutex<Store>>,
-    sink: Mutex<mpsc::Sender<Incident>>,
+    sink: Mutex<mpsc::Sender<Alert>>,
     sink_stats: Arc<SinkStats>,
     /// Last fatal-by-default signal for each monitored process, and when.
     recent_signals: Mutex<HashMap<u32, (SignalDetails, u64)>>,
@@ -205,8 +185,17 @@ impl Shared {
         lock(&self.monitor)
     }
 
+    /// Record an incident; it runs the exec hook unless its process's target opted out.
     fn record(&self, inc: Incident) {
-        if lock(&self.sink).send(inc).is_err() {
+        let run_hook = inc
+            .pid
+            .is_none_or(|pid| self.monitor().policy(pid).exec_hook);
+        self.record_with(inc, run_hook);
+    }
+
+    fn record_with(&self, incident: Incident, run_hook: bool) {
+        let alert = Alert { incident, run_hook };
+        if lock(&self.sink).send(alert).is_err() {
             tracing::error!("alert thread is gone: incident dropped");
         }
     }
@@ -251,7 +240,7 @@ impl Shared {
 
     /// The opt-in stall signal, once per process, never to one that is gone.
     fn signal_stalled(&self, stall: &Stall) {
-        let Some(sig) = lock(&self.config).stall_signal else {
+        let Some(sig) = self.monitor().policy(stall.pid).stall_signal else {
             return;
         };
         if stall.cause == "exited" || !lock(&self.signalled).insert(stall.pid) {
@@ -390,9 +379,15 @@ impl Shared {
             }
             TaskSignalKind::NewTarget => {
                 // The kernel side made it a target at exec, before its first syscall.
+                let policy = lock(&self.targets)
+                    .policy_for(ev.target, Some(&ev.by_comm), || {
+                        procfs::cgroup_id_of(ev.target)
+                    })
+                    .unwrap_or(DEFAULT_POLICY);
                 self.new_target(
                     ev.target,
                     &ev.by_comm,
+                    policy,
                     "exec'd a watched program or in a watched cgroup",
                 );
             }
@@ -411,7 +406,7 @@ impl Shared {
                     tracing::warn!(pid = ev.target, error = %e, "could not monitor a forked process");
                     return;
                 }
-                self.monitor().add_child(ev.target);
+                self.monitor().add_child(ev.target, ev.by_tgid);
                 tracing::debug!(
                     pid = ev.target,
                     parent = ev.by_tgid,
@@ -454,8 +449,8 @@ impl Shared {
         }
     }
 
-    fn new_target(&self, tgid: u32, comm: &str, how: &str) {
-        if !self.monitor().add_target(tgid, comm) {
+    fn new_target(&self, tgid: u32, comm: &str, policy: usize, how: &str) {
+        if !self.monitor().add_target(tgid, comm, policy) {
             return;
         }
         tracing::info!(pid = tgid, comm, how, "monitoring a new process");
@@ -482,7 +477,8 @@ impl Shared {
         });
         // Bound first, so the monitor's guard is dropped before any other lock is
         // taken (reload takes config then monitor: holding them the other way round here
-        // could deadlock).
+        // could deadlock). The policy is read before the process stops being a target.
+        let run_hook = self.monitor().policy(exit.tgid).exec_hook;
         let gone = self
             .monitor()
             .process_gone(exit.tgid, &exit.comm, &how, exit.ts_ns);
@@ -515,7 +511,7 @@ impl Shared {
             inc.tid = Some(details.target_tid);
             inc.comm = Some(exit.comm);
             inc.signal = Some(details);
-            self.record(inc);
+            self.record_with(inc, run_hook);
         }
     }
 }
@@ -543,37 +539,7 @@ async fn run_bound(
     store: Store,
 ) -> Result<(), DaemonError> {
     let (mut probes, channels) = Probes::load()?;
-    for &pid in &settings.pids {
-        probes.add_target(pid)?;
-    }
-    // Names and cgroups go to the kernel first, then running processes are looked up, so
-    // none that starts in between is missed (one found twice is harmless).
-    for comm in &settings.config.comms {
-        probes.add_comm(comm)?;
-    }
-    for (_, id) in &settings.cgroups {
-        probes.add_cgroup(*id)?;
-    }
-    let me = std::process::id();
-    let mut found: Vec<u32> = settings
-        .config
-        .comms
-        .iter()
-        .flat_map(|c| procfs::pids_with_comm(c))
-        .collect();
-    found.extend(
-        settings
-            .cgroups
-            .iter()
-            .flat_map(|(dir, _)| procfs::cgroup_procs(dir)),
-    );
-    found.retain(|p| *p != me && !settings.pids.contains(p));
-    found.sort_unstable();
-    found.dedup();
-    for &pid in &found {
-        probes.add_following_target(pid)?;
-    }
-    let initial: Vec<u32> = settings.pids.iter().chain(&found).copied().collect();
+    let initial = start_targets(&mut probes, &settings.targets)?;
     let store = Arc::new(Mutex::new(store));
     let sink_stats = Arc::new(SinkStats::default());
     let sink = alert::start(
@@ -586,9 +552,10 @@ async fn run_bound(
     );
     let shared = Arc::new(Shared {
         monitor: Mutex::new(Monitor::new(
-            settings.config.budget,
+            settings.config.policies.clone(),
             initial.iter().copied(),
         )),
+        targets: Mutex::new(settings.targets.clone()),
         probes: Mutex::new(Some(probes)),
         rules: Mutex::new(Arc::new(settings.rules.clone())),
         args: args.clone(),
@@ -610,38 +577,19 @@ async fn run_bound(
         signalled: Mutex::new(HashSet::new()),
         awaiting_first: std::sync::atomic::AtomicBool::new(initial.is_empty()),
     });
-    shared
-        .monitor()
-        .set_syscall_budgets(syscall_budgets(&settings.config));
     // Program names of the processes monitored from the start (for how they end).
-    for &pid in &initial {
+    for &(pid, policy) in &initial {
         if let Some(name) = procfs::comm(pid, pid) {
-            shared.monitor().add_target(pid, &name);
+            shared.monitor().add_target(pid, &name, policy);
         }
     }
     if initial.is_empty() {
-        let mut what: Vec<String> = settings
-            .config
-            .comms
-            .iter()
-            .map(|c| format!("comm {c}"))
-            .collect();
-        what.extend(
-            settings
-                .cgroups
-                .iter()
-                .map(|(d, _)| format!("cgroup {}", d.display())),
-        );
-        shared.gate.close(&format!(
-            "waiting for a monitored process to start ({})",
-            what.join(", ")
-        ));
+        shared.gate.close(&waiting_reason(&settings.targets));
     }
     tracing::info!(
-        pids = ?initial,
-        comms = ?settings.config.comms,
-        cgroups = ?settings.cgroups.iter().map(|(d, _)| d.display().to_string()).collect::<Vec<_>>(),
-        budget_ms = settings.config.budget.as_millis() as u64,
+        pids = ?initial.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        targets = ?settings.targets.describe(),
+        budget_ms = settings.config.policies[DEFAULT_POLICY].budgets.default.as_millis() as u64,
         heartbeat = %settings.config.group,
         interface = %settings.interface.name,
         interval_ms = settings.config.interval.as_millis() as u64,
@@ -690,18 +638,53 @@ async fn run_bound(
     Ok(())
 }
 
-/// SIGHUP: read the config again. Budget and rules change live, without touching the
-/// heartbeat or what is in flight; a config that fails to load leaves the running one.
-fn reload(shared: &Shared) {
-    let new = match config::load(&shared.args) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "reload failed: keeping the running configuration");
-            return;
+/// Tell the kernel side about the targets, then find the processes they pick now
+/// (names and cgroups go to the kernel first, so none that starts in between is
+/// missed; one found twice is harmless). Returns them with their policies.
+fn start_targets(
+    probes: &mut Probes,
+    targets: &TargetTable,
+) -> Result<Vec<(u32, usize)>, ebpf::EbpfError> {
+    for comm in targets.comms() {
+        probes.add_comm(comm)?;
+    }
+    for (_, id) in targets.cgroups() {
+        probes.add_cgroup(id)?;
+    }
+    let running = targets.running(std::process::id());
+    for &(pid, _) in &running {
+        // A pid given by number is that process alone; processes found by name or
+        // cgroup bring what they fork.
+        if targets.pids().any(|p| p == pid) {
+            probes.add_target(pid)?;
+        } else {
+            probes.add_following_target(pid)?;
         }
-    };
-    let rules = match load_rules(&new) {
-        Ok(r) => r,
+    }
+    Ok(running)
+}
+
+/// Why the heartbeat waits when no target process runs yet.
+fn waiting_reason(targets: &TargetTable) -> String {
+    format!(
+        "waiting for a monitored process to start ({})",
+        targets.describe().join(", ")
+    )
+}
+
+/// SIGHUP: read the config again. Policies (budgets, actions), rules and targets change
+/// live, without touching the heartbeat or what is in flight; a config that fails to
+/// load leaves the running one, and says why.
+fn reload(shared: &Shared) {
+    let checked = config::load(&shared.args)
+        .map_err(DaemonError::from)
+        .and_then(|c| {
+            let targets = TargetTable::resolve(&c.targets)?;
+            let rules = load_rules(&c)?;
+            Ok((c, targets, rules))
+        });
+    let (new, targets, rules) = match checked {
+        Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "reload failed: keeping the running configuration");
             return;
@@ -712,15 +695,74 @@ fn reload(shared: &Shared) {
     if !later.is_empty() {
         tracing::warn!(settings = %later.join(", "), "changed in the config: they take effect on restart");
     }
-    shared.monitor().set_budget(new.budget);
-    shared.monitor().set_syscall_budgets(syscall_budgets(&new));
+    if current.targets != new.targets
+        && let Err(e) = retarget(shared, &targets)
+    {
+        tracing::error!(error = %e, "reload failed: keeping the running configuration");
+        return;
+    }
+    shared.monitor().set_policies(new.policies.clone());
     *lock(&shared.rules) = Arc::new(rules);
     tracing::info!(
-        budget_ms = new.budget.as_millis() as u64,
+        budget_ms = new.policies[DEFAULT_POLICY].budgets.default.as_millis() as u64,
+        targets = ?targets.describe(),
         rules = lock(&shared.rules).rules().len(),
         "configuration reloaded"
     );
     *current = new;
+}
+
+/// Replace the targets: the kernel's names and cgroups first, then every monitored
+/// process is picked again (or dropped, without a verdict), then processes the new
+/// targets pick are added.
+fn retarget(shared: &Shared, new: &TargetTable) -> Result<(), ebpf::EbpfError> {
+    let mut probes_guard = lock(&shared.probes);
+    let Some(probes) = probes_guard.as_mut() else {
+        return Ok(());
+    };
+    let old = lock(&shared.targets).clone();
+    for comm in old.comms().filter(|c| !new.comms().any(|n| n == *c)) {
+        probes.remove_comm(comm)?;
+    }
+    for (_, id) in old
+        .cgroups()
+        .filter(|(_, id)| !new.cgroups().any(|(_, n)| n == *id))
+    {
+        probes.remove_cgroup(id)?;
+    }
+    let running = start_targets(probes, new)?;
+    *lock(&shared.targets) = new.clone();
+    let new_pids: Vec<u32> = new.pids().collect();
+    let new_comms: Vec<String> = new.comms().map(str::to_owned).collect();
+    let has_cgroups = new.cgroups().next().is_some();
+    let dropped = shared.monitor().retarget(
+        |tgid| {
+            let comm = procfs::comm(tgid, tgid);
+            new.policy_for(tgid, comm.as_deref(), || procfs::cgroup_id_of(tgid))
+        },
+        // A dead service blocks resuming while a target would pick it again (a cgroup
+        // cannot be asked about a dead process: it keeps blocking).
+        |pid, name| new_pids.contains(&pid) || new_comms.iter().any(|c| c == name) || has_cgroups,
+    );
+    for tgid in &dropped {
+        probes.remove_target(*tgid)?;
+        tracing::info!(
+            pid = tgid,
+            "no longer monitored: not in the reloaded targets"
+        );
+    }
+    drop(probes_guard);
+    for (pid, policy) in running {
+        let comm = procfs::comm(pid, pid).unwrap_or_default();
+        shared.new_target(pid, &comm, policy, "picked by the reloaded targets");
+    }
+    // Nothing left to monitor while the heartbeat is sent: wait for the service, as at
+    // a start. (A heartbeat stopped by a verdict stays stopped.)
+    if shared.monitor().targets().next().is_none() && shared.gate.is_open() {
+        shared.awaiting_first.store(true, Ordering::Release);
+        shared.gate.close(&waiting_reason(new));
+    }
+    Ok(())
 }
 
 /// Read kernel events as they come.
@@ -809,7 +851,7 @@ async fn expire_reports(shared: Arc<Shared>) {
 async fn scan(shared: Arc<Shared>, inflight: BpfHashMap<MapData, u32, InFlight>) {
     loop {
         // Read each round: a reload may change the budget.
-        let budget = shared.monitor().budget();
+        let budget = shared.monitor().shortest_budget();
         let period = (budget / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
         let now = monotonic_ns();
         let entries: Vec<(u32, InFlight)> = inflight.iter().filter_map(Result::ok).collect();
@@ -926,7 +968,7 @@ fn status(shared: &Shared) -> StatusReport {
         heartbeat_send_errors: shared.sender.send_errors(),
         monitored_pids: pids,
         monitored_threads: threads,
-        budget_ms: m.budget().as_millis() as u64,
+        budget_ms: m.default_policy().budgets.default.as_millis() as u64,
         lost_events: shared.lost_events.load(Ordering::Relaxed),
         untracked_syscalls: shared.untracked_syscalls.load(Ordering::Relaxed),
         stalls: m.stalls().to_vec(),

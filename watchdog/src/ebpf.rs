@@ -114,6 +114,22 @@ fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> EbpfErro
     move |source| EbpfError::Map { name, source }
 }
 
+/// A removal from map `name` that is fine when the key is already gone.
+fn ignore_missing(r: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(), EbpfError> {
+    match r {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(source) => Err(EbpfError::Map { name, source }),
+    }
+}
+
+/// A program name as the kernel keeps it: at most 15 bytes, NUL-padded.
+fn comm_key(name: &str) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    let n = name.len().min(15);
+    key[..n].copy_from_slice(&name.as_bytes()[..n]);
+    key
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -303,10 +319,19 @@ impl Probes {
 
     /// Start measuring processes that exec program `name` (and what they fork).
     pub fn add_comm(&mut self, name: &str) -> Result<(), EbpfError> {
-        let mut key = [0u8; 16];
-        let n = name.len().min(15);
-        key[..n].copy_from_slice(&name.as_bytes()[..n]);
-        self.comms.insert(key, 1, 0).map_err(map_error(maps::COMMS))
+        self.comms
+            .insert(comm_key(name), 1, 0)
+            .map_err(map_error(maps::COMMS))
+    }
+
+    /// Stop making processes that exec program `name` targets.
+    pub fn remove_comm(&mut self, name: &str) -> Result<(), EbpfError> {
+        ignore_missing(self.comms.remove(&comm_key(name)), maps::COMMS)
+    }
+
+    /// Stop making processes that exec inside cgroup `id` targets.
+    pub fn remove_cgroup(&mut self, id: u64) -> Result<(), EbpfError> {
+        ignore_missing(self.cgroups.remove(&id), maps::CGROUPS)
     }
 
     /// Start measuring processes that exec inside cgroup `id` (and what they fork).
@@ -331,12 +356,6 @@ impl Probes {
 
     /// Stop measuring process `tgid` (it is gone).
     pub fn remove_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
-        match self.targets.remove(&tgid) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(EbpfError::Map {
-                name: maps::TARGETS,
-                source,
-            }),
-        }
+        ignore_missing(self.targets.remove(&tgid), maps::TARGETS)
     }
 }

@@ -15,6 +15,7 @@ use crate::{
         Action, Class, RuleSet,
         incident::{Printer, Subject, line_subject},
     },
+    policy::{DEFAULT_POLICY, Policy},
     syscall_table,
     verdict::{self, FdKind, RunState, SyscallTime, Verdict},
 };
@@ -94,56 +95,75 @@ struct ThreadState {
 }
 
 pub struct Monitor {
-    budget: Duration,
-    /// Budgets of particular syscalls (by number), over the default.
-    syscall_budgets: BTreeMap<u32, Duration>,
+    /// `DEFAULT_POLICY` first, then one per target with settings of its own.
+    policies: Vec<Policy>,
+    /// The policy each target follows (by index; the default when not listed).
+    policy_of: BTreeMap<u32, usize>,
     targets: BTreeSet<u32>,
     threads: BTreeMap<u32, ThreadState>,
     stalls: Vec<Stall>,
-    /// Monitored processes that are gone, and how they ended.
-    gone: BTreeMap<u32, String>,
-    /// Targets that are children forked by a target: measured while they live, but
-    /// their exit is not the service's death (services spawn helpers that end).
-    children: BTreeSet<u32>,
+    /// Monitored processes that are gone: their program and how they ended.
+    gone: BTreeMap<u32, (String, String)>,
+    /// Targets that are children forked by a target, and their parents: measured while
+    /// they live, but their exit is not the service's death (services spawn helpers
+    /// that end).
+    children: BTreeMap<u32, u32>,
     /// Program name of each target, when known: a process's exit is reported with the
     /// comm of its last thread, which may be any thread's name.
     names: BTreeMap<u32, String>,
 }
 
 impl Monitor {
-    pub fn new(budget: Duration, targets: impl IntoIterator<Item = u32>) -> Self {
+    /// A monitor judging by `policies` (`DEFAULT_POLICY` first; at least one), with
+    /// `targets` (process, policy index) to begin with.
+    pub fn new(policies: Vec<Policy>, targets: impl IntoIterator<Item = (u32, usize)>) -> Self {
+        assert!(!policies.is_empty(), "the default policy is needed");
+        let policy_of: BTreeMap<u32, usize> = targets.into_iter().collect();
         Monitor {
-            budget,
-            syscall_budgets: BTreeMap::new(),
-            targets: targets.into_iter().collect(),
+            policies,
+            targets: policy_of.keys().copied().collect(),
+            policy_of,
             threads: BTreeMap::new(),
             stalls: Vec::new(),
             gone: BTreeMap::new(),
-            children: BTreeSet::new(),
+            children: BTreeMap::new(),
             names: BTreeMap::new(),
         }
     }
 
-    pub fn budget(&self) -> Duration {
-        self.budget
+    /// New policies (config reload): syscalls in flight are judged by them from now
+    /// on. Targets keep their policy index: a reload that changes targets reassigns
+    /// them with [`Monitor::retarget`] first.
+    pub fn set_policies(&mut self, policies: Vec<Policy>) {
+        assert!(!policies.is_empty(), "the default policy is needed");
+        self.policies = policies;
     }
 
-    /// A new budget (config reload): syscalls in flight are judged by it from now on.
-    pub fn set_budget(&mut self, budget: Duration) {
-        self.budget = budget;
+    /// The policy process `tgid` follows (the default one if it is not a target).
+    pub fn policy(&self, tgid: u32) -> &Policy {
+        let i = self.policy_of.get(&tgid).copied().unwrap_or(DEFAULT_POLICY);
+        self.policies
+            .get(i)
+            .unwrap_or(&self.policies[DEFAULT_POLICY])
     }
 
-    /// Budgets for particular syscalls (by number), replacing earlier ones.
-    pub fn set_syscall_budgets(&mut self, budgets: BTreeMap<u32, Duration>) {
-        self.syscall_budgets = budgets;
+    /// The node-wide policy.
+    pub fn default_policy(&self) -> &Policy {
+        &self.policies[DEFAULT_POLICY]
     }
 
-    /// The budget of syscall `nr`.
-    pub fn budget_for(&self, nr: u32) -> Duration {
-        self.syscall_budgets
-            .get(&nr)
-            .copied()
-            .unwrap_or(self.budget)
+    /// The budget of syscall `nr` in process `tgid`.
+    pub fn budget_for(&self, tgid: u32, nr: u32) -> Duration {
+        self.policy(tgid).budgets.of(nr)
+    }
+
+    /// The shortest budget of any policy: the scanner looks at least a few times in it.
+    pub fn shortest_budget(&self) -> Duration {
+        self.policies
+            .iter()
+            .map(|p| p.budgets.shortest())
+            .min()
+            .expect("at least the default policy")
     }
 
     pub fn targets(&self) -> impl Iterator<Item = u32> + '_ {
@@ -153,16 +173,78 @@ impl Monitor {
     /// A new target process (found by name, cgroup or fork). A process of the same
     /// name that died before no longer blocks resuming: the service is back.
     /// A process forked by a target: measured, but its exit is no verdict.
-    pub fn add_child(&mut self, tgid: u32) -> bool {
-        self.children.insert(tgid);
+    /// It follows its parent's policy.
+    pub fn add_child(&mut self, tgid: u32, parent: u32) -> bool {
+        self.children.insert(tgid, parent);
+        let policy = self
+            .policy_of
+            .get(&parent)
+            .copied()
+            .unwrap_or(DEFAULT_POLICY);
+        self.policy_of.insert(tgid, policy);
         self.targets.insert(tgid)
     }
 
-    pub fn add_target(&mut self, tgid: u32, comm: &str) -> bool {
-        self.gone
-            .retain(|_, how| !how.starts_with(&format!("{comm} ")));
+    pub fn add_target(&mut self, tgid: u32, comm: &str, policy: usize) -> bool {
+        self.gone.retain(|_, (name, _)| name != comm);
         self.names.insert(tgid, comm.to_owned());
+        self.policy_of.insert(tgid, policy);
         self.targets.insert(tgid)
+    }
+
+    /// The targets changed (config reload): `pick` gives the policy of a process the
+    /// new targets pick, or None. A forked child follows its parent while the parent
+    /// stays, else it is judged on its own. Processes no longer picked stop being
+    /// targets, without a verdict (the operator took them out); they are returned.
+    /// A dead service stops blocking resume unless `still_wanted(pid, program)`.
+    pub fn retarget(
+        &mut self,
+        mut pick: impl FnMut(u32) -> Option<usize>,
+        still_wanted: impl Fn(u32, &str) -> bool,
+    ) -> Vec<u32> {
+        let mut dropped = Vec::new();
+        let (kids, roots): (Vec<u32>, Vec<u32>) = self
+            .targets
+            .iter()
+            .partition(|t| self.children.contains_key(t));
+        for tgid in roots {
+            match pick(tgid) {
+                Some(p) => {
+                    self.policy_of.insert(tgid, p);
+                }
+                None => dropped.push(tgid),
+            }
+        }
+        for tgid in &dropped {
+            self.drop_target(*tgid);
+        }
+        for tgid in kids {
+            let parent = self.children[&tgid];
+            let policy = match self.policy_of.get(&parent) {
+                Some(p) if self.targets.contains(&parent) => Some(*p),
+                _ => pick(tgid),
+            };
+            match policy {
+                Some(p) => {
+                    self.policy_of.insert(tgid, p);
+                }
+                None => {
+                    self.drop_target(tgid);
+                    dropped.push(tgid);
+                }
+            }
+        }
+        // A service taken out of the targets no longer blocks resuming.
+        self.gone.retain(|pid, (name, _)| still_wanted(*pid, name));
+        dropped
+    }
+
+    fn drop_target(&mut self, tgid: u32) {
+        self.targets.remove(&tgid);
+        self.policy_of.remove(&tgid);
+        self.children.remove(&tgid);
+        self.names.remove(&tgid);
+        self.threads.retain(|_, st| st.tgid != tgid);
     }
 
     pub fn is_target(&self, tgid: u32) -> bool {
@@ -173,8 +255,10 @@ impl Monitor {
         &self.stalls
     }
 
-    fn budget_ms(&self) -> u64 {
-        self.budget.as_millis() as u64
+    /// The default budget of process `tgid`, in ms (for verdicts that are not about a
+    /// syscall's budget).
+    fn budget_ms(&self, tgid: u32) -> u64 {
+        self.policy(tgid).budgets.default.as_millis() as u64
     }
 
     /// Take in the kernel's record for thread `tid` at time `now_ns`. Returns a new stall
@@ -190,7 +274,7 @@ impl Monitor {
         fd_kind: impl FnOnce(u32, u64) -> Option<FdKind>,
         comm: impl FnOnce(u32, u32) -> Option<String>,
     ) -> Option<Stall> {
-        let budget = self.budget_for(rec.nr);
+        let budget = self.budget_for(rec.tgid, rec.nr);
         let budget_ms = budget.as_millis() as u64;
         let st = self.threads.entry(tid).or_default();
         st.tgid = rec.tgid;
@@ -255,8 +339,7 @@ impl Monitor {
 
     /// A process is gone: drop it and its threads.
     pub fn remove_target(&mut self, tgid: u32) {
-        self.targets.remove(&tgid);
-        self.threads.retain(|_, st| st.tgid != tgid);
+        self.drop_target(tgid);
     }
 
     /// The earliest time after `now_ns` at which a syscall now in flight runs out of
@@ -270,7 +353,7 @@ impl Monitor {
                 let cur = st.current?;
                 let deadline = cur
                     .enter_ns
-                    .saturating_add(self.budget_for(cur.nr).as_nanos() as u64);
+                    .saturating_add(self.budget_for(cur.tgid, cur.nr).as_nanos() as u64);
                 (st.stalled_in != Some(cur.enter_ns)
                     && st.kernel_fault.is_none()
                     && deadline > now_ns)
@@ -283,9 +366,11 @@ impl Monitor {
     /// service is down, which is a verdict like a stall. Its threads are forgotten and
     /// the process is no longer a target (its pid may be reused).
     pub fn process_gone(&mut self, tgid: u32, comm: &str, how: &str, at_ns: u64) -> Option<Stall> {
-        if !self.targets.remove(&tgid) {
+        if !self.targets.contains(&tgid) {
             return None;
         }
+        let budget_ms = self.budget_ms(tgid);
+        let was_child = self.children.contains_key(&tgid);
         // The program's name: as added, else its main thread's, else what the exit said.
         let comm = self
             .names
@@ -293,18 +378,18 @@ impl Monitor {
             .or_else(|| self.threads.get(&tgid).and_then(|st| st.comm.clone()))
             .unwrap_or_else(|| comm.to_owned());
         let comm = comm.as_str();
-        self.threads.retain(|_, st| st.tgid != tgid);
-        if self.children.remove(&tgid) {
+        self.drop_target(tgid);
+        if was_child {
             return None;
         }
-        self.gone.insert(tgid, format!("{comm} {how}"));
+        self.gone.insert(tgid, (comm.to_owned(), how.to_owned()));
         let stall = Stall {
             pid: tgid,
             tid: tgid,
             comm: comm.to_owned(),
             syscall: None,
             elapsed_ms: None,
-            budget_ms: self.budget_ms(),
+            budget_ms,
             reason: format!("monitored process {tgid} ({comm}) {how}"),
             cause: "exited".into(),
             at_ns,
@@ -319,7 +404,7 @@ impl Monitor {
         let mut v: Vec<String> = self
             .gone
             .iter()
-            .map(|(pid, how)| format!("process {pid} is gone: {how}"))
+            .map(|(pid, (name, how))| format!("process {pid} is gone: {name} {how}"))
             .collect();
         for (tid, st) in &self.threads {
             let stalled_now = st.kernel_fault.is_some()
@@ -425,7 +510,7 @@ impl Monitor {
         reason: String,
         at_ns: u64,
     ) -> Option<Stall> {
-        let budget_ms = self.budget_ms();
+        let budget_ms = self.budget_ms(tgid);
         let st = self.threads.entry(tid).or_default();
         if st.kernel_fault.is_some() {
             return None;
@@ -464,7 +549,6 @@ impl Monitor {
         mut comm: impl FnMut(u32, u32) -> Option<String>,
         mut proc_syscall: impl FnMut(u32, u32) -> Option<u32>,
     ) -> Vec<ThreadRow> {
-        let budget_ms = self.budget_ms();
         let mut tids: BTreeMap<u32, u32> = BTreeMap::new();
         for (&tgid, list) in listing {
             for &tid in list {
@@ -515,9 +599,9 @@ impl Monitor {
                         elapsed_ms: st
                             .current
                             .map(|c| now_ns.saturating_sub(c.enter_ns) / 1_000_000),
-                        budget_ms: st
-                            .current
-                            .map_or(budget_ms, |c| self.budget_for(c.nr).as_millis() as u64),
+                        budget_ms: st.current.map_or(self.budget_ms(tgid), |c| {
+                            self.budget_for(tgid, c.nr).as_millis() as u64
+                        }),
                         verdict: if stalled {
                             Verdict::Stalled
                         } else {
@@ -542,7 +626,7 @@ impl Monitor {
                         comm: comm(tgid, tid).unwrap_or_default(),
                         syscall: nr.and_then(syscall_table::name).map(str::to_owned),
                         elapsed_ms: None,
-                        budget_ms,
+                        budget_ms: self.budget_ms(tgid),
                         verdict: Verdict::Ok,
                         state: None,
                         on_cpu_ms: None,
@@ -584,7 +668,10 @@ mod tests {
     }
 
     fn monitor() -> Monitor {
-        Monitor::new(Duration::from_millis(300), [100])
+        Monitor::new(
+            vec![Policy::uniform(Duration::from_millis(300))],
+            [(100, 0)],
+        )
     }
 
     fn observe(m: &mut Monitor, tid: u32, r: &InFlight, now: u64) -> Option<Stall> {
@@ -617,11 +704,9 @@ mod tests {
 
     #[test]
     fn a_syscall_can_have_a_budget_of_its_own() {
-        let mut m = monitor();
-        m.set_syscall_budgets(BTreeMap::from([(
-            Sysno::fsync as u32,
-            Duration::from_secs(10),
-        )]));
+        let mut p = Policy::uniform(Duration::from_millis(300));
+        p.budgets.syscalls = BTreeMap::from([(Sysno::fsync as u32, Duration::from_secs(10))]);
+        let mut m = Monitor::new(vec![p], [(100, 0)]);
         let r = rec(100, Some(Sysno::fsync), 0);
         assert_eq!(
             observe(&mut m, 101, &r, 5_000 * MS),
@@ -633,6 +718,66 @@ mod tests {
         assert_eq!(stall.budget_ms, 10_000);
         // Other syscalls keep the default.
         assert!(observe(&mut m, 102, &rec(100, Some(Sysno::write), 0), 301 * MS).is_some());
+    }
+
+    fn two_policies() -> Monitor {
+        let slow = Policy::uniform(Duration::from_secs(5));
+        Monitor::new(
+            vec![Policy::uniform(Duration::from_millis(300)), slow],
+            [(100, 0), (200, 1)],
+        )
+    }
+
+    #[test]
+    fn each_target_is_judged_by_its_own_policy() {
+        let mut m = two_policies();
+        let fsync = |tgid| rec(tgid, Some(Sysno::fsync), 0);
+        assert!(observe(&mut m, 101, &fsync(100), 301 * MS).is_some());
+        assert_eq!(observe(&mut m, 201, &fsync(200), 301 * MS), None);
+        assert_eq!(m.next_deadline(301 * MS), Some(5_000 * MS));
+        let stall = observe(&mut m, 201, &fsync(200), 5_001 * MS).expect("past its 5 s");
+        assert_eq!(stall.budget_ms, 5_000);
+        assert_eq!(m.shortest_budget(), Duration::from_millis(300));
+        // A child follows its parent's policy.
+        m.add_child(300, 200);
+        assert_eq!(
+            m.budget_for(300, Sysno::fsync as u32),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn retargeting_moves_drops_and_keeps_children_with_their_parent() {
+        let mut m = two_policies();
+        m.add_child(300, 200);
+        m.add_child(400, 100);
+        observe(&mut m, 201, &rec(200, Some(Sysno::read), 0), MS);
+        // 100 now follows policy 1, 200 is no longer a target; 400 follows 100; 300
+        // lost its parent and is not picked on its own.
+        let dropped = m.retarget(|t| (t == 100).then_some(1), |_, _| false);
+        assert_eq!(dropped, vec![200, 300]);
+        assert_eq!(m.targets().collect::<Vec<_>>(), vec![100, 400]);
+        assert_eq!(m.budget_for(100, 0), Duration::from_secs(5));
+        assert_eq!(m.budget_for(400, 0), Duration::from_secs(5));
+        assert!(
+            m.rows(MS, &BTreeMap::new(), |_, _| None, |_, _| None)
+                .is_empty()
+        );
+        assert!(m.blockers().is_empty(), "no verdict for what was taken out");
+    }
+
+    #[test]
+    fn a_dead_service_still_wanted_keeps_blocking_after_a_retarget() {
+        let mut m = two_policies();
+        m.add_target(200, "db", 1);
+        m.process_gone(200, "db", "exited with status 1", 1);
+        m.retarget(|_| Some(0), |_, name| name == "db");
+        assert_eq!(
+            m.blockers(),
+            ["process 200 is gone: db exited with status 1"]
+        );
+        m.retarget(|_| Some(0), |_, _| false);
+        assert!(m.blockers().is_empty());
     }
 
     #[test]
@@ -679,8 +824,8 @@ mod tests {
 
     #[test]
     fn a_process_is_named_by_its_program_not_its_last_thread() {
-        let mut m = Monitor::new(Duration::from_millis(300), []);
-        m.add_target(100, "svc");
+        let mut m = Monitor::new(vec![Policy::uniform(Duration::from_millis(300))], []);
+        m.add_target(100, "svc", 0);
         // The last thread to exit was a worker named "stuck".
         let stall = m
             .process_gone(100, "stuck", "exited with status 0", 1)
@@ -691,14 +836,14 @@ mod tests {
             "process 100 is gone: svc exited with status 0"
         );
         // The service starts again: it no longer blocks resuming.
-        m.add_target(200, "svc");
+        m.add_target(200, "svc", 0);
         assert!(m.blockers().is_empty(), "{:?}", m.blockers());
     }
 
     #[test]
     fn a_forked_child_that_exits_is_no_verdict() {
         let mut m = monitor();
-        assert!(m.add_child(300));
+        assert!(m.add_child(300, 100));
         assert!(m.is_target(300));
         assert_eq!(
             m.process_gone(300, "helper", "exited with status 0", 1),
@@ -710,7 +855,10 @@ mod tests {
 
     #[test]
     fn a_stall_blocks_resuming_until_the_syscall_returns() {
-        let mut m = Monitor::new(Duration::from_millis(300), [100, 200]);
+        let mut m = Monitor::new(
+            vec![Policy::uniform(Duration::from_millis(300))],
+            [(100, 0), (200, 0)],
+        );
         let r = rec(100, Some(Sysno::fsync), 0);
         observe(&mut m, 101, &r, 400 * MS);
         assert_eq!(m.blockers().len(), 1);

@@ -100,6 +100,14 @@ pub fn cgroup(path: &Path) -> Result<(PathBuf, u64), CgroupError> {
     }
 }
 
+/// The id of process `pid`'s cgroup v2 (as [`cgroup`] gives it), if it still exists.
+pub fn cgroup_id_of(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = cgroup2_mount()?.join(rel.trim_start_matches('/'));
+    fs::metadata(dir).ok().map(|m| m.ino())
+}
+
 /// Processes in cgroup `dir` (not its children).
 pub fn cgroup_procs(dir: &Path) -> Vec<u32> {
     fs::read_to_string(dir.join("cgroup.procs"))
