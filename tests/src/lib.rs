@@ -412,6 +412,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Send the daemon a signal.
     pub fn signal(&self, sig: i32) {
         let pid = self.child.as_ref().expect("running").id();

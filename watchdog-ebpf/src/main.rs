@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod floor;
 mod maps;
 mod printk;
 mod process_exit;

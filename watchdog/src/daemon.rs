@@ -161,6 +161,8 @@ struct Shared {
     node_id: String,
     lost_events: AtomicU64,
     untracked_syscalls: AtomicU64,
+    /// Kernel messages read from the ring buffer.
+    kernel_lines: AtomicU64,
     store: Arc<Mutex<Store>>,
     sink: Mutex<mpsc::Sender<Alert>>,
     sink_stats: Arc<SinkStats>,
@@ -309,6 +311,7 @@ impl Shared {
     }
 
     fn on_kernel_line(&self, line: KernelLine) {
+        self.kernel_lines.fetch_add(1, Ordering::Relaxed);
         let rules = lock(&self.rules).clone();
         let verdict = self
             .monitor()
@@ -569,6 +572,7 @@ async fn run_bound(
         node_id: settings.node_id.clone(),
         lost_events: AtomicU64::new(0),
         untracked_syscalls: AtomicU64::new(0),
+        kernel_lines: AtomicU64::new(0),
         store,
         sink: Mutex::new(sink),
         sink_stats,
@@ -964,11 +968,13 @@ fn status(shared: &Shared) -> StatusReport {
             HeartbeatState::Stopped
         },
         stopped_reason: shared.gate.reason(),
+        stopped_at_ns: shared.gate.closed_at_ns(),
         heartbeats_sent: shared.sender.sent(),
         heartbeat_send_errors: shared.sender.send_errors(),
         monitored_pids: pids,
         monitored_threads: threads,
         budget_ms: m.default_policy().budgets.default.as_millis() as u64,
+        kernel_lines: shared.kernel_lines.load(Ordering::Relaxed),
         lost_events: shared.lost_events.load(Ordering::Relaxed),
         untracked_syscalls: shared.untracked_syscalls.load(Ordering::Relaxed),
         stalls: m.stalls().to_vec(),

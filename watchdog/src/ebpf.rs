@@ -227,6 +227,22 @@ fn read_layout() -> ([u32; layout::COUNT as usize], Vec<&'static str>) {
     (offsets, present)
 }
 
+/// The benchmark's floor: empty programs on sys_enter and sys_exit, attached alone (the
+/// daemon never attaches them). Detached when dropped.
+pub struct Floor {
+    _ebpf: Ebpf,
+}
+
+impl Floor {
+    pub fn attach() -> Result<Floor, EbpfError> {
+        raise_memlock();
+        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        attach_raw(&mut ebpf, "floor_enter", "sys_enter")?;
+        attach_raw(&mut ebpf, "floor_exit", "sys_exit")?;
+        Ok(Floor { _ebpf: ebpf })
+    }
+}
+
 impl Probes {
     /// Load the object, attach every program, and hand out the maps. Targets start
     /// empty: add them with [`Probes::add_target`].

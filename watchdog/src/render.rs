@@ -92,6 +92,7 @@ pub fn status(s: &StatusReport) -> String {
         pids.join(", ")
     );
     let _ = writeln!(out, "budget:             {}ms", s.budget_ms);
+    let _ = writeln!(out, "kernel lines read:  {}", s.kernel_lines);
     let _ = writeln!(out, "lost events:        {}", s.lost_events);
     let _ = writeln!(out, "untracked syscalls: {}", s.untracked_syscalls);
     let _ = writeln!(

@@ -18,7 +18,8 @@ usage: cargo xtask <command>
                   stalled in the kernel, and the heartbeat stops
   test            provision, build, then every test: format, lints, unit tests, and the
                   end-to-end tests against the real kernel (as root)
-  bench           provision, build, run the benchmarks (results: BENCHMARKS.md)
+  bench [--quick] provision (and bpftrace), build, run the benchmarks as root (results:
+                  BENCHMARKS.md); --quick: one short round of each, to check the bench
   provision       only install what is missing (nightly rust-src, llvm-22-dev, bpf-linker,
                   bpftool, tracefs)
 ";
@@ -59,10 +60,28 @@ fn run() -> anyhow::Result<()> {
         Some("provision") => provision::all(),
         Some("bench") => {
             provision::all()?;
+            provision::bench()?;
             cmd(
                 "cargo",
                 &["bench", "--locked", "-p", "watchdog", "--bench", "classify"],
-            )
+            )?;
+            // The kernel path: probes, daemon, heartbeat, printk, as root.
+            build()?;
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { geteuid() } != 0 {
+                bail!(
+                    "the kernel-path benchmark loads eBPF programs: run `cargo xtask bench` as root"
+                );
+            }
+            // SAFETY: single-threaded at this point; read by the benchmark's harness.
+            unsafe { std::env::set_var("WATCHDOG_BIN_DIR", release_dir()) };
+            let bench = release_dir().join("wd-bench");
+            let quick: Vec<&str> = args
+                .iter()
+                .filter(|a| *a == "--quick")
+                .map(String::as_str)
+                .collect();
+            cmd(bench.to_str().expect("UTF-8 path"), &quick)
         }
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");

@@ -65,8 +65,18 @@ fn apt_installed(pkg: &str) -> bool {
         .is_some_and(|s| s.contains("install ok installed"))
 }
 
+/// What the benchmark needs beyond the build: bpftrace, the tool it compares against.
+pub fn bench() -> anyhow::Result<()> {
+    install(&["bpftrace"])
+}
+
 fn apt_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    install(APT_PACKAGES)
+}
+
+/// Install the Debian packages of `packages` that are missing.
+fn install(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !apt_installed(p))

@@ -15,6 +15,11 @@
 //! - `spin-read`: a thread named `spinner` reads 2 GiB from /dev/zero in one read(),
 //!   a long syscall on a CPU. Prints `SPIN tid=T at_ns=N`.
 //! - `exit N`: the process exits with status N.
+//! - `loop N`: the main thread makes N getppid() syscalls in a tight loop and prints
+//!   `LOOP ns=X` (the mean time per syscall, in ns). For the benchmark.
+//! - `threads N`: N more threads park, each in a read of a pipe. Prints `THREADS n=N`.
+//! - `rate R`: a thread named `busy` makes R getppid() syscalls a second, paced each
+//!   millisecond. Prints `RATE tid=T`.
 //! - `segv`: a thread named `crasher` prints `SEGV tid=T` and writes through a null
 //!   pointer: the kernel kills the process with SIGSEGV.
 //!
@@ -230,6 +235,51 @@ fn segv() {
     });
 }
 
+fn getppid_loop(n: u64) {
+    let start = monotonic_ns();
+    for _ in 0..n {
+        // SAFETY: getppid has no arguments and no effects. The raw syscall, so that
+        // no libc wrapper caches it.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    let ns = (monotonic_ns() - start) as f64 / n.max(1) as f64;
+    say(&format!("LOOP ns={ns:.2}"));
+}
+
+fn park_threads(n: usize) {
+    let mut fds = [0; 2];
+    // SAFETY: two ints for pipe().
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    let reader = fds[0];
+    for _ in 0..n {
+        spawn("parked", move || {
+            let mut b = [0u8; 1];
+            // SAFETY: one byte into a valid buffer; nothing is ever written.
+            unsafe { libc::read(reader, b.as_mut_ptr().cast(), 1) };
+        });
+    }
+    say(&format!("THREADS n={n}"));
+}
+
+fn rate(per_second: u64) {
+    spawn("busy", move || {
+        say(&format!("RATE tid={}", tid()));
+        let per_ms = (per_second / 1000).max(1);
+        let mut next = monotonic_ns();
+        loop {
+            for _ in 0..per_ms {
+                // SAFETY: as in getppid_loop.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+            next += 1_000_000;
+            let now = monotonic_ns();
+            if next > now {
+                thread::sleep(Duration::from_nanos(next - now));
+            }
+        }
+    });
+}
+
 fn main() {
     say(&format!("READY pid={}", std::process::id()));
     let stdin = std::io::stdin();
@@ -245,6 +295,9 @@ fn main() {
             "spin-read" => spin_read(),
             "exit" => std::process::exit(rest.trim().parse().unwrap_or(0)),
             "alloc" => alloc(rest.trim().parse().unwrap_or(256)),
+            "loop" => getppid_loop(rest.trim().parse().unwrap_or(1_000_000)),
+            "threads" => park_threads(rest.trim().parse().unwrap_or(1000)),
+            "rate" => rate(rest.trim().parse().unwrap_or(1_000_000)),
             "" => {}
             other => say(&format!("ERROR unknown command {other}")),
         }

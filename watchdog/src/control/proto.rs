@@ -39,11 +39,17 @@ pub struct StatusReport {
     pub heartbeat: HeartbeatState,
     /// Why the heartbeat stopped, if it did.
     pub stopped_reason: Option<String>,
+    /// When it stopped (CLOCK_MONOTONIC ns), if it did.
+    #[serde(default)]
+    pub stopped_at_ns: Option<u64>,
     pub heartbeats_sent: u64,
     pub heartbeat_send_errors: u64,
     pub monitored_pids: Vec<u32>,
     pub monitored_threads: usize,
     pub budget_ms: u64,
+    /// Kernel messages read from the ring buffer since start.
+    #[serde(default)]
+    pub kernel_lines: u64,
     /// Kernel events that could not be delivered (ring buffer full).
     pub lost_events: u64,
     /// Monitored syscalls that could not be tracked (in-flight table full).

@@ -19,6 +19,8 @@ use super::packet::{Heartbeat, Status};
 pub struct Gate {
     closed: AtomicBool,
     reason: Mutex<Option<String>>,
+    /// CLOCK_MONOTONIC ns of the last closing (0: never closed).
+    closed_at_ns: AtomicU64,
 }
 
 impl Gate {
@@ -32,8 +34,18 @@ impl Gate {
         if self.closed.swap(true, Ordering::AcqRel) {
             return false;
         }
+        self.closed_at_ns
+            .store(crate::clock::monotonic_ns(), Ordering::Release);
         *slot = Some(reason.to_owned());
         true
+    }
+
+    /// When it was closed (CLOCK_MONOTONIC ns), while it is closed.
+    pub fn closed_at_ns(&self) -> Option<u64> {
+        if self.is_open() {
+            return None;
+        }
+        Some(self.closed_at_ns.load(Ordering::Acquire)).filter(|t| *t != 0)
     }
 
     /// Reopen the gate (an operator's `wdctl resume`, after checking nothing is stalled).

@@ -1,0 +1,599 @@
+//! The kernel-path benchmark, run as root by `cargo xtask bench` (results: BENCHMARKS.md).
+//!
+//! - Syscall cost: one getppid() loop, measured with nothing attached (`base`), with
+//!   empty programs on sys_enter/sys_exit (`floor`), with the daemon monitoring another
+//!   process (`unmonitored`) and this one (`monitored`), and with the bpftrace one-liner
+//!   a user would write instead. Modes are interleaved within each round; the table
+//!   gives medians over the rounds.
+//! - Detection latency: a monitored thread enters uninterruptible sleep (vfork) at a
+//!   known time; from the end of its budget until the heartbeat stopped, and until the
+//!   exec hook (the alert) ran.
+//! - Oops latency: a monitored thread writes an oops line to /dev/kmsg; until the
+//!   heartbeat stopped.
+//! - Footprint: the daemon's CPU and memory while monitoring 1,000 idle threads, and
+//!   while a monitored thread makes 1 M syscalls a second.
+//! - Printk flood: 10,000 kernel lines a second for 10 s; lines read, lines lost.
+//!
+//! Everything goes to loopback; kernel lines written start with `watchdog-bench:`.
+//! When run as the daemon's exec hook (WATCHDOG_INCIDENT_ID is set), it only notes the
+//! time it was started in the file named by WD_BENCH_STAMPS and exits.
+use std::{
+    fmt::Write as _,
+    io::{BufRead, BufReader, Write as _},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use watchdog::{clock::monotonic_ns, ebpf::Floor};
+use watchdog_tests::*;
+
+const MS: u64 = 1_000_000;
+
+/// Settings: the full run by default, `--quick` for a smoke run of the benchmark itself.
+struct Plan {
+    rounds: usize,
+    syscalls: u64,
+    detection_trials: usize,
+    oops_trials: usize,
+    footprint_secs: u64,
+    flood_secs: u64,
+}
+
+const FULL: Plan = Plan {
+    rounds: 7,
+    syscalls: 3_000_000,
+    detection_trials: 50,
+    oops_trials: 20,
+    footprint_secs: 10,
+    flood_secs: 10,
+};
+
+const QUICK: Plan = Plan {
+    rounds: 1,
+    syscalls: 200_000,
+    detection_trials: 3,
+    oops_trials: 2,
+    footprint_secs: 1,
+    flood_secs: 1,
+};
+
+fn main() {
+    if std::env::var_os("WATCHDOG_INCIDENT_ID").is_some() {
+        return stamp();
+    }
+    require_root();
+    let plan = if std::env::args().any(|a| a == "--quick") {
+        QUICK
+    } else {
+        FULL
+    };
+    let mut out = String::new();
+    syscall_cost(&plan, &mut out);
+    detection_latency(&plan, &mut out);
+    oops_latency(&plan, &mut out);
+    footprint(&plan, &mut out);
+    printk_flood(&plan, &mut out);
+    println!("{out}");
+}
+
+/// Exec-hook mode: note when this alert was delivered.
+fn stamp() {
+    let Some(path) = std::env::var_os("WD_BENCH_STAMPS") else {
+        return;
+    };
+    let now = monotonic_ns();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .expect("stamp file");
+    let _ = writeln!(f, "{now}");
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The value at quantile `q` (nearest rank) of `v`.
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// Pin process (its main thread) `pid` to CPU `cpu`, so rounds compare like with like.
+fn pin(pid: u32, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid as i32, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn start_daemon(pid: u32, budget: &'static str, interval: &'static str) -> (Recorder, Daemon) {
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let daemon = Daemon::start(DaemonOpts::new(pid, budget, interval), group, &rec);
+    (rec, daemon)
+}
+
+// ---------------------------------------------------------------------------------
+// Syscall cost
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Base,
+    Floor,
+    Unmonitored,
+    Monitored,
+    Bpftrace,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Base => "base: nothing attached",
+            Mode::Floor => "floor: empty sys_enter/sys_exit programs",
+            Mode::Unmonitored => "unmonitored: daemon monitoring another process",
+            Mode::Monitored => "monitored: daemon monitoring this process",
+            Mode::Bpftrace => "bpftrace one-liner (pid filter, start map, histogram)",
+        }
+    }
+}
+
+/// What a mode keeps attached while the loop runs; dropped after.
+enum Attached {
+    Nothing,
+    Floor {
+        _floor: Floor,
+    },
+    /// The daemon, its heartbeat recorder, and the process it monitors if not the loop's.
+    Daemon {
+        daemon: Daemon,
+        _rec: Recorder,
+        _other: Option<Workload>,
+    },
+    Bpftrace(Child),
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        match self {
+            Attached::Bpftrace(child) => {
+                // SAFETY: signalling our own child; SIGINT makes bpftrace print and exit.
+                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                let _ = child.wait();
+            }
+            Attached::Daemon { daemon, .. } => {
+                daemon.stop();
+            }
+            _ => {}
+        }
+    }
+}
+
+fn bpftrace_installed() -> bool {
+    Command::new("bpftrace")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The one-liner a user would write: start time per thread on entry, a histogram of
+/// durations on exit, for one process.
+fn bpftrace_program(pid: u32) -> String {
+    format!(
+        "tracepoint:raw_syscalls:sys_enter /pid == {pid}/ {{ @start[tid] = nsecs; }} \
+         tracepoint:raw_syscalls:sys_exit /pid == {pid} && @start[tid]/ \
+         {{ @ns = hist(nsecs - @start[tid]); delete(@start[tid]); }}"
+    )
+}
+
+fn attach(mode: Mode, loop_pid: u32) -> Attached {
+    match mode {
+        Mode::Base => Attached::Nothing,
+        Mode::Floor => Attached::Floor {
+            _floor: Floor::attach().expect("attach the floor programs"),
+        },
+        Mode::Unmonitored => {
+            let other = Workload::spawn();
+            let (rec, daemon) = start_daemon(other.pid, "2s", "1s");
+            Attached::Daemon {
+                daemon,
+                _rec: rec,
+                _other: Some(other),
+            }
+        }
+        Mode::Monitored => {
+            let (rec, daemon) = start_daemon(loop_pid, "2s", "1s");
+            Attached::Daemon {
+                daemon,
+                _rec: rec,
+                _other: None,
+            }
+        }
+        Mode::Bpftrace => {
+            let mut child = Command::new("bpftrace")
+                .arg("-e")
+                .arg(bpftrace_program(loop_pid))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn bpftrace");
+            let stdout = child.stdout.take().unwrap();
+            let mut lines = BufReader::new(stdout).lines();
+            // "Attaching 2 probes..." comes just before it attaches.
+            let attaching = lines.next().and_then(Result::ok).unwrap_or_default();
+            assert!(attaching.contains("Attaching"), "bpftrace: {attaching}");
+            thread::spawn(move || for _ in lines {});
+            thread::sleep(Duration::from_millis(1500));
+            Attached::Bpftrace(child)
+        }
+    }
+}
+
+fn run_loop(work: &mut Workload, n: u64) -> f64 {
+    work.send(&format!("loop {n}"));
+    let line = work.expect("LOOP", Duration::from_secs(120));
+    line.split_once("ns=")
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("bad LOOP line {line:?}"))
+}
+
+fn syscall_cost(plan: &Plan, out: &mut String) {
+    let mut modes = vec![Mode::Base, Mode::Floor, Mode::Unmonitored, Mode::Monitored];
+    let bpftrace = bpftrace_installed();
+    if bpftrace {
+        modes.push(Mode::Bpftrace);
+    }
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for round in 0..plan.rounds {
+        // Rotate the order each round, so no mode always runs first or last.
+        for k in 0..modes.len() {
+            let i = (k + round) % modes.len();
+            let mut work = Workload::spawn();
+            pin(work.pid, 1);
+            let attached = attach(modes[i], work.pid);
+            run_loop(&mut work, plan.syscalls / 10);
+            let ns = run_loop(&mut work, plan.syscalls);
+            drop(attached);
+            eprintln!("wd-bench: round {round} {}: {ns:.1} ns", modes[i].name());
+            samples[i].push(ns);
+        }
+    }
+    let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+    let base = medians[0];
+    let floor = medians[1] - base;
+    let _ = writeln!(
+        out,
+        "## Syscall cost\n\ngetppid() in a tight loop on CPU 1, {} syscalls per run, median of {} interleaved rounds.\n",
+        plan.syscalls, plan.rounds
+    );
+    let _ = writeln!(
+        out,
+        "| mode | ns per syscall | added vs base | added vs floor |\n|---|---|---|---|"
+    );
+    for (m, ns) in modes.iter().zip(&medians) {
+        let added = ns - base;
+        let over_floor = if matches!(m, Mode::Base | Mode::Floor) {
+            "-".to_owned()
+        } else {
+            format!("{:+.1} ns", added - floor)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {ns:.1} | {added:+.1} ns | {over_floor} |",
+            m.name()
+        );
+    }
+    if !bpftrace {
+        let _ = writeln!(out, "\nbpftrace is not installed: its row is missing.");
+    } else {
+        let monitored = medians[3] - base;
+        let bt = medians[4] - base;
+        let _ = writeln!(
+            out,
+            "\nbpftrace's added cost is {:.1}x the monitored path's.",
+            bt / monitored
+        );
+    }
+    let _ = writeln!(out);
+}
+
+// ---------------------------------------------------------------------------------
+// Latency
+
+fn summary(name: &str, v: &mut [f64]) -> String {
+    format!(
+        "| {name} | {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+        v.len(),
+        quantile(v, 0.5),
+        quantile(v, 0.99),
+        quantile(v, 1.0)
+    )
+}
+
+/// Resume the heartbeat and wait until a beat after now arrives.
+fn resume(daemon: &Daemon, rec: &Recorder) {
+    let (code, _, err) = daemon.wdctl(&["resume"]);
+    assert_eq!(code, 0, "resume: {err}");
+    let at = monotonic_ns();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while rec.last_arrival().is_none_or(|t| t < at) {
+        assert!(Instant::now() < deadline, "no heartbeat after resume");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// When the heartbeat stopped (the daemon's clock), once it has.
+fn stopped_at(daemon: &Daemon) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let s = daemon.wdctl_json("status");
+        if let Some(t) = s["stopped_at_ns"].as_u64() {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the heartbeat did not stop: {s:#}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn detection_latency(plan: &Plan, out: &mut String) {
+    let dir = TempDir::new("bench-stamps");
+    let stamps = dir.0.join("stamps");
+    // SAFETY: single-threaded here; the daemon and its hook inherit it.
+    unsafe { std::env::set_var("WD_BENCH_STAMPS", &stamps) };
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "100ms", "10ms");
+    opts.hook = Some(std::env::current_exe().expect("own path"));
+    let mut daemon = Daemon::start(opts, group, &rec);
+    let budget = 100 * MS;
+    let (mut stop, mut alert, mut late_beats) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..plan.detection_trials {
+        work.send("stall-vfork 250");
+        let began = field(&work.expect("STALL", Duration::from_secs(2)), "at_ns");
+        work.expect("UNSTALLED", Duration::from_secs(2));
+        let stopped = stopped_at(&daemon);
+        let deadline = began + budget;
+        stop.push((stopped - deadline) as f64 / MS as f64);
+        // A beat that arrived after the stop (1 ms for the send in flight) is a lie.
+        if rec.last_arrival().is_some_and(|t| t > stopped + MS) {
+            late_beats += 1;
+        }
+        let wait = Instant::now() + Duration::from_secs(5);
+        let hook_at = loop {
+            let text = std::fs::read_to_string(&stamps).unwrap_or_default();
+            if let Some(t) = text
+                .lines()
+                .filter_map(|l| l.parse::<u64>().ok())
+                .find(|t| *t > deadline)
+            {
+                break t;
+            }
+            assert!(Instant::now() < wait, "the exec hook did not run");
+            thread::sleep(Duration::from_millis(5));
+        };
+        alert.push((hook_at - deadline) as f64 / MS as f64);
+        let _ = std::fs::remove_file(&stamps);
+        resume(&daemon, &rec);
+    }
+    daemon.stop();
+    let _ = writeln!(
+        out,
+        "## Detection latency\n\nA monitored thread sits in uninterruptible sleep (vfork) past a 100 ms budget; \
+         heartbeat every 10 ms on lo. Time after the budget ran out.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| until | trials | p50 | p99 | max |\n|---|---|---|---|---|"
+    );
+    let _ = writeln!(out, "{}", summary("the heartbeat stopped", &mut stop));
+    let _ = writeln!(
+        out,
+        "{}",
+        summary("the exec hook (alert) started", &mut alert)
+    );
+    let _ = writeln!(out, "\nHeartbeats received after the stop: {late_beats}.\n");
+}
+
+fn oops_latency(plan: &Plan, out: &mut String) {
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let first = Workload::spawn();
+    let mut opts = DaemonOpts::new(0, "2s", "10ms");
+    opts.targets = Some(vec!["--comm".into(), "wd-workload".into()]);
+    let mut daemon = Daemon::start(opts, group, &rec);
+    let mut work = Some(first);
+    let mut lat = Vec::new();
+    for i in 0..plan.oops_trials {
+        let mut w = work.take().unwrap_or_else(Workload::spawn);
+        // Monitored (found by name) before it writes.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !daemon.wdctl_json("status")["monitored_pids"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(w.pid))
+        {
+            assert!(Instant::now() < deadline, "workload not monitored");
+            thread::sleep(Duration::from_millis(10));
+        }
+        if daemon.wdctl_json("status")["heartbeat"] == "stopped" {
+            resume(&daemon, &rec);
+        }
+        w.send(&format!(
+            "kmsg watchdog-bench: BUG: unable to handle kernel NULL pointer dereference at 0000000000000000 (oops latency trial {i})"
+        ));
+        let wrote = field(&w.expect("KMSG", Duration::from_secs(2)), "at_ns");
+        let stopped = stopped_at(&daemon);
+        lat.push((stopped - wrote) as f64 / MS as f64);
+        drop(w);
+    }
+    daemon.stop();
+    let _ = writeln!(
+        out,
+        "## Oops latency\n\nA monitored thread writes a `BUG: unable to handle kernel NULL pointer dereference` line to /dev/kmsg; \
+         time from just before its write until the heartbeat stopped.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| until | trials | p50 | p99 | max |\n|---|---|---|---|---|"
+    );
+    let _ = writeln!(out, "{}\n", summary("the heartbeat stopped", &mut lat));
+}
+
+// ---------------------------------------------------------------------------------
+// Footprint
+
+/// CPU time (ns) of every thread of `pid` so far.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.filter_map(|e| {
+        let p = e.ok()?.path().join("schedstat");
+        let s = std::fs::read_to_string(p).ok()?;
+        s.split_whitespace().next()?.parse::<u64>().ok()
+    })
+    .sum()
+}
+
+/// A `/proc/PID/status` field in kB.
+fn status_kb(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The daemon's CPU share of one core and its RSS over `secs`, after a settling second.
+fn measure(daemon: &Daemon, secs: u64) -> (f64, u64, u64) {
+    thread::sleep(Duration::from_secs(1));
+    let pid = daemon.pid();
+    let (c0, t0) = (cpu_ns(pid), monotonic_ns());
+    thread::sleep(Duration::from_secs(secs));
+    let (c1, t1) = (cpu_ns(pid), monotonic_ns());
+    let cpu = 100.0 * (c1 - c0) as f64 / (t1 - t0) as f64;
+    (cpu, status_kb(pid, "VmRSS:"), status_kb(pid, "VmHWM:"))
+}
+
+fn footprint(plan: &Plan, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "## Footprint\n\nThe daemon's CPU (share of one core, from schedstat) and memory over {} s, default budget (2 s) and interval (1 s).\n",
+        plan.footprint_secs
+    );
+    let _ = writeln!(
+        out,
+        "| while monitoring | CPU | RSS | peak RSS |\n|---|---|---|---|"
+    );
+    let cases: [(&str, &[&str]); 3] = [
+        ("baseline: 7 idle threads", &["idle"]),
+        ("1,000 idle threads", &["idle", "threads 993"]),
+        ("a thread making 1 M syscalls/s", &["rate 1000000"]),
+    ];
+    for (name, cmds) in cases {
+        let mut work = Workload::spawn();
+        for c in cmds {
+            work.send(c);
+        }
+        thread::sleep(Duration::from_millis(300));
+        let (_rec, mut daemon) = start_daemon(work.pid, "2s", "1s");
+        let (cpu, rss, hwm) = measure(&daemon, plan.footprint_secs);
+        let threads = daemon.wdctl_json("status")["monitored_threads"].clone();
+        daemon.stop();
+        let _ = writeln!(
+            out,
+            "| {name} ({threads} threads) | {cpu:.2} % | {:.1} MiB | {:.1} MiB |",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
+    }
+    let _ = writeln!(out);
+}
+
+// ---------------------------------------------------------------------------------
+// Printk flood
+
+/// Write `per_second` kernel lines a second for `secs` seconds. /dev/kmsg lets each
+/// open file write 10 lines per 5 s (printk_devkmsg=ratelimit), so each batch of 10
+/// goes through a fresh open. Returns the lines written.
+fn flood(per_second: u64, secs: u64) -> u64 {
+    let per_ms = per_second / 1000;
+    let start = monotonic_ns();
+    let mut written = 0;
+    for ms in 0..secs * 1000 {
+        let mut left = per_ms;
+        while left > 0 {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/kmsg")
+                .expect("open /dev/kmsg");
+            for _ in 0..left.min(10) {
+                let line = format!("watchdog-bench: printk flood line {written}\n");
+                if f.write_all(line.as_bytes()).is_ok() {
+                    written += 1;
+                }
+                left -= 1;
+            }
+        }
+        let next = start + (ms + 1) * MS;
+        let now = monotonic_ns();
+        if next > now {
+            thread::sleep(Duration::from_nanos(next - now));
+        }
+    }
+    written
+}
+
+fn printk_flood(plan: &Plan, out: &mut String) {
+    let mut work = Workload::spawn();
+    work.send("idle");
+    let (_rec, mut daemon) = start_daemon(work.pid, "2s", "1s");
+    let before = daemon.wdctl_json("status");
+    let lines0 = before["kernel_lines"].as_u64().unwrap();
+    let lost0 = before["lost_events"].as_u64().unwrap();
+    let pid = daemon.pid();
+    let c0 = cpu_ns(pid);
+    let written = flood(10_000, plan.flood_secs);
+    let done = monotonic_ns();
+    // Caught up: every line read (other kernel messages may add a few).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (read, lost) = loop {
+        let s = daemon.wdctl_json("status");
+        let read = s["kernel_lines"].as_u64().unwrap() - lines0;
+        let lost = s["lost_events"].as_u64().unwrap() - lost0;
+        if read + lost >= written || Instant::now() > deadline {
+            break (read, lost);
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let lag = (monotonic_ns() - done) as f64 / MS as f64;
+    let cpu = 100.0 * (cpu_ns(pid) - c0) as f64
+        / (monotonic_ns() - (done - plan.flood_secs * 1_000_000_000)) as f64;
+    let alive = daemon.wdctl_json("status")["heartbeat"] == "sending";
+    daemon.stop();
+    let _ = writeln!(
+        out,
+        "## Printk flood\n\n10,000 lines a second written to /dev/kmsg for {} s while the daemon monitors an idle process.\n",
+        plan.flood_secs
+    );
+    let _ = writeln!(
+        out,
+        "| written | read by the daemon | lost (counted) | unaccounted | caught up after | daemon CPU | heartbeat |\n|---|---|---|---|---|---|---|"
+    );
+    let _ = writeln!(
+        out,
+        "| {written} | {read} | {lost} | {} | {lag:.0} ms | {cpu:.1} % | {} |\n",
+        written.saturating_sub(read + lost),
+        if alive { "sending" } else { "STOPPED" }
+    );
+}
