@@ -30,7 +30,20 @@ pub mod maps {
     pub const COMMS: &str = "COMMS";
     /// cgroup v2 id -> 1: a process that execs inside that cgroup becomes a target.
     pub const CGROUPS: &str = "CGROUPS";
+    /// u64 words, one bit per tgid: targets userspace added (userspace writes it).
+    pub const TARGET_BITS: &str = "TARGET_BITS";
+    /// u64 words, one bit per tgid: targets made at exec (the kernel side writes it).
+    pub const EXEC_BITS: &str = "EXEC_BITS";
+    /// u64 words, one bit per tid: threads with an in-flight slot (kernel side).
+    pub const THREAD_BITS: &str = "THREAD_BITS";
+    /// The bit arrays, which the loader sizes to the kernel's pid_max.
+    pub const BIT_ARRAYS: [&str; 3] = [TARGET_BITS, EXEC_BITS, THREAD_BITS];
 }
+
+/// Globals of the kernel side holding `task_struct` field offsets, set by the loader
+/// from the kernel's BTF: (global, field).
+pub const TASK_FIELD_GLOBALS: [(&str, &str); 2] =
+    [("WD_TASK_PID", "pid"), ("WD_TASK_TGID", "tgid")];
 
 /// `Target::flags`: the target was found by name or cgroup, so processes it forks are
 /// targets too.

@@ -2,6 +2,8 @@
 //! `try_*` function. Nothing here may panic (the verifier rejects reachable panics).
 #![no_std]
 #![no_main]
+// Inline assembly for the one atomic add (see maps::atomic_add).
+#![feature(asm_experimental_arch)]
 
 mod floor;
 mod maps;

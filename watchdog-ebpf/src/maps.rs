@@ -1,8 +1,9 @@
 //! Maps shared by the programs. Names must match `watchdog_common::maps`.
 use aya_ebpf::{
     Global,
+    helpers::bpf_get_current_task_btf,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use watchdog_common::{InFlight, Target, counter, layout};
 
@@ -19,6 +20,93 @@ pub static INFLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(65536, 0
 /// Kernel messages and thread exits, to userspace.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+// The hot path's filters: one bit per id, in arrays that the verifier turns into plain
+// loads (no helper call), sized by the loader to the kernel's pid_max. An id beyond
+// them falls back to the hash maps. Each array has one writer side, so no update is
+// lost: userspace's bits and the kernel's are kept apart.
+
+/// tgid bits of the targets userspace added (pids given, found at start, forked
+/// children). Written by userspace only.
+#[map(name = "TARGET_BITS")]
+pub static TARGET_BITS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// tgid bits of the targets the kernel side made at exec (by name or cgroup). Written
+/// here only, with atomic adds: set at exec, cleared when the process is gone.
+#[map(name = "EXEC_BITS")]
+pub static EXEC_BITS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// tid bits of the threads that have an in-flight slot. Written here only: set by the
+/// thread's first monitored syscall, cleared when it exits.
+#[map(name = "THREAD_BITS")]
+pub static THREAD_BITS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Whether `id`'s bit is set in `bits`; None when `id` is beyond the array.
+#[inline(always)]
+fn bit(bits: &Array<u64>, id: u32) -> Option<bool> {
+    bits.get(id >> 6).map(|w| *w & (1u64 << (id & 63)) != 0)
+}
+
+/// `*w += v` as one atomic instruction (BPF_ATOMIC add, no fetch: every kernel with BPF
+/// atomics has it). core's atomics offer no read-modify-write on this target.
+#[inline(always)]
+fn atomic_add(w: *mut u64, v: u64) {
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({w} + 0) += {v}", w = in(reg) w, v = in(reg) v);
+    }
+}
+
+/// Set `id`'s bit in a kernel-written array. Callers are serialized per id (the
+/// thread or process itself), so the bit is known clear before the add; the add is
+/// atomic against other ids' bits in the same word.
+#[inline(always)]
+pub fn set_bit(bits: &Array<u64>, id: u32) {
+    if let Some(w) = bits.get_ptr_mut(id >> 6) {
+        let m = 1u64 << (id & 63);
+        if unsafe { *w } & m == 0 {
+            atomic_add(w, m);
+        }
+    }
+}
+
+/// Clear `id`'s bit in a kernel-written array (same rules as [`set_bit`]).
+#[inline(always)]
+pub fn clear_bit(bits: &Array<u64>, id: u32) {
+    if let Some(w) = bits.get_ptr_mut(id >> 6) {
+        let m = 1u64 << (id & 63);
+        if unsafe { *w } & m != 0 {
+            atomic_add(w, m.wrapping_neg());
+        }
+    }
+}
+
+/// Offsets of `pid` and `tgid` in the running kernel's `task_struct` (from its BTF),
+/// set by the loader: the syscall probes read the ids straight from the task, without
+/// a helper call.
+#[unsafe(no_mangle)]
+static WD_TASK_PID: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static WD_TASK_TGID: Global<u32> = Global::new(0);
+
+/// The current thread's (tgid, tid), read from its task_struct.
+#[inline(always)]
+pub fn current_ids() -> (u32, u32) {
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    unsafe {
+        let tgid = *(task.add(WD_TASK_TGID.load() as usize) as *const u32);
+        let tid = *(task.add(WD_TASK_PID.load() as usize) as *const u32);
+        (tgid, tid)
+    }
+}
+
+/// Whether thread `tid` has an in-flight slot (a monitored thread that made a syscall).
+#[inline(always)]
+pub fn has_slot(tid: u32) -> bool {
+    match bit(&THREAD_BITS, tid) {
+        Some(set) => set,
+        None => INFLIGHT.get_ptr(tid).is_some(),
+    }
+}
 
 /// Per-CPU counters, indexed by `watchdog_common::counter`.
 #[map(name = "COUNTERS")]
@@ -78,13 +166,17 @@ pub fn field_offset(index: u32) -> Option<usize> {
 /// it is a monitored process's main thread.
 #[inline(always)]
 pub fn is_monitored_thread(tid: u32) -> bool {
-    INFLIGHT.get_ptr(tid).is_some() || is_target(tid)
+    has_slot(tid) || is_target(tid)
 }
 
-/// Whether `tgid` is a monitored process: the one check every syscall on the host pays.
+/// Whether `tgid` is a monitored process: the one check every syscall on the host pays,
+/// so two plain loads (the hash only for an id beyond the bit arrays).
 #[inline(always)]
 pub fn is_target(tgid: u32) -> bool {
-    TARGETS.get_ptr(tgid).is_some()
+    match (bit(&TARGET_BITS, tgid), bit(&EXEC_BITS, tgid)) {
+        (Some(user), Some(exec)) => user || exec,
+        _ => TARGETS.get_ptr(tgid).is_some(),
+    }
 }
 
 #[inline(always)]

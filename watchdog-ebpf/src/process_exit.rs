@@ -12,7 +12,9 @@ use watchdog_common::{EventHeader, ExitEvent, counter, kind};
 
 use watchdog_common::{EXIT_GROUP_DEAD, layout};
 
-use crate::maps::{EVENTS, INFLIGHT, bump, field_offset, is_target};
+use crate::maps::{
+    EVENTS, EXEC_BITS, INFLIGHT, THREAD_BITS, bump, clear_bit, field_offset, has_slot, is_target,
+};
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
@@ -21,18 +23,24 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 fn try_sched_process_exit(ctx: &TracePointContext) -> Result<u32, i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // Any thread with a slot, target or not any more (a reload may have let it go).
+    if has_slot(tid) {
+        let _ = INFLIGHT.remove(tid);
+        clear_bit(&THREAD_BITS, tid);
+    }
     if !is_target(tgid) {
         return Ok(0);
     }
-    let tid = pid_tgid as u32;
-    let _ = INFLIGHT.remove(tid);
     // Whether the whole process is gone: the record's group_dead where the kernel has it
     // (5.x+), else the thread-group leader's exit as the best guess.
     let group_dead = match field_offset(layout::EXIT_GROUP_DEAD) {
         Some(off) => unsafe { ctx.read_at::<u8>(off) }.unwrap_or(0) != 0,
         None => tid == tgid,
     };
+    if group_dead {
+        clear_bit(&EXEC_BITS, tgid);
+    }
     let event = ExitEvent {
         header: EventHeader {
             kind: kind::EXIT,

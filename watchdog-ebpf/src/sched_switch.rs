@@ -2,11 +2,11 @@
 //! and in which state it went to sleep (S, D, stopped, traced).
 //!
 //! Fires on every context switch on the host; for threads without an in-flight slot
-//! (unmonitored) it costs two hash lookups and nothing else.
+//! (unmonitored) it costs two bit tests and nothing else.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use watchdog_common::{NOT_IN_SYSCALL, layout, sched};
 
-use crate::maps::{INFLIGHT, field_offset};
+use crate::maps::{INFLIGHT, field_offset, has_slot};
 
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
@@ -22,7 +22,9 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<u32, i32> {
     // Each side on its own: comparing both lookups at once lets LLVM OR the two map
     // pointers together, which the verifier rejects ("pointer |= pointer").
     let prev = read::<i32>(ctx, layout::SWITCH_PREV_PID)? as u32;
-    if let Some(slot) = INFLIGHT.get_ptr_mut(prev) {
+    if has_slot(prev)
+        && let Some(slot) = INFLIGHT.get_ptr_mut(prev)
+    {
         let state = read::<i64>(ctx, layout::SWITCH_PREV_STATE).unwrap_or(0) as u32;
         let now = unsafe { bpf_ktime_get_ns() };
         // Written only here and by the thread itself, which is not running now.
@@ -33,7 +35,9 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<u32, i32> {
         }
     }
     let next = read::<i32>(ctx, layout::SWITCH_NEXT_PID)? as u32;
-    if let Some(slot) = INFLIGHT.get_ptr_mut(next) {
+    if has_slot(next)
+        && let Some(slot) = INFLIGHT.get_ptr_mut(next)
+    {
         let now = unsafe { bpf_ktime_get_ns() };
         unsafe {
             let slept = (*slot).on_cpu == 0 && (*slot).sched_state & sched::SLEEP_MASK != 0;

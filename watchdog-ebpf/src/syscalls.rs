@@ -1,34 +1,28 @@
 //! raw_syscalls sys_enter/sys_exit: keep the in-flight syscall of each monitored thread.
 //!
-//! Raw tracepoints rather than the classic ones: they skip copying the six arguments,
-//! which every syscall on the host would otherwise pay for.
-use aya_ebpf::{
-    EbpfContext as _,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
-};
+//! Every syscall on the host runs these, so the path of an unmonitored thread has no
+//! helper call and no hash lookup: BTF tracepoints (raw, without copying the six
+//! arguments), the ids read straight from the task, and bit arrays for the filter.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use watchdog_common::{InFlight, NOT_IN_SYSCALL, counter};
 
-use crate::maps::{INFLIGHT, bump, is_target};
+use crate::maps::{INFLIGHT, THREAD_BITS, bump, current_ids, has_slot, is_target, set_bit};
 
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     try_sys_enter(&ctx).unwrap_or(0)
 }
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     try_sys_exit(&ctx).unwrap_or(0)
 }
 
-fn try_sys_enter(ctx: &RawTracePointContext) -> Result<i32, i32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
+fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<i32, i32> {
+    let (tgid, tid) = current_ids();
     if !is_target(tgid) {
         return Ok(0);
     }
-    let tid = pid_tgid as u32;
     // TP_PROTO(struct pt_regs *regs, long id)
     let nr: i64 = ctx.arg(1);
     let now = unsafe { bpf_ktime_get_ns() };
@@ -63,14 +57,18 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<i32, i32> {
     };
     if INFLIGHT.insert(tid, entry, 0).is_err() {
         bump(counter::INFLIGHT_FULL);
+    } else {
+        set_bit(&THREAD_BITS, tid);
     }
     Ok(0)
 }
 
-fn try_sys_exit(_ctx: &RawTracePointContext) -> Result<i32, i32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    // Only monitored threads have a slot, so this one lookup is also the filter.
+fn try_sys_exit(_ctx: &BtfTracePointContext) -> Result<i32, i32> {
+    let (_, tid) = current_ids();
+    // Only monitored threads have a slot: the bit says so without a lookup.
+    if !has_slot(tid) {
+        return Ok(0);
+    }
     let Some(slot) = INFLIGHT.get_ptr_mut(tid) else {
         return Ok(0);
     };
@@ -87,30 +85,19 @@ fn try_sys_exit(_ctx: &RawTracePointContext) -> Result<i32, i32> {
     Ok(0)
 }
 
-/// First syscall argument, read from the saved user registers.
+/// First syscall argument, read from the saved user registers (a BTF pointer: a
+/// direct load, no helper call).
 #[inline(always)]
-fn first_arg(ctx: &RawTracePointContext) -> u64 {
+fn first_arg(ctx: &BtfTracePointContext) -> u64 {
     let regs: *const aya_ebpf::bindings::pt_regs = ctx.arg(0);
     if regs.is_null() {
         return 0;
     }
     #[cfg(bpf_target_arch = "x86_64")]
-    let field = unsafe { core::ptr::addr_of!((*regs).rdi) };
+    return unsafe { (*regs).rdi } as u64;
     // arm64 keeps the original x0 apart, since x0 is overwritten by the return value.
     #[cfg(bpf_target_arch = "aarch64")]
-    let field = unsafe { core::ptr::addr_of!((*regs).orig_x0) };
-    #[cfg(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64"))]
-    {
-        let _ = ctx.as_ptr();
-        unsafe {
-            aya_ebpf::helpers::bpf_probe_read_kernel(field)
-                .map(|v| v as u64)
-                .unwrap_or(0)
-        }
-    }
+    return unsafe { (*regs).orig_x0 } as u64;
     #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
-    {
-        let _ = (ctx.as_ptr(), regs);
-        0
-    }
+    0
 }

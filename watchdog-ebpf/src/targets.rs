@@ -9,7 +9,7 @@ use aya_ebpf::{
 use watchdog_common::{TARGET_FOLLOW_FORKS, Target, kind, layout};
 
 use crate::{
-    maps::{CGROUPS, COMMS, TARGETS, field_offset},
+    maps::{CGROUPS, COMMS, EXEC_BITS, TARGETS, field_offset, set_bit},
     task_signals::emit,
 };
 
@@ -29,6 +29,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         flags: TARGET_FOLLOW_FORKS,
     };
     if TARGETS.insert(tgid, target, 0).is_ok() {
+        set_bit(&EXEC_BITS, tgid);
         emit(kind::NEW_TARGET, tgid, 0, 0);
     }
     0

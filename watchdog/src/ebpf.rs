@@ -2,13 +2,13 @@
 use std::{ffi::CString, path::Path};
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
 };
-use watchdog_common::{InFlight, Target, counter, layout, maps};
+use watchdog_common::{InFlight, TASK_FIELD_GLOBALS, Target, counter, layout, maps};
 
-use crate::tracefs;
+use crate::{btf, tracefs};
 
 /// The eBPF object built by build.rs (aya-build) from watchdog-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog"));
@@ -35,6 +35,8 @@ pub enum EbpfError {
     Layout(&'static str),
     #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
     Tracefs(std::io::Error),
+    #[error("reading the kernel's BTF (/sys/kernel/btf/vmlinux, needs CONFIG_DEBUG_INFO_BTF): {0}")]
+    Btf(String),
 }
 
 /// Handles on the loaded, attached programs and their maps. Dropping it detaches every
@@ -43,6 +45,8 @@ pub struct Probes {
     // Owns the programs and their links; kept alive for as long as the probes should be.
     _ebpf: Ebpf,
     targets: HashMap<MapData, u32, Target>,
+    /// The bits of `targets`, which the hot path tests instead of the hash.
+    target_bits: Array<MapData, u64>,
     comms: HashMap<MapData, [u8; 16], u32>,
     cgroups: HashMap<MapData, u64, u32>,
 }
@@ -151,6 +155,48 @@ fn attach_raw(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), EbpfE
     Ok(())
 }
 
+/// Attach BTF tracepoint program `name` to `tp`.
+fn attach_btf_tp(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tp: &str,
+    btf: &Btf,
+) -> Result<(), EbpfError> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.load(tp, btf)
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.attach()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    Ok(())
+}
+
+/// Offsets of the `task_struct` fields the kernel side reads, from the kernel's BTF.
+fn task_field_offsets() -> Result<[u32; TASK_FIELD_GLOBALS.len()], EbpfError> {
+    let data = std::fs::read(btf::VMLINUX).map_err(|e| EbpfError::Btf(e.to_string()))?;
+    let types = btf::Btf::parse(&data).map_err(|e| EbpfError::Btf(e.to_string()))?;
+    let mut out = [0; TASK_FIELD_GLOBALS.len()];
+    for (slot, (_, field)) in out.iter_mut().zip(TASK_FIELD_GLOBALS) {
+        *slot = types
+            .field_offset("task_struct", field)
+            .map_err(|e| EbpfError::Btf(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// Words of a bit array with one bit per id up to the kernel's pid_max (ids beyond it,
+/// if pid_max is raised later, fall back to the hash maps).
+fn bit_words() -> u32 {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(1 << 22);
+    pid_max.div_ceil(64).max(1)
+}
+
 fn attach_tp(
     ebpf: &mut Ebpf,
     name: &'static str,
@@ -234,11 +280,22 @@ pub struct Floor {
 }
 
 impl Floor {
+    /// Empty raw tracepoint programs.
     pub fn attach() -> Result<Floor, EbpfError> {
         raise_memlock();
         let mut ebpf = EbpfLoader::new().load(OBJECT)?;
         attach_raw(&mut ebpf, "floor_enter", "sys_enter")?;
         attach_raw(&mut ebpf, "floor_exit", "sys_exit")?;
+        Ok(Floor { _ebpf: ebpf })
+    }
+
+    /// Empty BTF tracepoint programs (the kind the syscall probes are).
+    pub fn attach_btf() -> Result<Floor, EbpfError> {
+        raise_memlock();
+        let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
+        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        attach_btf_tp(&mut ebpf, "floor_btf_enter", "sys_enter", &btf)?;
+        attach_btf_tp(&mut ebpf, "floor_btf_exit", "sys_exit", &btf)?;
         Ok(Floor { _ebpf: ebpf })
     }
 }
@@ -251,12 +308,22 @@ impl Probes {
         raise_memlock();
         // Field offsets become constants of the programs, set before they load.
         let (offsets, present) = read_layout();
+        let task_offsets = task_field_offsets()?;
+        let kernel_btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
         let mut loader = EbpfLoader::new();
         for (name, off) in layout::GLOBALS.iter().zip(&offsets) {
             loader.override_global(name, off, true);
         }
+        for ((name, _), off) in TASK_FIELD_GLOBALS.iter().zip(&task_offsets) {
+            loader.override_global(name, off, true);
+        }
+        let words = bit_words();
+        for name in maps::BIT_ARRAYS {
+            loader.map_max_entries(name, words);
+        }
         let mut ebpf = loader.load(OBJECT)?;
         let targets = take(&mut ebpf, maps::TARGETS)?;
+        let target_bits = take(&mut ebpf, maps::TARGET_BITS)?;
         let comms = take(&mut ebpf, maps::COMMS)?;
         let cgroups = take(&mut ebpf, maps::CGROUPS)?;
         let inflight = take(&mut ebpf, maps::INFLIGHT)?;
@@ -269,7 +336,7 @@ impl Probes {
             "sched",
             "sched_process_exit",
         )?;
-        attach_raw(&mut ebpf, "sys_exit", "sys_exit")?;
+        attach_btf_tp(&mut ebpf, "sys_exit", "sys_exit", &kernel_btf)?;
         // Verdicts rest on knowing whether a thread is asleep or running: without
         // sched_switch's fields every long wait would look like a spin.
         if !present.contains(&"sched_switch") {
@@ -294,7 +361,7 @@ impl Probes {
             "sched",
             "sched_process_fork",
         )?;
-        attach_raw(&mut ebpf, "sys_enter", "sys_enter")?;
+        attach_btf_tp(&mut ebpf, "sys_enter", "sys_enter", &kernel_btf)?;
         attach_tp(&mut ebpf, "printk_console", "printk", "console")?;
         // Structured signals beside the text, where this kernel has them.
         for (prog, category, name) in [
@@ -315,6 +382,7 @@ impl Probes {
             Probes {
                 _ebpf: ebpf,
                 targets,
+                target_bits,
                 comms,
                 cgroups,
             },
@@ -328,9 +396,29 @@ impl Probes {
 
     /// Start measuring the threads of process `tgid`.
     pub fn add_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        self.insert_target(tgid, 0)
+    }
+
+    fn insert_target(&mut self, tgid: u32, flags: u32) -> Result<(), EbpfError> {
         self.targets
-            .insert(tgid, Target { flags: 0 }, 0)
-            .map_err(map_error(maps::TARGETS))
+            .insert(tgid, Target { flags }, 0)
+            .map_err(map_error(maps::TARGETS))?;
+        self.set_target_bit(tgid, true)
+    }
+
+    /// Set or clear `tgid`'s bit in TARGET_BITS (which only userspace writes, and only
+    /// through `Probes`, behind the daemon's lock: no update is lost).
+    fn set_target_bit(&mut self, tgid: u32, on: bool) -> Result<(), EbpfError> {
+        let index = tgid / 64;
+        // Beyond the array (pid_max raised since load): the hash alone decides.
+        let Ok(word) = self.target_bits.get(&index, 0) else {
+            return Ok(());
+        };
+        let bit = 1u64 << (tgid % 64);
+        let word = if on { word | bit } else { word & !bit };
+        self.target_bits
+            .set(index, word, 0)
+            .map_err(map_error(maps::TARGET_BITS))
     }
 
     /// Start measuring processes that exec program `name` (and what they fork).
@@ -359,19 +447,12 @@ impl Probes {
 
     /// Start measuring process `tgid`, and the processes it forks.
     pub fn add_following_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
-        self.targets
-            .insert(
-                tgid,
-                Target {
-                    flags: watchdog_common::TARGET_FOLLOW_FORKS,
-                },
-                0,
-            )
-            .map_err(map_error(maps::TARGETS))
+        self.insert_target(tgid, watchdog_common::TARGET_FOLLOW_FORKS)
     }
 
     /// Stop measuring process `tgid` (it is gone).
     pub fn remove_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        self.set_target_bit(tgid, false)?;
         ignore_missing(self.targets.remove(&tgid), maps::TARGETS)
     }
 }

@@ -6,6 +6,7 @@
 //! Modules that touch the system: [`ebpf`] (the only one that touches aya), [`procfs`],
 //! [`iface`], [`heartbeat::sender`], [`heartbeat::listener`], [`control`], [`daemon`].
 pub mod alert;
+pub mod btf;
 pub mod cli;
 pub mod clock;
 pub mod config;

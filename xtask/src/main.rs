@@ -18,8 +18,10 @@ usage: cargo xtask <command>
                   stalled in the kernel, and the heartbeat stops
   test            provision, build, then every test: format, lints, unit tests, and the
                   end-to-end tests against the real kernel (as root)
-  bench [--quick] provision (and bpftrace), build, run the benchmarks as root (results:
-                  BENCHMARKS.md); --quick: one short round of each, to check the bench
+  bench [--quick] [SECTION...]
+                  provision (and bpftrace), build, run the benchmarks as root (results:
+                  BENCHMARKS.md); sections: syscalls, detection, oops, footprint, flood
+                  (default: all); --quick: one short round of each, to check the bench
   provision       only install what is missing (nightly rust-src, llvm-22-dev, bpf-linker,
                   bpftool, tracefs)
 ";
@@ -76,12 +78,8 @@ fn run() -> anyhow::Result<()> {
             // SAFETY: single-threaded at this point; read by the benchmark's harness.
             unsafe { std::env::set_var("WATCHDOG_BIN_DIR", release_dir()) };
             let bench = release_dir().join("wd-bench");
-            let quick: Vec<&str> = args
-                .iter()
-                .filter(|a| *a == "--quick")
-                .map(String::as_str)
-                .collect();
-            cmd(bench.to_str().expect("UTF-8 path"), &quick)
+            let rest: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+            cmd(bench.to_str().expect("UTF-8 path"), &rest)
         }
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
