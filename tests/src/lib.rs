@@ -225,6 +225,8 @@ pub struct DaemonOpts {
     pub targets: Option<Vec<String>>,
     /// More options.
     pub extra: Vec<String>,
+    /// Environment variables for the daemon.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl DaemonOpts {
@@ -238,6 +240,7 @@ impl DaemonOpts {
             config: None,
             targets: None,
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -280,6 +283,7 @@ impl Daemon {
             cmd.arg("--exec-hook").arg(hook);
         }
         cmd.args(&opts.extra);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         match (&opts.config, &opts.targets) {
             (Some(config), _) => cmd.arg("--config").arg(config),
             (None, Some(targets)) => cmd.args(targets).args(["--budget", opts.budget]),

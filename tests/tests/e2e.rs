@@ -1104,3 +1104,37 @@ fn each_target_has_its_own_policy_and_targets_reload_live() {
     );
     stop_cleanly(&mut daemon);
 }
+
+#[test]
+fn threads_beyond_the_slot_array_are_measured_in_the_overflow_table() {
+    require_root();
+    // One slot: every monitored thread but one lives in the INFLIGHT hash instead.
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "300ms", "20ms");
+    opts.env = vec![("WATCHDOG_INFLIGHT_SLOTS", "1".into())];
+    let mut daemon = Daemon::start(opts, group, &rec);
+    work.send("idle");
+    for _ in 0..6 {
+        work.expect("IDLE", Duration::from_secs(2));
+    }
+    work.send("stall-vfork 1000");
+    let tid = field(&work.expect("STALL", Duration::from_secs(2)), "tid");
+    thread::sleep(Duration::from_millis(600));
+    let rows = daemon.wdctl_json("threads");
+    let row = thread_row(&rows, tid);
+    assert_eq!(
+        (row["syscall"].as_str(), row["verdict"].as_str()),
+        (Some("vfork"), Some("stalled")),
+        "{row:#}"
+    );
+    let waiting = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "waiting")
+        .count();
+    assert!(waiting >= 6, "idle threads measured too: {rows:#}");
+    stop_cleanly(&mut daemon);
+}

@@ -36,12 +36,22 @@ pub mod maps {
     pub const EXEC_BITS: &str = "EXEC_BITS";
     /// u64 words, one bit per tid: threads with an in-flight slot (kernel side).
     pub const THREAD_BITS: &str = "THREAD_BITS";
+    /// [`super::InFlight`] records in a direct-mapped array (thread tid in slot
+    /// `tid & mask`), memory-mapped by the daemon; INFLIGHT takes a thread whose slot is
+    /// another's.
+    pub const SLOTS: &str = "SLOTS";
     /// The bit arrays, which the loader sizes to the kernel's pid_max.
     pub const BIT_ARRAYS: [&str; 3] = [TARGET_BITS, EXEC_BITS, THREAD_BITS];
 }
 
 /// Globals of the kernel side holding `task_struct` field offsets, set by the loader
 /// from the kernel's BTF: (global, field).
+/// Entries of SLOTS unless the loader is told otherwise (a power of two).
+pub const DEFAULT_SLOTS: u32 = 8192;
+
+/// Global of the kernel side holding SLOTS' index mask (entries - 1), set by the loader.
+pub const SLOT_MASK_GLOBAL: &str = "WD_SLOT_MASK";
+
 pub const TASK_FIELD_GLOBALS: [(&str, &str); 2] =
     [("WD_TASK_PID", "pid"), ("WD_TASK_TGID", "tgid")];
 
@@ -120,7 +130,8 @@ pub struct InFlight {
     pub arg0: u64,
     /// Number of the last syscall that returned, or [`NOT_IN_SYSCALL`] if none yet.
     pub last_nr: u32,
-    pub _pad0: u32,
+    /// The thread this record belongs to; in the SLOTS array, 0 marks a free slot.
+    pub tid: u32,
     /// How long the last returned syscall took.
     pub last_duration_ns: u64,
     /// Syscalls that returned since the thread was first seen.

@@ -5,21 +5,33 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use watchdog_common::{InFlight, Target, counter, layout};
+use watchdog_common::{InFlight, NOT_IN_SYSCALL, Target, counter, layout};
 
 /// Processes (tgid) whose threads are measured. Userspace adds and removes entries
 /// at run time, so targets change without reloading the programs.
 #[map(name = "TARGETS")]
 pub static TARGETS: HashMap<u32, Target> = HashMap::with_max_entries(4096, 0);
 
-/// In-flight syscall of each monitored thread (by tid). A plain hash, not LRU: an LRU
-/// would evict exactly the entry of a thread that has been stuck for a long time.
+/// In-flight syscall of each monitored thread, in a direct-mapped array: thread tid
+/// owns slot `tid & WD_SLOT_MASK` while it is free or its own. The lookup is a plain
+/// load, and the daemon reads the array from memory (BPF_F_MMAPABLE) without a syscall
+/// per thread. Sized by the loader.
+#[map(name = "SLOTS")]
+pub static SLOTS: Array<InFlight> = Array::with_max_entries(1, aya_ebpf::bindings::BPF_F_MMAPABLE);
+
+#[unsafe(no_mangle)]
+static WD_SLOT_MASK: Global<u32> = Global::new(0);
+
+/// In-flight syscall of a monitored thread whose slot another thread owns (by tid). A
+/// plain hash, not LRU: an LRU would evict exactly the entry of a thread that has been
+/// stuck for a long time.
 #[map(name = "INFLIGHT")]
 pub static INFLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(65536, 0);
 
-/// Kernel messages and thread exits, to userspace.
+/// Kernel messages and thread exits, to userspace. 512 KiB holds half a second of a
+/// 10,000 lines/s printk flood; the reader drains it within milliseconds (BENCHMARKS.md).
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 19, 0);
 
 // The hot path's filters: one bit per id, in arrays that the verifier turns into plain
 // loads (no helper call), sized by the loader to the kernel's pid_max. An id beyond
@@ -99,12 +111,59 @@ pub fn current_ids() -> (u32, u32) {
     }
 }
 
+/// Thread `tid`'s in-flight record: its slot, or its INFLIGHT entry when the slot is
+/// another thread's.
+#[inline(always)]
+pub fn record_of(tid: u32) -> Option<*mut InFlight> {
+    if let Some(slot) = SLOTS.get_ptr_mut(tid & WD_SLOT_MASK.load())
+        && unsafe { (*slot).tid } == tid
+    {
+        return Some(slot);
+    }
+    overflow_record(tid)
+}
+
+// Apart, so LLVM does not merge the two map pointers (which the verifier rejects).
+#[inline(never)]
+fn overflow_record(tid: u32) -> Option<*mut InFlight> {
+    INFLIGHT.get_ptr_mut(tid)
+}
+
+/// A new record for thread `tid`: its slot if free, else an INFLIGHT entry. Two threads
+/// claiming one free slot at the same instant both write it; the one that lost finds the
+/// slot not its own at its next syscall and moves to INFLIGHT then.
+#[inline(always)]
+pub fn new_record(tid: u32, rec: &InFlight) -> Result<(), ()> {
+    if let Some(slot) = SLOTS.get_ptr_mut(tid & WD_SLOT_MASK.load())
+        && unsafe { (*slot).tid } == 0
+    {
+        unsafe { *slot = *rec };
+        return Ok(());
+    }
+    INFLIGHT.insert(tid, *rec, 0).map_err(|_| ())
+}
+
+/// Thread `tid` exited: free its slot or entry.
+#[inline(always)]
+pub fn drop_record(tid: u32) {
+    if let Some(slot) = SLOTS.get_ptr_mut(tid & WD_SLOT_MASK.load())
+        && unsafe { (*slot).tid } == tid
+    {
+        unsafe {
+            (*slot).nr = NOT_IN_SYSCALL;
+            (*slot).tid = 0;
+        }
+        return;
+    }
+    let _ = INFLIGHT.remove(tid);
+}
+
 /// Whether thread `tid` has an in-flight slot (a monitored thread that made a syscall).
 #[inline(always)]
 pub fn has_slot(tid: u32) -> bool {
     match bit(&THREAD_BITS, tid) {
         Some(set) => set,
-        None => INFLIGHT.get_ptr(tid).is_some(),
+        None => record_of(tid).is_some(),
     }
 }
 

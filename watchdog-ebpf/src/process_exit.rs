@@ -13,7 +13,7 @@ use watchdog_common::{EventHeader, ExitEvent, counter, kind};
 use watchdog_common::{EXIT_GROUP_DEAD, layout};
 
 use crate::maps::{
-    EVENTS, EXEC_BITS, INFLIGHT, THREAD_BITS, bump, clear_bit, field_offset, has_slot, is_target,
+    EVENTS, EXEC_BITS, THREAD_BITS, bump, clear_bit, drop_record, field_offset, has_slot, is_target,
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
@@ -26,7 +26,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<u32, i32> {
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // Any thread with a slot, target or not any more (a reload may have let it go).
     if has_slot(tid) {
-        let _ = INFLIGHT.remove(tid);
+        drop_record(tid);
         clear_bit(&THREAD_BITS, tid);
     }
     if !is_target(tgid) {

@@ -6,7 +6,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use watchdog_common::{NOT_IN_SYSCALL, layout, sched};
 
-use crate::maps::{INFLIGHT, field_offset, has_slot};
+use crate::maps::{field_offset, has_slot, record_of};
 
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
@@ -23,7 +23,7 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<u32, i32> {
     // pointers together, which the verifier rejects ("pointer |= pointer").
     let prev = read::<i32>(ctx, layout::SWITCH_PREV_PID)? as u32;
     if has_slot(prev)
-        && let Some(slot) = INFLIGHT.get_ptr_mut(prev)
+        && let Some(slot) = record_of(prev)
     {
         let state = read::<i64>(ctx, layout::SWITCH_PREV_STATE).unwrap_or(0) as u32;
         let now = unsafe { bpf_ktime_get_ns() };
@@ -36,7 +36,7 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<u32, i32> {
     }
     let next = read::<i32>(ctx, layout::SWITCH_NEXT_PID)? as u32;
     if has_slot(next)
-        && let Some(slot) = INFLIGHT.get_ptr_mut(next)
+        && let Some(slot) = record_of(next)
     {
         let now = unsafe { bpf_ktime_get_ns() };
         unsafe {

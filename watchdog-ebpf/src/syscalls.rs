@@ -6,7 +6,9 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use watchdog_common::{InFlight, NOT_IN_SYSCALL, counter};
 
-use crate::maps::{INFLIGHT, THREAD_BITS, bump, current_ids, has_slot, is_target, set_bit};
+use crate::maps::{
+    THREAD_BITS, bump, current_ids, has_slot, is_target, new_record, record_of, set_bit,
+};
 
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
@@ -27,7 +29,9 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<i32, i32> {
     let nr: i64 = ctx.arg(1);
     let now = unsafe { bpf_ktime_get_ns() };
     let arg0 = first_arg(ctx);
-    if let Some(slot) = INFLIGHT.get_ptr_mut(tid) {
+    if has_slot(tid)
+        && let Some(slot) = record_of(tid)
+    {
         // Written only by this thread; the scanner tolerates a torn read (it re-checks
         // enter_ns before it acts).
         unsafe {
@@ -47,7 +51,7 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<i32, i32> {
         enter_ns: now,
         arg0,
         last_nr: NOT_IN_SYSCALL,
-        _pad0: 0,
+        tid,
         last_duration_ns: 0,
         completed: 0,
         sleep_ns: 0,
@@ -55,7 +59,7 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<i32, i32> {
         sched_state: 0,
         on_cpu: 1,
     };
-    if INFLIGHT.insert(tid, entry, 0).is_err() {
+    if new_record(tid, &entry).is_err() {
         bump(counter::INFLIGHT_FULL);
     } else {
         set_bit(&THREAD_BITS, tid);
@@ -69,7 +73,7 @@ fn try_sys_exit(_ctx: &BtfTracePointContext) -> Result<i32, i32> {
     if !has_slot(tid) {
         return Ok(0);
     }
-    let Some(slot) = INFLIGHT.get_ptr_mut(tid) else {
+    let Some(slot) = record_of(tid) else {
         return Ok(0);
     };
     let now = unsafe { bpf_ktime_get_ns() };

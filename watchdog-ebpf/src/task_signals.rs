@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use watchdog_common::{EventHeader, TaskSignal, counter, kind, layout};
 
-use crate::maps::{EVENTS, INFLIGHT, bump, field_offset, is_monitored_thread, is_target};
+use crate::maps::{EVENTS, bump, field_offset, is_monitored_thread, is_target, record_of};
 
 /// Signals whose default action kills the process (and dumps core for most).
 const SIGILL: i32 = 4;
@@ -23,7 +23,7 @@ const SIGSEGV: i32 = 11;
 
 /// The process of thread `tid`, if it is a monitored one's.
 fn monitored_tgid(tid: u32) -> u32 {
-    if let Some(slot) = INFLIGHT.get_ptr(tid) {
+    if let Some(slot) = record_of(tid) {
         return unsafe { (*slot).tgid };
     }
     if is_target(tid) { tid } else { 0 }

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use regex::Regex;
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -542,6 +542,10 @@ async fn run_bound(
     store: Store,
 ) -> Result<(), DaemonError> {
     let (mut probes, channels) = Probes::load()?;
+    // Loading parsed the kernel's BTF (megabytes, now freed): give the heap back, so
+    // the daemon's resident size is what it keeps, not what loading needed.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     let initial = start_targets(&mut probes, &settings.targets)?;
     let store = Arc::new(Mutex::new(store));
     let sink_stats = Arc::new(SinkStats::default());
@@ -852,13 +856,13 @@ async fn expire_reports(shared: Arc<Shared>) {
 /// Scan the in-flight table: often enough to see every syscall well before its budget
 /// runs out, and exactly at the earliest deadline, so a stall is found within a timer
 /// tick of the budget running out, while the syscall is still in flight.
-async fn scan(shared: Arc<Shared>, inflight: BpfHashMap<MapData, u32, InFlight>) {
+async fn scan(shared: Arc<Shared>, inflight: ebpf::InFlightTable) {
     loop {
         // Read each round: a reload may change the budget.
         let budget = shared.monitor().shortest_budget();
         let period = (budget / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
         let now = monotonic_ns();
-        let entries: Vec<(u32, InFlight)> = inflight.iter().filter_map(Result::ok).collect();
+        let entries: Vec<(u32, InFlight)> = inflight.read();
         let mut stalls = Vec::new();
         let deadline = {
             let mut m = shared.monitor();

@@ -33,6 +33,8 @@ pub enum EbpfError {
     },
     #[error("tracepoint {0} is missing or has an unknown layout on this kernel")]
     Layout(&'static str),
+    #[error("mapping the in-flight slots: {0}")]
+    Mmap(std::io::Error),
     #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
     Tracefs(std::io::Error),
     #[error("reading the kernel's BTF (/sys/kernel/btf/vmlinux, needs CONFIG_DEBUG_INFO_BTF): {0}")]
@@ -53,9 +55,89 @@ pub struct Probes {
 
 /// Maps the daemon reads from its own tasks.
 pub struct Channels {
-    pub inflight: HashMap<MapData, u32, InFlight>,
+    pub inflight: InFlightTable,
     pub events: RingBuf<MapData>,
     pub counters: Counters,
+}
+
+/// The in-flight records, as the scanner reads them: the SLOTS array through a read-only
+/// shared mapping (no syscall per thread), and the few threads whose slot another
+/// thread owns from the INFLIGHT hash.
+pub struct InFlightTable {
+    base: *const InFlight,
+    len: usize,
+    bytes: usize,
+    // Owns the fd the mapping was made from.
+    _slots: MapData,
+    overflow: HashMap<MapData, u32, InFlight>,
+}
+
+// SAFETY: the mapping is read-only here, shared with the kernel, and lives as long as
+// the table; reading it from another thread is what it is for.
+unsafe impl Send for InFlightTable {}
+
+impl InFlightTable {
+    fn new(slots: MapData, overflow: HashMap<MapData, u32, InFlight>) -> Result<Self, EbpfError> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let len = slots.info().map_err(map_error(maps::SLOTS))?.max_entries() as usize;
+        let page = 4096;
+        let bytes = (len * size_of::<InFlight>()).div_ceil(page) * page;
+        // SAFETY: a shared read-only mapping of an mmapable array map's fd, of its size
+        // rounded up to a page (as the kernel maps it).
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                slots.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(EbpfError::Mmap(std::io::Error::last_os_error()));
+        }
+        Ok(InFlightTable {
+            base: base.cast(),
+            len,
+            bytes,
+            _slots: slots,
+            overflow,
+        })
+    }
+
+    /// Every thread's record: (tid, record).
+    pub fn read(&self) -> Vec<(u32, InFlight)> {
+        let mut out = Vec::new();
+        for i in 0..self.len {
+            // SAFETY: within the mapping; the kernel writes it concurrently, so each
+            // record is copied with a volatile read and may be torn (the scanner checks
+            // what it acts on).
+            let rec = unsafe { std::ptr::read_volatile(self.base.add(i)) };
+            if rec.tid != 0 {
+                out.push((rec.tid, rec));
+            }
+        }
+        out.extend(self.overflow.iter().filter_map(Result::ok));
+        out
+    }
+}
+
+impl Drop for InFlightTable {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.bytes) };
+    }
+}
+
+/// SLOTS' entries: WATCHDOG_INFLIGHT_SLOTS (a power of two; tests set it to 1 to send
+/// every thread but one through the overflow hash), else the default.
+fn slot_count() -> u32 {
+    std::env::var("WATCHDOG_INFLIGHT_SLOTS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| n.is_power_of_two())
+        .unwrap_or(watchdog_common::DEFAULT_SLOTS)
 }
 
 /// The per-CPU counters of the kernel side, summed over CPUs.
@@ -311,6 +393,8 @@ impl Probes {
         let task_offsets = task_field_offsets()?;
         let kernel_btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
         let mut loader = EbpfLoader::new();
+        // The one parse of the kernel's BTF (the loader would parse its own otherwise).
+        loader.btf(Some(&kernel_btf));
         for (name, off) in layout::GLOBALS.iter().zip(&offsets) {
             loader.override_global(name, off, true);
         }
@@ -321,12 +405,20 @@ impl Probes {
         for name in maps::BIT_ARRAYS {
             loader.map_max_entries(name, words);
         }
+        let slots = slot_count();
+        loader.map_max_entries(maps::SLOTS, slots);
+        let mask = slots - 1;
+        loader.override_global(watchdog_common::SLOT_MASK_GLOBAL, &mask, true);
         let mut ebpf = loader.load(OBJECT)?;
         let targets = take(&mut ebpf, maps::TARGETS)?;
         let target_bits = take(&mut ebpf, maps::TARGET_BITS)?;
         let comms = take(&mut ebpf, maps::COMMS)?;
         let cgroups = take(&mut ebpf, maps::CGROUPS)?;
-        let inflight = take(&mut ebpf, maps::INFLIGHT)?;
+        let slots = match ebpf.take_map(maps::SLOTS) {
+            Some(aya::maps::Map::Array(data)) => data,
+            _ => return Err(EbpfError::MissingMap(maps::SLOTS)),
+        };
+        let inflight = InFlightTable::new(slots, take(&mut ebpf, maps::INFLIGHT)?)?;
         let events = take(&mut ebpf, maps::EVENTS)?;
         let counters = Counters(take(&mut ebpf, maps::COUNTERS)?);
         // Exit first, so no thread can leave a slot behind between the other attaches.

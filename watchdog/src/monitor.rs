@@ -656,7 +656,7 @@ mod tests {
             enter_ns,
             arg0: 3,
             last_nr: NOT_IN_SYSCALL,
-            _pad0: 0,
+            tid: 0,
             last_duration_ns: 0,
             completed: 0,
             sleep_ns: 0,

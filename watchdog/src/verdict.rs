@@ -388,7 +388,7 @@ mod tests {
             enter_ns: 1_000 * MS,
             arg0: 0,
             last_nr: watchdog_common::NOT_IN_SYSCALL,
-            _pad0: 0,
+            tid: 0,
             last_duration_ns: 0,
             completed: 0,
             sleep_ns: 100 * MS,
