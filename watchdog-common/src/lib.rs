@@ -47,7 +47,7 @@ pub mod maps {
 /// Globals of the kernel side holding `task_struct` field offsets, set by the loader
 /// from the kernel's BTF: (global, field).
 /// Entries of SLOTS unless the loader is told otherwise (a power of two).
-pub const DEFAULT_SLOTS: u32 = 8192;
+pub const DEFAULT_SLOTS: u32 = 4096;
 
 /// Global of the kernel side holding SLOTS' index mask (entries - 1), set by the loader.
 pub const SLOT_MASK_GLOBAL: &str = "WD_SLOT_MASK";

@@ -112,10 +112,16 @@ impl InFlightTable {
         for i in 0..self.len {
             // SAFETY: within the mapping; the kernel writes it concurrently, so each
             // record is copied with a volatile read and may be torn (the scanner checks
-            // what it acts on).
-            let rec = unsafe { std::ptr::read_volatile(self.base.add(i)) };
-            if rec.tid != 0 {
-                out.push((rec.tid, rec));
+            // what it acts on). A free slot costs one read of its owner.
+            unsafe {
+                let slot = self.base.add(i);
+                if std::ptr::read_volatile(std::ptr::addr_of!((*slot).tid)) == 0 {
+                    continue;
+                }
+                let rec = std::ptr::read_volatile(slot);
+                if rec.tid != 0 {
+                    out.push((rec.tid, rec));
+                }
             }
         }
         out.extend(self.overflow.iter().filter_map(Result::ok));
