@@ -860,7 +860,7 @@ async fn scan(shared: Arc<Shared>, inflight: ebpf::InFlightTable) {
     loop {
         // Read each round: a reload may change the budget.
         let budget = shared.monitor().shortest_budget();
-        let period = (budget / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        let period = (budget / 4).clamp(Duration::from_millis(5), Duration::from_millis(500));
         let now = monotonic_ns();
         let entries: Vec<(u32, InFlight)> = inflight.read();
         let mut stalls = Vec::new();

@@ -15,7 +15,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wa
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
-    #[error("loading the eBPF object (needs root or CAP_BPF+CAP_PERFMON, and kernel 5.8+): {0}")]
+    #[error(
+        "loading the eBPF object (needs root or CAP_BPF+CAP_PERFMON, and kernel 5.11+ with BTF): {0}"
+    )]
     Load(#[from] aya::EbpfError),
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),

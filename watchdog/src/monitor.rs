@@ -78,6 +78,8 @@ pub struct ThreadRow {
     pub last_duration_us: Option<u64>,
 }
 
+const IN_USER_SPACE: &str = "running in user space";
+
 #[derive(Clone, Debug, Default)]
 struct ThreadState {
     tgid: u32,
@@ -91,6 +93,12 @@ struct ThreadState {
     stalled_in: Option<u64>,
     /// A kernel fault this thread hit: it stays stalled, whatever it does next.
     kernel_fault: Option<String>,
+    /// What the fd of the in-flight read is (by the syscall's enter_ns): asked of /proc
+    /// once per syscall, not at every scan (a thousand threads blocked on pipes would
+    /// otherwise cost a thousand readlinks per scan).
+    fd_kind: Option<(u64, Option<FdKind>)>,
+    /// The reason `why` was last formatted from.
+    reason: Option<verdict::Reason>,
     why: String,
 }
 
@@ -288,19 +296,35 @@ impl Monitor {
         if rec.nr == NOT_IN_SYSCALL {
             st.current = None;
             if st.kernel_fault.is_none() {
-                st.why = "running in user space".into();
+                st.reason = None;
+                if st.why != IN_USER_SPACE {
+                    st.why = IN_USER_SPACE.into();
+                }
             }
             return None;
         }
         st.current = Some(*rec);
         let t = SyscallTime::of(rec, now_ns);
         let elapsed = Duration::from_nanos(t.elapsed_ns);
-        let j = verdict::judge(rec.nr, &t, budget, || fd_kind(rec.tgid, rec.arg0));
+        let cached = st.fd_kind.filter(|(at, _)| *at == rec.enter_ns);
+        let mut asked = None;
+        let j = verdict::judge(rec.nr, &t, budget, || match cached {
+            Some((_, kind)) => kind,
+            None => *asked.insert(fd_kind(rec.tgid, rec.arg0)),
+        });
+        if let Some(kind) = asked {
+            st.fd_kind = Some((rec.enter_ns, kind));
+        }
         if let Some(fault) = &st.kernel_fault {
             st.why = fault.clone();
+            st.reason = None;
             return None;
         }
-        st.why = j.why.clone();
+        // Formatted only when it changes (an idle wait's reason stays the same).
+        if st.reason != Some(j.reason) {
+            st.why = j.why();
+            st.reason = Some(j.reason);
+        }
         if j.verdict == Verdict::Ok || st.stalled_in == Some(rec.enter_ns) {
             return None;
         }
@@ -312,7 +336,7 @@ impl Monitor {
             syscall: syscall_table::name(rec.nr).map(str::to_owned),
             elapsed_ms: Some(elapsed.as_millis() as u64),
             budget_ms,
-            reason: j.why,
+            reason: j.why(),
             cause: "syscall-budget".into(),
             at_ns: now_ns,
         };
@@ -521,6 +545,7 @@ impl Monitor {
         }
         st.kernel_fault = Some(reason.clone());
         st.why = reason.clone();
+        st.reason = None;
         let stall = Stall {
             pid: tgid,
             tid,
@@ -778,6 +803,29 @@ mod tests {
         );
         m.retarget(|_| Some(0), |_, _| false);
         assert!(m.blockers().is_empty());
+    }
+
+    #[test]
+    fn the_fd_of_a_long_read_is_looked_up_once_per_syscall() {
+        let mut m = monitor();
+        let asked = std::cell::Cell::new(0);
+        let pipe = |_: u32, _: u64| {
+            asked.set(asked.get() + 1);
+            Some(FdKind::Stream)
+        };
+        let r = rec(100, Some(Sysno::read), 0);
+        for scan in 1..=5 {
+            let now = (300 + 100 * scan) * MS;
+            assert_eq!(m.observe(101, &r, now, pipe, |_, _| None), None);
+        }
+        assert_eq!(
+            asked.get(),
+            1,
+            "one readlink for one read, however many scans"
+        );
+        let next = rec(100, Some(Sysno::read), 10_000 * MS);
+        m.observe(101, &next, 10_400 * MS, pipe, |_, _| None);
+        assert_eq!(asked.get(), 2, "a new read is looked at anew");
     }
 
     #[test]

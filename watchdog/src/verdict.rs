@@ -152,11 +152,90 @@ impl SyscallTime {
     }
 }
 
-/// A verdict with the reason a person can read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why a verdict is what it is. Plain data, so judging a thousand idle threads at
+/// every scan formats nothing; the text is made when someone reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Stopped {
+        name: &'static str,
+    },
+    WithinBudget {
+        name: &'static str,
+    },
+    Spinning {
+        name: &'static str,
+        on_cpu_ms: u64,
+        budget_ms: u64,
+    },
+    Uninterruptible {
+        name: &'static str,
+        for_ms: u64,
+        budget_ms: u64,
+    },
+    IdleWait {
+        name: &'static str,
+    },
+    StreamWait {
+        name: &'static str,
+    },
+    Overran {
+        name: &'static str,
+        elapsed_ms: u64,
+        budget_ms: u64,
+    },
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Reason::Stopped { name } => {
+                write!(f, "{name}: stopped by a signal or tracer, not stalled")
+            }
+            Reason::WithinBudget { name } => write!(f, "{name} within budget"),
+            Reason::Spinning {
+                name,
+                on_cpu_ms,
+                budget_ms,
+            } => write!(
+                f,
+                "{name} running in the kernel for {on_cpu_ms} ms of CPU, over the {budget_ms} ms budget"
+            ),
+            Reason::Uninterruptible {
+                name,
+                for_ms,
+                budget_ms,
+            } => write!(
+                f,
+                "{name} in uninterruptible sleep for {for_ms} ms, over the {budget_ms} ms budget"
+            ),
+            Reason::IdleWait { name } => write!(f, "{name} waits without bound (idle, not stuck)"),
+            Reason::StreamWait { name } => {
+                write!(f, "{name} on a pipe, socket or terminal waits for a peer")
+            }
+            Reason::Overran {
+                name,
+                elapsed_ms,
+                budget_ms,
+            } => write!(
+                f,
+                "{name} in flight for {elapsed_ms} ms, over the {budget_ms} ms budget"
+            ),
+        }
+    }
+}
+
+/// A verdict and its reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Judgement {
     pub verdict: Verdict,
-    pub why: String,
+    pub reason: Reason,
+}
+
+impl Judgement {
+    /// The reason, as a person reads it.
+    pub fn why(&self) -> String {
+        self.reason.to_string()
+    }
 }
 
 fn ms(ns: u64) -> u64 {
@@ -182,47 +261,46 @@ pub fn judge(
 ) -> Judgement {
     let name = syscall_table::name(nr).unwrap_or("unknown");
     let budget_ns = budget.as_nanos() as u64;
-    let ok = |why: String| Judgement {
+    let budget_ms = budget.as_millis() as u64;
+    let ok = |reason| Judgement {
         verdict: Verdict::Ok,
-        why,
+        reason,
     };
-    let stalled = |why: String| Judgement {
+    let stalled = |reason| Judgement {
         verdict: Verdict::Stalled,
-        why,
+        reason,
     };
     if t.state == RunState::Stopped {
-        return ok(format!(
-            "{name}: stopped by a signal or tracer, not stalled"
-        ));
+        return ok(Reason::Stopped { name });
     }
     if t.elapsed_ns <= budget_ns {
-        return ok(format!("{name} within budget"));
+        return ok(Reason::WithinBudget { name });
     }
     if t.on_cpu_ns > budget_ns {
-        return stalled(format!(
-            "{name} running in the kernel for {} ms of CPU, over the {} ms budget",
-            ms(t.on_cpu_ns),
-            budget.as_millis()
-        ));
+        return stalled(Reason::Spinning {
+            name,
+            on_cpu_ms: ms(t.on_cpu_ns),
+            budget_ms,
+        });
     }
     // Asleep in D since before the budget ran out: the whole time beyond budget.
     if t.state == RunState::Uninterruptible && t.elapsed_ns - t.in_state_ns <= budget_ns {
-        return stalled(format!(
-            "{name} in uninterruptible sleep for {} ms, over the {} ms budget",
-            ms(t.in_state_ns),
-            budget.as_millis()
-        ));
+        return stalled(Reason::Uninterruptible {
+            name,
+            for_ms: ms(t.in_state_ns),
+            budget_ms,
+        });
     }
     match syscall_table::class(nr) {
-        SyscallClass::Wait => ok(format!("{name} waits without bound (idle, not stuck)")),
-        SyscallClass::WaitOnStreamFd if fd_kind() == Some(FdKind::Stream) => ok(format!(
-            "{name} on a pipe, socket or terminal waits for a peer"
-        )),
-        _ => stalled(format!(
-            "{name} in flight for {} ms, over the {} ms budget",
-            ms(t.elapsed_ns),
-            budget.as_millis()
-        )),
+        SyscallClass::Wait => ok(Reason::IdleWait { name }),
+        SyscallClass::WaitOnStreamFd if fd_kind() == Some(FdKind::Stream) => {
+            ok(Reason::StreamWait { name })
+        }
+        _ => stalled(Reason::Overran {
+            name,
+            elapsed_ms: ms(t.elapsed_ns),
+            budget_ms,
+        }),
     }
 }
 
@@ -270,7 +348,10 @@ mod tests {
             never_asked,
         );
         assert_eq!(j.verdict, Verdict::Stalled);
-        assert_eq!(j.why, "fsync in flight for 301 ms, over the 300 ms budget");
+        assert_eq!(
+            j.why(),
+            "fsync in flight for 301 ms, over the 300 ms budget"
+        );
     }
 
     #[test]
@@ -309,7 +390,7 @@ mod tests {
         );
         assert_eq!(j.verdict, Verdict::Stalled);
         assert_eq!(
-            j.why,
+            j.why(),
             "epoll_wait running in the kernel for 350 ms of CPU, over the 300 ms budget"
         );
     }
@@ -325,10 +406,10 @@ mod tests {
         );
         assert_eq!(j.verdict, Verdict::Stalled);
         assert!(
-            j.why
+            j.why()
                 .starts_with("futex in uninterruptible sleep for 490 ms"),
             "{}",
-            j.why
+            j.why()
         );
         // In D only for the last 50 ms of a long interruptible wait: not yet.
         let j = judge(
@@ -349,7 +430,7 @@ mod tests {
             never_asked,
         );
         assert_eq!(j.verdict, Verdict::Ok);
-        assert_eq!(j.why, "fsync: stopped by a signal or tracer, not stalled");
+        assert_eq!(j.why(), "fsync: stopped by a signal or tracer, not stalled");
     }
 
     #[test]

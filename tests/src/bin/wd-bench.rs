@@ -555,12 +555,13 @@ fn footprint(plan: &Plan, out: &mut String) {
         ("a thread making 1 M syscalls/s", &["rate 1000000"]),
     ];
     for (name, cmds) in cases {
+        // The daemon first, so every thread's syscalls (its wait too) are recorded.
         let mut work = Workload::spawn();
+        let (_rec, mut daemon) = start_daemon(work.pid, "2s", "1s");
         for c in cmds {
             work.send(c);
         }
-        thread::sleep(Duration::from_millis(300));
-        let (_rec, mut daemon) = start_daemon(work.pid, "2s", "1s");
+        thread::sleep(Duration::from_millis(500));
         let (cpu, rss, hwm) = measure(&daemon, plan.footprint_secs);
         let threads = daemon.wdctl_json("status")["monitored_threads"].clone();
         daemon.stop();

@@ -5,6 +5,10 @@ use clap::Parser;
 use watchdog::{cli::DaemonArgs, daemon};
 
 fn main() -> ExitCode {
+    // One malloc arena: the daemon's few threads allocate little, and an arena per
+    // thread would keep pages resident for nothing (BENCHMARKS.md, footprint).
+    // SAFETY: mallopt before any other thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let args = DaemonArgs::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
