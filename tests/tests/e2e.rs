@@ -1138,3 +1138,67 @@ fn threads_beyond_the_slot_array_are_measured_in_the_overflow_table() {
     assert!(waiting >= 6, "idle threads measured too: {rows:#}");
     stop_cleanly(&mut daemon);
 }
+
+#[test]
+fn a_stuck_event_reader_stops_the_heartbeat() {
+    require_root();
+    // The test hook stops the ring-buffer reader 500 ms after start: nothing would see
+    // an oops any more, so the node must fall silent (fail closed), and say why.
+    let work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "2s", "20ms");
+    opts.env = vec![("WATCHDOG_TEST_STALL_READER_MS", "500".into())];
+    let mut daemon = Daemon::start(opts, group, &rec);
+    let started = monotonic_ns();
+    thread::sleep(Duration::from_millis(3500));
+    let status = daemon.wdctl_json("status");
+    assert_eq!(status["heartbeat"], "stopped", "{status:#}");
+    let reason = status["stopped_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("kernel event reader made no progress"),
+        "{reason}"
+    );
+    // Stopped within the 2 s bound (and a beat) of the reader's last progress.
+    let last = rec.last_arrival().unwrap();
+    assert!(
+        last < started + 2_800 * MS,
+        "heartbeat went on {} ms after start",
+        (last - started) / MS
+    );
+    let (code, _, err) = daemon.wdctl(&["resume"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("failing closed"), "{err}");
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn a_daemon_killed_by_sigkill_leaves_no_heartbeat_and_no_probe_and_restarts() {
+    require_root();
+    let work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let dir = TempDir::new("sigkill");
+    let mut opts = DaemonOpts::new(work.pid, "2s", "20ms");
+    opts.store = Some(dir.0.join("incidents.db"));
+    let mut daemon = Daemon::start(opts, group, &rec);
+    rec.wait_for(5, Duration::from_secs(2));
+    daemon.signal(libc::SIGKILL);
+    let killed = monotonic_ns();
+    thread::sleep(Duration::from_millis(500));
+    let last = rec.last_arrival().unwrap();
+    assert!(
+        last < killed + 30 * MS,
+        "heartbeat {} ms after SIGKILL",
+        (last - killed) / MS
+    );
+    // The links were file descriptors of the dead process: the kernel detached them.
+    assert_probes_detached();
+    drop(daemon);
+    // A restart on the same socket path and store starts cleanly.
+    let mut opts = DaemonOpts::new(work.pid, "2s", "20ms");
+    opts.store = Some(dir.0.join("incidents.db"));
+    let mut daemon = Daemon::start(opts, group, &rec);
+    assert_eq!(daemon.wdctl_json("status")["heartbeat"], "sending");
+    stop_cleanly(&mut daemon);
+}

@@ -35,6 +35,7 @@ use crate::{
         Action, RuleSet, RulesError,
         incident::{Assembler, Line, Printer, Report},
     },
+    liveness::{Liveness, Part},
     monitor::{LineVerdict, Monitor, Stall},
     policy::DEFAULT_POLICY,
     procfs,
@@ -132,6 +133,13 @@ fn hostname() -> String {
     name
 }
 
+/// The event reader and the scanner must each make progress within this long, or the
+/// heartbeat stops (the reader wakes at least every READER_TICK, the scanner at least
+/// every 500 ms).
+const LIVENESS_BOUND: Duration = Duration::from_secs(2);
+/// The event reader's longest wait for the ring buffer before it says it is alive.
+const READER_TICK: Duration = Duration::from_millis(250);
+
 /// A kernel report is complete after this long without a further line from its printer.
 const REPORT_QUIET: Duration = Duration::from_secs(1);
 /// A fatal signal this recent explains a monitored process's death.
@@ -157,6 +165,8 @@ struct Shared {
     rules: Mutex<Arc<RuleSet>>,
     assembler: Mutex<Assembler>,
     gate: Arc<Gate>,
+    /// Progress of the event reader and the scanner, checked before every heartbeat.
+    liveness: Arc<Liveness>,
     sender: Arc<heartbeat::sender::Sender>,
     node_id: String,
     lost_events: AtomicU64,
@@ -569,6 +579,7 @@ async fn run_bound(
         config: Mutex::new(settings.config.clone()),
         assembler: Mutex::new(Assembler::new(REPORT_QUIET.as_secs_f64())),
         gate: Arc::new(Gate::default()),
+        liveness: Arc::new(Liveness::new(LIVENESS_BOUND, monotonic_ns())),
         sender: Arc::new(heartbeat::sender::Sender::new(
             sock,
             settings.node_id.clone(),
@@ -620,6 +631,7 @@ async fn run_bound(
             shared.sender.clone(),
             settings.config.interval,
             shared.gate.clone(),
+            shared.liveness.clone(),
             settings.config.track_file.clone(),
         )),
         tokio::spawn(server::serve(listener, handler(shared.clone()))),
@@ -789,8 +801,25 @@ async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>) {
             return;
         }
     };
+    // Test hook: stop reading after this many ms, as a stuck reader would
+    // (tests/tests/e2e.rs checks that the heartbeat then stops).
+    let stall_at = std::env::var("WATCHDOG_TEST_STALL_READER_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| monotonic_ns() + ms * 1_000_000);
     loop {
-        let mut guard = match fd.readable_mut().await {
+        let now = monotonic_ns();
+        if stall_at.is_some_and(|at| now >= at) {
+            tracing::warn!("test hook: the event reader stops");
+            std::future::pending::<()>().await;
+        }
+        shared.liveness.beat(Part::EventReader, now);
+        let ready = match tokio::time::timeout(READER_TICK, fd.readable_mut()).await {
+            // Nothing to read: idle, and alive.
+            Err(_) => continue,
+            Ok(r) => r,
+        };
+        let mut guard = match ready {
             Ok(g) => g,
             Err(e) => {
                 shared.gate.close(&format!("event ring buffer failed: {e}"));
@@ -822,10 +851,14 @@ async fn auto_resume(shared: Arc<Shared>) {
         let after = lock(&shared.config).auto_resume_after;
         let Some(after) = after else {
             clear_since = None;
+            // Not configured (a reload may turn it on): look again in a second.
+            tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
         let waiting_for_service = shared.awaiting_first.load(Ordering::Acquire);
-        if shared.gate.is_open() || waiting_for_service || !shared.monitor().blockers().is_empty() {
+        let unhealthy = !shared.monitor().blockers().is_empty()
+            || shared.liveness.blocker(monotonic_ns()).is_some();
+        if shared.gate.is_open() || waiting_for_service || unhealthy {
             clear_since = None;
             continue;
         }
@@ -843,7 +876,8 @@ async fn auto_resume(shared: Arc<Shared>) {
 
 /// Complete kernel reports that went quiet.
 async fn expire_reports(shared: Arc<Shared>) {
-    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    // Half the quiet time: a report is complete at most 1.5 s after its last line.
+    let mut ticker = tokio::time::interval(REPORT_QUIET / 2);
     loop {
         ticker.tick().await;
         let done = lock(&shared.assembler).expire(monotonic_ns() as f64 / 1e9);
@@ -862,6 +896,7 @@ async fn scan(shared: Arc<Shared>, inflight: ebpf::InFlightTable) {
         let budget = shared.monitor().shortest_budget();
         let period = (budget / 4).clamp(Duration::from_millis(5), Duration::from_millis(500));
         let now = monotonic_ns();
+        shared.liveness.beat(Part::Scanner, now);
         let entries: Vec<(u32, InFlight)> = inflight.read();
         let mut stalls = Vec::new();
         let deadline = {
@@ -923,7 +958,8 @@ fn handler(shared: Arc<Shared>) -> Handler {
             Err(e) => Response::Error(e.to_string()),
         },
         Request::Resume => {
-            let blockers = shared.monitor().blockers();
+            let mut blockers = shared.monitor().blockers();
+            blockers.extend(shared.liveness.blocker(monotonic_ns()));
             if !blockers.is_empty() {
                 tracing::warn!(reasons = %blockers.join("; "), "resume refused");
                 return Response::Error(format!("not resuming: {}", blockers.join("; ")));

@@ -18,6 +18,7 @@ pub mod heartbeat;
 pub mod iface;
 pub mod incidents;
 pub mod kmsg;
+pub mod liveness;
 pub mod monitor;
 pub mod policy;
 pub mod procfs;

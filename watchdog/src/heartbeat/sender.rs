@@ -140,11 +140,14 @@ fn track(path: Option<&std::path::Path>, stopped: bool) {
 }
 
 /// Send a heartbeat every `interval` while `gate` is open; stay silent while it is
-/// closed. `track_file`, if given, follows the same state.
+/// closed. Before every send, the parts that decide verdicts must have made progress
+/// lately (`liveness`); if one has not, the gate closes (fail closed). `track_file`, if
+/// given, follows the same state.
 pub async fn run(
     sender: Arc<Sender>,
     interval: Duration,
     gate: Arc<Gate>,
+    liveness: Arc<crate::liveness::Liveness>,
     track_file: Option<std::path::PathBuf>,
 ) {
     let mut ticker = tokio::time::interval(interval);
@@ -154,6 +157,11 @@ pub async fn run(
     track(track_file.as_deref(), silent);
     loop {
         ticker.tick().await;
+        if let Some(why) = liveness.blocker(crate::clock::monotonic_ns())
+            && gate.close(&why)
+        {
+            tracing::error!(reason = %why, "stopping the heartbeat");
+        }
         // Checked right before each send: a verdict reached between two ticks means
         // no further datagram leaves this node.
         let open = gate.is_open();
