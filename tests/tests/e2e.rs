@@ -1181,7 +1181,7 @@ fn a_daemon_killed_by_sigkill_leaves_no_heartbeat_and_no_probe_and_restarts() {
     let dir = TempDir::new("sigkill");
     let mut opts = DaemonOpts::new(work.pid, "2s", "20ms");
     opts.store = Some(dir.0.join("incidents.db"));
-    let mut daemon = Daemon::start(opts, group, &rec);
+    let daemon = Daemon::start(opts, group, &rec);
     rec.wait_for(5, Duration::from_secs(2));
     daemon.signal(libc::SIGKILL);
     let killed = monotonic_ns();
