@@ -103,6 +103,21 @@ pub fn parse_class_budget(s: &str) -> Result<(BudgetClass, Duration), String> {
     Ok((class, parse_duration(dur)?))
 }
 
+/// A group by name (from the group database) or number.
+pub fn parse_group_id(s: &str) -> Result<u32, String> {
+    if let Ok(gid) = s.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(s).map_err(|_| "a group name has no NUL byte".to_owned())?;
+    // SAFETY: a valid C string; the result is read at once, before any other call.
+    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
+    if entry.is_null() {
+        return Err(format!("no group {s:?}"));
+    }
+    // SAFETY: non-null group entry.
+    Ok(unsafe { (*entry).gr_gid })
+}
+
 pub fn parse_node_id(s: &str) -> Result<String, String> {
     validate_node_id(s).map_err(|e| e.to_string())?;
     Ok(s.to_owned())
@@ -171,6 +186,11 @@ pub struct DaemonArgs {
     /// Control socket for wdctl, created with mode 0600 [default: /run/watchdog/watchdog.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Group (name or number) whose members may read through the control socket
+    /// (threads, status, incidents); only root may change things (resume). The socket
+    /// is then mode 0660. Default: root only.
+    #[arg(long, value_name = "GROUP", value_parser = parse_group_id)]
+    pub socket_group: Option<u32>,
     /// This node's name in the heartbeat (1 to 64 bytes) [default: the host name].
     #[arg(long, value_name = "ID", value_parser = parse_node_id)]
     pub node_id: Option<String>,

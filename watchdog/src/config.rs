@@ -110,6 +110,13 @@ fn group<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error
         .map_err(|e| D::Error::custom(format!("invalid group '{s}': {e}")))
 }
 
+fn group_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let s = String::deserialize(d)?;
+    cli::parse_group_id(&s)
+        .map(Some)
+        .map_err(|e| D::Error::custom(format!("socket_group: {e}")))
+}
+
 fn node_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
     cli::parse_node_id(&s)
@@ -141,6 +148,9 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "signal")]
     pub stall_signal: Option<i32>,
     pub socket: Option<PathBuf>,
+    /// Group whose members may read through the control socket (name or number).
+    #[serde(default, deserialize_with = "group_id")]
+    pub socket_group: Option<u32>,
     pub rules: Option<PathBuf>,
     #[serde(default)]
     pub heartbeat: HeartbeatSection,
@@ -254,6 +264,7 @@ pub struct Config {
     pub ttl: u32,
     pub node_id: Option<String>,
     pub socket: PathBuf,
+    pub socket_group: Option<u32>,
     pub rules: Option<PathBuf>,
     pub store: PathBuf,
     pub store_max: u64,
@@ -439,6 +450,7 @@ pub fn merge(
             .clone()
             .or(file.socket)
             .unwrap_or_else(|| cli::DEFAULT_SOCKET.into()),
+        socket_group: args.socket_group.or(file.socket_group),
         rules: args.rules.clone().or(file.rules),
         store: args
             .store
@@ -499,7 +511,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.track_file != new.track_file {
         v.push("track_file");
     }
-    if old.socket != new.socket {
+    if (&old.socket, old.socket_group) != (&new.socket, new.socket_group) {
         v.push("socket");
     }
     if (&old.store, old.store_max) != (&new.store, new.store_max) {
@@ -579,7 +591,7 @@ mod tests {
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `socket`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `socket`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),

@@ -538,7 +538,7 @@ pub async fn run(settings: Settings, args: &DaemonArgs) -> Result<(), DaemonErro
         settings.config.ttl,
     )?;
     sock.set_nonblocking(true)?;
-    let listener = server::bind(&settings.config.socket)?;
+    let listener = server::bind(&settings.config.socket, settings.config.socket_group)?;
     let result = run_bound(&settings, args, sock, listener, store).await;
     let _ = std::fs::remove_file(&settings.config.socket);
     result
@@ -634,7 +634,13 @@ async fn run_bound(
             shared.liveness.clone(),
             settings.config.track_file.clone(),
         )),
-        tokio::spawn(server::serve(listener, handler(shared.clone()))),
+        tokio::spawn(server::serve(
+            listener,
+            handler(shared.clone()),
+            crate::control::access::Access {
+                read_group: settings.config.socket_group,
+            },
+        )),
     ];
     let mut sighup = signal(SignalKind::hangup())?;
     let signal = loop {

@@ -12,7 +12,10 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use super::proto::{MAX_REQUEST, Request, Response, parse_request};
+use super::{
+    access::{self, Access, Peer},
+    proto::{MAX_REQUEST, Request, Response, parse_request},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -27,9 +30,10 @@ pub enum ServerError {
 /// Answers one request. The daemon supplies it.
 pub type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;
 
-/// Bind the control socket at `path`, mode 0600. A stale socket left by a dead daemon
-/// is replaced; a live one is not.
-pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+/// Bind the control socket at `path`: mode 0600, or 0660 with group `group` (whose
+/// members may then connect, to read). A stale socket left by a dead daemon is
+/// replaced; a live one is not.
+pub fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, ServerError> {
     let io_err = |source| ServerError::Io {
         path: path.to_owned(),
         source,
@@ -53,18 +57,23 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     let listener = bound.map_err(io_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_err)?;
+    } else {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    }
     Ok(listener)
 }
 
-/// Serve requests until the task is dropped.
-pub async fn serve(listener: UnixListener, handler: Handler) {
+/// Serve requests until the task is dropped, each as `access` allows its peer.
+pub async fn serve(listener: UnixListener, handler: Handler, access: Access) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let handler = handler.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(stream, handler).await {
+                    if let Err(e) = answer(stream, handler, access).await {
                         tracing::debug!(error = %e, "control connection ended with an error");
                     }
                 });
@@ -77,7 +86,13 @@ pub async fn serve(listener: UnixListener, handler: Handler) {
     }
 }
 
-async fn answer(stream: UnixStream, handler: Handler) -> io::Result<()> {
+async fn answer(stream: UnixStream, handler: Handler, access: Access) -> io::Result<()> {
+    let cred = stream.peer_cred()?;
+    let peer = Peer {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid(),
+    };
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
     let mut line = Vec::new();
@@ -88,7 +103,13 @@ async fn answer(stream: UnixStream, handler: Handler) -> io::Result<()> {
         Err(_) => Response::Error("request timed out".into()),
         Ok(Err(e)) => return Err(e),
         Ok(Ok(_)) => match parse_request(line.trim_ascii_end()) {
-            Ok(req) => handler(req),
+            Ok(req) => match access::authorize(access, peer, &req, access::proc_in_group) {
+                Ok(()) => handler(req),
+                Err(why) => {
+                    tracing::warn!(uid = peer.uid, pid = ?peer.pid, request = req.name(), "control request denied");
+                    Response::Error(why)
+                }
+            },
             Err(e) => Response::Error(e),
         },
     };
