@@ -1292,3 +1292,79 @@ fn garbage_truncated_and_huge_control_requests_get_errors_and_the_daemon_stays_u
     assert_eq!(daemon.wdctl_json("status")["heartbeat"], "sending");
     stop_cleanly(&mut daemon);
 }
+
+#[test]
+fn signed_heartbeats_verify_forgeries_and_replays_are_rejected_and_the_last_gasp_says_why() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use watchdog::heartbeat::{Heartbeat, Status, socket};
+    require_root();
+    let dir = TempDir::new("key");
+    let key_path = dir.0.join("heartbeat.key");
+    let key = b"0123456789abcdef0123456789abcdef";
+    std::fs::write(&key_path, key).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "300ms", "50ms");
+    opts.extra = vec!["--heartbeat-key".into(), key_path.display().to_string()];
+    let mut daemon = Daemon::start(opts, group, &rec);
+    let listen = Command::new(bin("wdctl"))
+        .args([
+            "heartbeat",
+            "listen",
+            &group.to_string(),
+            "--interface",
+            "lo",
+            "--json",
+        ])
+        .args(["--for", "3s", "--key"])
+        .arg(&key_path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(400));
+    // A forged datagram (another key) and a replayed one (the right key, an old seq).
+    let (_, last) = rec.beats().last().cloned().unwrap();
+    let iface = watchdog::iface::Interface::by_name("lo").unwrap();
+    let out = socket::sender(group, &iface, 1).unwrap();
+    let send = |seq: u64, k: &[u8]| {
+        let hb = Heartbeat {
+            seq,
+            reason: None,
+            status: Status::Alive,
+            ..last.clone()
+        };
+        let mut b = bytes::BytesMut::new();
+        hb.encode(Some(k), &mut b);
+        out.send(&b).unwrap();
+    };
+    send(last.seq + 1000, b"ffffffffffffffffffffffffffffffff");
+    send(1, key);
+    thread::sleep(Duration::from_millis(200));
+    // A stall: the last gasp carries the reason.
+    work.send("stall-vfork 1000");
+    work.expect("STALL", Duration::from_secs(2));
+    let text = String::from_utf8(listen.wait_with_output().unwrap().stdout).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let beats: Vec<_> = events.iter().filter(|e| e["event"] == "beat").collect();
+    assert!(beats.len() >= 5, "{text}");
+    assert!(beats.iter().all(|b| b["verified"] == true), "{text}");
+    let rejected = |why: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"] == "rejected" && e["why"] == why)
+            .count()
+    };
+    assert_eq!((rejected("forged"), rejected("replayed")), (1, 1), "{text}");
+    let gasps: Vec<_> = beats.iter().filter(|b| b["status"] == "stalled").collect();
+    assert_eq!(gasps.len(), 3, "{text}");
+    assert!(
+        gasps[0]["reason"].as_str().unwrap().contains("vfork"),
+        "{text}"
+    );
+    stop_cleanly(&mut daemon);
+}

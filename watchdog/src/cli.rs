@@ -180,6 +180,10 @@ pub struct DaemonArgs {
     /// Network interface the heartbeat goes out on.
     #[arg(long, value_name = "IFACE")]
     pub interface: Option<String>,
+    /// Sign every heartbeat with HMAC-SHA256 and this shared key (a file only its
+    /// owner may read, at least 16 bytes). Default: unsigned (said at start).
+    #[arg(long, value_name = "PATH")]
+    pub heartbeat_key: Option<PathBuf>,
     /// Time between two heartbeats [default: 1s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub interval: Option<Duration>,
@@ -332,6 +336,10 @@ pub struct ListenArgs {
     /// Interface to join the group on.
     #[arg(long, value_name = "IFACE")]
     pub interface: String,
+    /// The nodes' shared key (as given to the daemon's --heartbeat-key): each datagram's
+    /// tag is checked, and unsigned, forged or replayed ones are rejected and counted.
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<PathBuf>,
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,

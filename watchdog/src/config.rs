@@ -229,6 +229,8 @@ pub struct HeartbeatSection {
     pub ttl: Option<u32>,
     #[serde(default, deserialize_with = "node_id")]
     pub node_id: Option<String>,
+    /// Shared key file for the HMAC tag.
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -263,6 +265,7 @@ pub struct Config {
     pub interval: Duration,
     pub ttl: u32,
     pub node_id: Option<String>,
+    pub heartbeat_key: Option<PathBuf>,
     pub socket: PathBuf,
     pub socket_group: Option<u32>,
     pub rules: Option<PathBuf>,
@@ -445,6 +448,7 @@ pub fn merge(
             .unwrap_or(DEFAULT_INTERVAL),
         ttl: args.ttl.or(file.heartbeat.ttl).unwrap_or(DEFAULT_TTL),
         node_id: args.node_id.clone().or(file.heartbeat.node_id),
+        heartbeat_key: args.heartbeat_key.clone().or(file.heartbeat.key),
         socket: args
             .socket
             .clone()
@@ -499,12 +503,14 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         old.interval,
         old.ttl,
         &old.node_id,
+        &old.heartbeat_key,
     ) != (
         new.group,
         &new.interface,
         new.interval,
         new.ttl,
         &new.node_id,
+        &new.heartbeat_key,
     ) {
         v.push("heartbeat");
     }
@@ -611,7 +617,7 @@ mod tests {
         );
         assert_eq!(
             err("[heartbeat]\nintervall = \"1s\"\n"),
-            "w.toml:2:1: unknown field `intervall`, expected one of `group`, `interface`, `interval`, `ttl`, `node_id`"
+            "w.toml:2:1: unknown field `intervall`, expected one of `group`, `interface`, `interval`, `ttl`, `node_id`, `key`"
         );
         assert_eq!(
             err("[store]\nmax = -1\n"),

@@ -60,6 +60,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("--heartbeat: {0}")]
     Heartbeat(#[from] heartbeat::socket::SocketError),
+    #[error("--heartbeat-key: {0}")]
+    Key(#[from] heartbeat::key::KeyError),
     #[error("--socket: {0}")]
     Control(#[from] server::ServerError),
     #[error(transparent)]
@@ -75,6 +77,8 @@ pub struct Settings {
     pub interface: Interface,
     /// The node id, or the host name.
     pub node_id: String,
+    /// The heartbeat's HMAC key, if it is signed.
+    pub heartbeat_key: Option<Vec<u8>>,
     pub rules: RuleSet,
     /// Everything else, as configured (and what a reload compares against).
     pub config: Config,
@@ -91,8 +95,14 @@ impl Settings {
                 source,
             })?;
         let rules = load_rules(&c)?;
+        let heartbeat_key = c
+            .heartbeat_key
+            .as_deref()
+            .map(heartbeat::key::load)
+            .transpose()?;
         Ok(Settings {
             targets,
+            heartbeat_key,
             interface,
             node_id: c.node_id.clone().unwrap_or_else(hostname),
             rules,
@@ -246,6 +256,7 @@ impl Shared {
         );
         if self.gate.close(&reason) {
             tracing::warn!(reason = %reason, "stopping the heartbeat");
+            self.sender.last_gasp(&reason);
         }
         self.signal_stalled(stall);
     }
@@ -583,6 +594,7 @@ async fn run_bound(
         sender: Arc::new(heartbeat::sender::Sender::new(
             sock,
             settings.node_id.clone(),
+            settings.heartbeat_key.clone(),
         )),
         node_id: settings.node_id.clone(),
         lost_events: AtomicU64::new(0),
@@ -616,8 +628,14 @@ async fn run_bound(
         socket = %settings.config.socket.display(),
         store = %settings.config.store.display(),
         rules = settings.rules.rules().len(),
+        signed = settings.heartbeat_key.is_some(),
         "watchdog running"
     );
+    if settings.heartbeat_key.is_none() {
+        tracing::warn!(
+            "the heartbeat is not authenticated (no --heartbeat-key): anyone on the network can forge or replay it"
+        );
+    }
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

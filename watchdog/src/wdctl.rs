@@ -71,15 +71,22 @@ fn listen(args: ListenArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let iface = Interface::by_name(&args.interface)
         .with_context(|| format!("--interface {}", args.interface))?;
     let sock = socket::listener(args.group, &iface)?;
-    let mut l = listener::Listener::new(sock, std::time::Duration::from_secs(1))?;
+    let key = args
+        .key
+        .as_deref()
+        .map(crate::heartbeat::key::load)
+        .transpose()
+        .context("--key")?;
+    let mut l = listener::Listener::new(sock, std::time::Duration::from_secs(1), key)?;
     let start = Instant::now();
     loop {
         if args.duration.is_some_and(|d| start.elapsed() >= d) {
             return Ok(());
         }
-        let seen = l.next_seen()?;
-        listener::print_seen(out, &seen, args.json)?;
-        out.flush()?;
+        if let Some(seen) = l.next_seen()? {
+            listener::print_seen(out, &seen, args.json)?;
+            out.flush()?;
+        }
     }
 }
 

@@ -63,17 +63,25 @@ impl Gate {
     }
 }
 
-/// The heartbeat's identity and counters.
+/// The heartbeat's identity, key and counters.
 pub struct Sender {
     sock: UdpSocket,
     node_id: String,
     incarnation: u64,
+    /// Shared key of the HMAC tag; unsigned datagrams without one.
+    key: Option<Vec<u8>>,
     sent: AtomicU64,
     send_errors: AtomicU64,
+    /// Serializes sends, so sequence numbers go out in order (the ticker and a last
+    /// gasp may send at once).
+    sending: Mutex<()>,
 }
 
+/// Datagrams of a last gasp.
+pub const LAST_GASP: usize = 3;
+
 impl Sender {
-    pub fn new(sock: UdpSocket, node_id: String) -> Self {
+    pub fn new(sock: UdpSocket, node_id: String, key: Option<Vec<u8>>) -> Self {
         let incarnation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -82,8 +90,20 @@ impl Sender {
             sock,
             node_id,
             incarnation,
+            key,
             sent: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
+            sending: Mutex::new(()),
+        }
+    }
+
+    /// Before falling silent after a verdict: a few `stalled` datagrams with the reason,
+    /// so peers that speak the protocol fail over at once. (Peers that only count
+    /// heartbeats see silence, as before.)
+    pub fn last_gasp(&self, reason: &str) {
+        let mut buf = BytesMut::with_capacity(400);
+        for _ in 0..LAST_GASP {
+            self.send_status(&mut buf, Status::Stalled, Some(reason));
         }
     }
 
@@ -96,6 +116,11 @@ impl Sender {
     }
 
     fn send_one(&self, buf: &mut BytesMut) {
+        self.send_status(buf, Status::Alive, None);
+    }
+
+    fn send_status(&self, buf: &mut BytesMut, status: Status, reason: Option<&str>) {
+        let _order = self.sending.lock().unwrap_or_else(|e| e.into_inner());
         let seq = self.sent.load(Ordering::Relaxed) + 1;
         let hb = Heartbeat {
             node_id: self.node_id.clone(),
@@ -105,10 +130,11 @@ impl Sender {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
-            status: Status::Alive,
+            status,
+            reason: reason.map(str::to_owned),
         };
         buf.clear();
-        hb.encode(buf);
+        hb.encode(self.key.as_deref(), buf);
         match self.sock.send(buf) {
             Ok(_) => {
                 self.sent.store(seq, Ordering::Relaxed);
@@ -161,6 +187,7 @@ pub async fn run(
             && gate.close(&why)
         {
             tracing::error!(reason = %why, "stopping the heartbeat");
+            sender.last_gasp(&why);
         }
         // Checked right before each send: a verdict reached between two ticks means
         // no further datagram leaves this node.
