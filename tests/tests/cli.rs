@@ -267,3 +267,23 @@ fn a_malformed_config_file_is_refused_with_file_line_and_column() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn util_linux_wdctl_habits_get_a_pointer_to_it() {
+    for args in [
+        &[][..],
+        &["/dev/watchdog0"][..],
+        &["--flags", "KEEPALIVEPING"][..],
+        &["-s", "30"][..],
+    ] {
+        let (code, err) = run("wdctl", args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(
+            err.contains("For hardware watchdog devices (/dev/watchdog*), use util-linux's wdctl"),
+            "{args:?}: {err}"
+        );
+    }
+    // Our own calls are not mistaken for theirs.
+    let (code, err) = run("wdctl", &["kmsg", "classify", "/dev/null"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -222,6 +222,75 @@ pub struct DaemonArgs {
 /// Where incidents are kept unless told otherwise.
 pub const DEFAULT_STORE: &str = "/var/lib/watchdog/incidents.db";
 
+/// util-linux ships a `wdctl` for hardware watchdog devices. Its calls (no subcommand, a
+/// device path, or one of its options) are told apart from ours, so that someone with
+/// that habit gets a pointer rather than a puzzle. Returns the message to print.
+pub fn util_linux_wdctl_call(args: &[String]) -> Option<String> {
+    const THEIRS: &[&str] = &[
+        "-f",
+        "--flags",
+        "-F",
+        "--noflags",
+        "-I",
+        "--noident",
+        "-n",
+        "--noheadings",
+        "-o",
+        "--output",
+        "-O",
+        "--oneline",
+        "-r",
+        "--raw",
+        "-s",
+        "--settimeout",
+        "-T",
+        "--notimeouts",
+        "-x",
+        "--flags-only",
+        "-p",
+        "--setpretimeout",
+        "-g",
+        "--setpregovernor",
+        "-d",
+        "--device",
+    ];
+    const OURS: &[&str] = &[
+        "threads", "status", "resume", "incidents", "incident", "heartbeat", "kmsg", "rules",
+        "help", "-h", "--help", "-V", "--version",
+    ];
+    // Our global --socket may come first; what follows decides.
+    let mut rest = args.iter().map(String::as_str);
+    let mut first = rest.next();
+    while let Some(a) = first {
+        match a {
+            "--socket" => {
+                rest.next();
+                first = rest.next();
+            }
+            _ if a.starts_with("--socket=") => first = rest.next(),
+            _ => break,
+        }
+    }
+    if first.is_some_and(|f| OURS.contains(&f)) {
+        return None;
+    }
+    let device = args.iter().any(|a| a.starts_with("/dev/"));
+    let theirs = args.iter().any(|a| {
+        let flag = a.split('=').next().unwrap_or(a);
+        THEIRS.contains(&flag)
+    });
+    if !(first.is_none() || device || theirs) {
+        return None;
+    }
+    Some(
+        "this wdctl is the kernel stall watchdog's (threads, status, resume, incidents, \
+         heartbeat, kmsg, rules; see wdctl --help).\n\
+         For hardware watchdog devices (/dev/watchdog*), use util-linux's wdctl: \
+         /usr/bin/wdctl, or `util-linux` from your distribution."
+            .into(),
+    )
+}
+
 /// wdctl: the operator's window into the watchdog daemon.
 #[derive(Debug, Parser)]
 #[command(name = "wdctl", version)]

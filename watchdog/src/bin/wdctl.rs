@@ -5,6 +5,11 @@ use clap::Parser;
 use watchdog::cli::WdctlArgs;
 
 fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(hint) = watchdog::cli::util_linux_wdctl_call(&raw) {
+        eprintln!("wdctl: {hint}");
+        return ExitCode::from(2);
+    }
     let args = WdctlArgs::parse();
     let mut out = std::io::stdout().lock();
     match watchdog::wdctl::run(args, &mut out) {
