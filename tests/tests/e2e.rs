@@ -1368,3 +1368,62 @@ fn signed_heartbeats_verify_forgeries_and_replays_are_rejected_and_the_last_gasp
     );
     stop_cleanly(&mut daemon);
 }
+
+#[test]
+fn under_systemd_it_notifies_ready_status_and_keepalives_and_logs_json() {
+    use std::os::unix::net::UnixDatagram;
+    require_root();
+    let dir = TempDir::new("notify");
+    let path = dir.0.join("notify.sock");
+    let notify = UnixDatagram::bind(&path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "300ms", "20ms");
+    opts.env = vec![
+        ("NOTIFY_SOCKET", path.display().to_string()),
+        ("WATCHDOG_USEC", "400000".into()),
+    ];
+    opts.extra = vec!["--log-format".into(), "json".into()];
+    let mut daemon = Daemon::start(opts, group, &rec);
+    let read_for = |d: Duration| {
+        let end = Instant::now() + d;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while Instant::now() < end {
+            if let Ok(n) = notify.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    };
+    let got = read_for(Duration::from_millis(1200));
+    assert!(
+        got[0].starts_with("READY=1\nSTATUS=heartbeat sending; 1 processes monitored"),
+        "{got:?}"
+    );
+    let keepalives = got.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(keepalives >= 3, "WATCHDOG=1 every 200 ms: {got:?}");
+    work.send("stall-vfork 1000");
+    work.expect("STALL", Duration::from_secs(2));
+    let got = read_for(Duration::from_millis(1500));
+    assert!(
+        got.iter()
+            .any(|m| m.starts_with("STATUS=heartbeat STOPPED: thread") && m.contains("vfork")),
+        "{got:?}"
+    );
+    stop_cleanly(&mut daemon);
+    let got = read_for(Duration::from_millis(300));
+    assert!(got.contains(&"STOPPING=1".to_owned()), "{got:?}");
+    // --log-format json: every log line is one JSON object.
+    let log = daemon.log_text();
+    assert!(log.lines().count() >= 3, "{log}");
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+}

@@ -214,9 +214,19 @@ pub struct DaemonArgs {
     /// on stdin.
     #[arg(long, value_name = "PROGRAM")]
     pub exec_hook: Option<PathBuf>,
+    /// Log lines as text (default) or one JSON object each, for log collectors.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// How long the exec hook may run before it is killed [default: 10s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub exec_hook_timeout: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Where incidents are kept unless told otherwise.
@@ -255,8 +265,19 @@ pub fn util_linux_wdctl_call(args: &[String]) -> Option<String> {
         "--device",
     ];
     const OURS: &[&str] = &[
-        "threads", "status", "resume", "incidents", "incident", "heartbeat", "kmsg", "rules",
-        "help", "-h", "--help", "-V", "--version",
+        "threads",
+        "status",
+        "resume",
+        "incidents",
+        "incident",
+        "heartbeat",
+        "kmsg",
+        "rules",
+        "help",
+        "-h",
+        "--help",
+        "-V",
+        "--version",
     ];
     // Our global --socket may come first; what follows decides.
     let mut rest = args.iter().map(String::as_str);

@@ -661,13 +661,31 @@ async fn run_bound(
         )),
     ];
     let mut sighup = signal(SignalKind::hangup())?;
+    let notifier = crate::sdnotify::Notifier::from_env().map(Arc::new);
+    let notify_task = notifier
+        .clone()
+        .map(|n| tokio::spawn(notify_systemd(shared.clone(), n)));
     let signal = loop {
         tokio::select! {
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
-            _ = sighup.recv() => reload(&shared),
+            _ = sighup.recv() => {
+                if let Some(n) = &notifier {
+                    n.notify("RELOADING=1");
+                }
+                reload(&shared);
+                if let Some(n) = &notifier {
+                    n.notify("READY=1");
+                }
+            }
         }
     };
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1");
+    }
+    if let Some(t) = notify_task {
+        t.abort();
+    }
     tracing::info!(signal, "stopping: detaching probes");
     for t in &tasks {
         t.abort();
@@ -945,6 +963,36 @@ async fn scan(shared: Arc<Shared>, inflight: ebpf::InFlightTable) {
         let next_periodic = now + period.as_nanos() as u64;
         let wake = deadline.map_or(next_periodic, |d| d.min(next_periodic));
         tokio::time::sleep(Duration::from_nanos(wake.saturating_sub(now))).await;
+    }
+}
+
+/// Tell systemd we are ready, keep STATUS= current, and send WATCHDOG=1 only while the
+/// event reader and scanner make progress (a wedged daemon is restarted by systemd).
+async fn notify_systemd(shared: Arc<Shared>, n: Arc<crate::sdnotify::Notifier>) {
+    let status = |s: &Shared| match s.gate.reason() {
+        None => format!(
+            "STATUS=heartbeat sending; {} processes monitored",
+            s.monitor().targets().count()
+        ),
+        Some(r) => format!("STATUS=heartbeat STOPPED: {r}"),
+    };
+    let mut last = status(&shared);
+    n.notify(&format!("READY=1\n{last}"));
+    let keepalive = crate::sdnotify::watchdog_interval();
+    let tick = keepalive
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(tick);
+    loop {
+        ticker.tick().await;
+        let now = status(&shared);
+        if now != last {
+            n.notify(&now);
+            last = now;
+        }
+        if keepalive.is_some() && shared.liveness.blocker(monotonic_ns()).is_none() {
+            n.notify("WATCHDOG=1");
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod monitor;
 pub mod policy;
 pub mod procfs;
 pub mod render;
+pub mod sdnotify;
 pub mod store;
 pub mod syscall_table;
 pub mod targets;

@@ -2,7 +2,10 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
-use watchdog::{cli::DaemonArgs, daemon};
+use watchdog::{
+    cli::{DaemonArgs, LogFormat},
+    daemon,
+};
 
 fn main() -> ExitCode {
     // One malloc arena: the daemon's few threads allocate little, and an arena per
@@ -10,14 +13,18 @@ fn main() -> ExitCode {
     // SAFETY: mallopt before any other thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let args = DaemonArgs::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WATCHDOG_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WATCHDOG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Under systemd, stderr goes to the journal, which stamps each line itself.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (args.log_format, journal) {
+        (LogFormat::Json, _) => logs.json().init(),
+        (LogFormat::Text, true) => logs.with_ansi(false).without_time().init(),
+        (LogFormat::Text, false) => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let result = daemon::Settings::load(&args)
         .map_err(anyhow::Error::from)
         .and_then(|settings| {
