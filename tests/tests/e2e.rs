@@ -1427,3 +1427,68 @@ fn under_systemd_it_notifies_ready_status_and_keepalives_and_logs_json() {
         assert!(v["level"].is_string(), "{line}");
     }
 }
+
+#[test]
+fn the_metrics_endpoint_parses_as_prometheus_text_and_follows_the_heartbeat() {
+    use std::io::{Read as _, Write as _};
+    require_root();
+    let port = 30_000 + (std::process::id() % 20_000) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "300ms", "20ms");
+    opts.extra = vec!["--metrics".into(), addr.clone()];
+    let mut daemon = Daemon::start(opts, group, &rec);
+    let scrape = || -> prometheus_parse::Scrape {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+            .unwrap_or_else(|e| panic!("not Prometheus text ({e}): {body}"))
+    };
+    let value = |scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    let before = scrape();
+    assert_eq!(
+        value(&before, "watchdog_heartbeat_sending", None),
+        Some(1.0)
+    );
+    assert!(value(&before, "watchdog_heartbeats_sent", None).unwrap() >= 1.0);
+    work.send("stall-vfork 1000");
+    work.expect("STALL", Duration::from_secs(2));
+    thread::sleep(Duration::from_millis(600));
+    let after = scrape();
+    assert_eq!(value(&after, "watchdog_heartbeat_sending", None), Some(0.0));
+    assert_eq!(
+        value(
+            &after,
+            "watchdog_verdicts_total",
+            Some(("cause", "syscall-budget"))
+        ),
+        Some(1.0)
+    );
+    assert!(
+        after
+            .samples
+            .iter()
+            .any(|s| s.metric == "watchdog_syscall_duration_seconds_count"
+                && s.labels.get("target") == Some("wd-workload")),
+        "syscall durations by target"
+    );
+    stop_cleanly(&mut daemon);
+}

@@ -214,6 +214,9 @@ pub struct DaemonArgs {
     /// on stdin.
     #[arg(long, value_name = "PROGRAM")]
     pub exec_hook: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (default: off).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
     /// Log lines as text (default) or one JSON object each, for log collectors.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

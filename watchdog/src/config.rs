@@ -148,6 +148,8 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "signal")]
     pub stall_signal: Option<i32>,
     pub socket: Option<PathBuf>,
+    /// Prometheus metrics endpoint, `ADDR:PORT` (off when not set).
+    pub metrics: Option<SocketAddr>,
     /// Group whose members may read through the control socket (name or number).
     #[serde(default, deserialize_with = "group_id")]
     pub socket_group: Option<u32>,
@@ -268,6 +270,7 @@ pub struct Config {
     pub heartbeat_key: Option<PathBuf>,
     pub socket: PathBuf,
     pub socket_group: Option<u32>,
+    pub metrics: Option<SocketAddr>,
     pub rules: Option<PathBuf>,
     pub store: PathBuf,
     pub store_max: u64,
@@ -455,6 +458,7 @@ pub fn merge(
             .or(file.socket)
             .unwrap_or_else(|| cli::DEFAULT_SOCKET.into()),
         socket_group: args.socket_group.or(file.socket_group),
+        metrics: args.metrics.or(file.metrics),
         rules: args.rules.clone().or(file.rules),
         store: args
             .store
@@ -517,7 +521,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.track_file != new.track_file {
         v.push("track_file");
     }
-    if (&old.socket, old.socket_group) != (&new.socket, new.socket_group) {
+    if (&old.socket, old.socket_group, old.metrics) != (&new.socket, new.socket_group, new.metrics)
+    {
         v.push("socket");
     }
     if (&old.store, old.store_max) != (&new.store, new.store_max) {
@@ -597,7 +602,7 @@ mod tests {
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `socket`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `socket`, `metrics`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),

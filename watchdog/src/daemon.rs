@@ -60,6 +60,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("--heartbeat: {0}")]
     Heartbeat(#[from] heartbeat::socket::SocketError),
+    #[error("--metrics {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
     #[error("--heartbeat-key: {0}")]
     Key(#[from] heartbeat::key::KeyError),
     #[error("--socket: {0}")]
@@ -183,6 +185,7 @@ struct Shared {
     untracked_syscalls: AtomicU64,
     /// Kernel messages read from the ring buffer.
     kernel_lines: AtomicU64,
+    metrics: crate::metrics::Metrics,
     store: Arc<Mutex<Store>>,
     sink: Mutex<mpsc::Sender<Alert>>,
     sink_stats: Arc<SinkStats>,
@@ -254,6 +257,7 @@ impl Shared {
             "thread {} ({}) of pid {}: {}",
             stall.tid, stall.comm, stall.pid, stall.reason
         );
+        self.metrics.verdict(&stall.cause);
         if self.gate.close(&reason) {
             tracing::warn!(reason = %reason, "stopping the heartbeat");
             self.sender.last_gasp(&reason);
@@ -337,8 +341,13 @@ impl Shared {
         let verdict = self
             .monitor()
             .on_kernel_line(&rules, &line, procfs::tgid_of);
-        if let LineVerdict::Stall(stall) = &verdict {
-            self.stop_heartbeat(stall);
+        match &verdict {
+            LineVerdict::Stall(stall) => {
+                self.metrics.kernel_report(&stall.cause);
+                self.stop_heartbeat(stall);
+            }
+            LineVerdict::Alert { class, .. } => self.metrics.kernel_report(class.as_str()),
+            LineVerdict::Ordinary => {}
         }
         if self.monitor().is_target(line.tgid) && FAULT_LINE.is_match(&line.text) {
             lock(&self.fault_lines).insert(line.tgid, line.text.clone());
@@ -600,6 +609,7 @@ async fn run_bound(
         lost_events: AtomicU64::new(0),
         untracked_syscalls: AtomicU64::new(0),
         kernel_lines: AtomicU64::new(0),
+        metrics: crate::metrics::Metrics::default(),
         store,
         sink: Mutex::new(sink),
         sink_stats,
@@ -660,6 +670,19 @@ async fn run_bound(
             },
         )),
     ];
+    let metrics_task = match settings.config.metrics {
+        Some(addr) => {
+            let listener = crate::metrics::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Metrics(addr, e))?;
+            tracing::info!(%addr, "serving metrics at /metrics");
+            let s = shared.clone();
+            Some(tokio::spawn(crate::metrics::serve(listener, move || {
+                s.metrics.render(&metrics_snapshot(&s))
+            })))
+        }
+        None => None,
+    };
     let mut sighup = signal(SignalKind::hangup())?;
     let notifier = crate::sdnotify::Notifier::from_env().map(Arc::new);
     let notify_task = notifier
@@ -683,7 +706,7 @@ async fn run_bound(
     if let Some(n) = &notifier {
         n.notify("STOPPING=1");
     }
-    if let Some(t) = notify_task {
+    for t in [notify_task, metrics_task].into_iter().flatten() {
         t.abort();
     }
     tracing::info!(signal, "stopping: detaching probes");
@@ -933,6 +956,9 @@ async fn expire_reports(shared: Arc<Shared>) {
 /// runs out, and exactly at the earliest deadline, so a stall is found within a timer
 /// tick of the budget running out, while the syscall is still in flight.
 async fn scan(shared: Arc<Shared>, inflight: ebpf::InFlightTable) {
+    // Syscalls completed per thread at the last scan: a thread that completed more has
+    // a new last duration for the histogram.
+    let mut completed: HashMap<u32, u64> = HashMap::new();
     loop {
         // Read each round: a reload may change the budget.
         let budget = shared.monitor().shortest_budget();
@@ -949,11 +975,20 @@ async fn scan(shared: Arc<Shared>, inflight: ebpf::InFlightTable) {
                     continue;
                 }
                 seen.insert(*tid);
+                if completed.insert(*tid, rec.completed) != Some(rec.completed)
+                    && rec.completed > 0
+                    && let Some(name) = m.program(rec.tgid)
+                {
+                    shared
+                        .metrics
+                        .syscall(name, rec.last_duration_ns as f64 / 1e9);
+                }
                 if let Some(stall) = m.observe(*tid, rec, now, procfs::fd_kind, procfs::comm) {
                     stalls.push(stall);
                 }
             }
             m.retain_threads(|tid| seen.contains(&tid));
+            completed.retain(|tid, _| seen.contains(tid));
             m.next_deadline(now)
         };
         for stall in &stalls {
@@ -993,6 +1028,23 @@ async fn notify_systemd(shared: Arc<Shared>, n: Arc<crate::sdnotify::Notifier>) 
         if keepalive.is_some() && shared.liveness.blocker(monotonic_ns()).is_none() {
             n.notify("WATCHDOG=1");
         }
+    }
+}
+
+/// What the metrics endpoint reports as current.
+fn metrics_snapshot(s: &Shared) -> crate::metrics::Snapshot {
+    let pids: Vec<u32> = s.monitor().targets().collect();
+    crate::metrics::Snapshot {
+        heartbeat_sending: s.gate.is_open(),
+        heartbeats_sent: s.sender.sent(),
+        monitored_threads: pids.iter().map(|&p| procfs::threads(p).len() as i64).sum(),
+        lost_events: s.lost_events.load(Ordering::Relaxed),
+        untracked_syscalls: s.untracked_syscalls.load(Ordering::Relaxed),
+        kernel_lines: s.kernel_lines.load(Ordering::Relaxed),
+        probes: lock(&s.probes)
+            .as_ref()
+            .map(Probes::run_stats)
+            .unwrap_or_default(),
     }
 }
 

@@ -47,7 +47,7 @@ pub enum EbpfError {
 /// program (the kernel also does so if the process dies: the links are fds).
 pub struct Probes {
     // Owns the programs and their links; kept alive for as long as the probes should be.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     targets: HashMap<MapData, u32, Target>,
     /// The bits of `targets`, which the hot path tests instead of the hash.
     target_bits: Array<MapData, u64>,
@@ -480,7 +480,7 @@ impl Probes {
         }
         Ok((
             Probes {
-                _ebpf: ebpf,
+                ebpf,
                 targets,
                 target_bits,
                 comms,
@@ -492,6 +492,22 @@ impl Probes {
                 counters,
             },
         ))
+    }
+
+    /// Each program's time and runs from the kernel's BPF statistics (zero unless
+    /// kernel.bpf_stats_enabled=1): (name, run time ns, runs).
+    pub fn run_stats(&self) -> Vec<(String, u64, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some((
+                    name.to_owned(),
+                    info.run_time().as_nanos() as u64,
+                    info.run_count(),
+                ))
+            })
+            .collect()
     }
 
     /// Start measuring the threads of process `tgid`.

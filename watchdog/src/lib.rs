@@ -19,6 +19,7 @@ pub mod iface;
 pub mod incidents;
 pub mod kmsg;
 pub mod liveness;
+pub mod metrics;
 pub mod monitor;
 pub mod policy;
 pub mod procfs;

@@ -255,6 +255,11 @@ impl Monitor {
         self.threads.retain(|_, st| st.tgid != tgid);
     }
 
+    /// The program name of target `tgid`, when known.
+    pub fn program(&self, tgid: u32) -> Option<&str> {
+        self.names.get(&tgid).map(String::as_str)
+    }
+
     pub fn is_target(&self, tgid: u32) -> bool {
         self.targets.contains(&tgid)
     }
