@@ -1492,3 +1492,31 @@ fn the_metrics_endpoint_parses_as_prometheus_text_and_follows_the_heartbeat() {
     );
     stop_cleanly(&mut daemon);
 }
+
+#[test]
+fn mlock_and_a_realtime_priority_take_hold() {
+    require_root();
+    let work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "2s", "20ms");
+    opts.extra = vec!["--mlock".into(), "--rt-priority".into(), "5".into()];
+    let mut daemon = Daemon::start(opts, group, &rec);
+    let pid = daemon.pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let locked_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(locked_kb > 1024, "VmLck {locked_kb} kB");
+    // Every thread: SCHED_FIFO (policy 1) at priority 5 (/proc/PID/task/TID/stat
+    // fields 40 and 41).
+    for tid in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(tid.unwrap().path().join("stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+        assert_eq!((fields[37], fields[38]), ("5", "1"), "{stat}");
+    }
+    assert_eq!(daemon.wdctl_json("status")["heartbeat"], "sending");
+    stop_cleanly(&mut daemon);
+}

@@ -155,7 +155,14 @@ fn run_hook(hook: &ExecHook, inc: &Incident, stats: &Arc<SinkStats>, running: &A
 }
 
 fn exec(hook: &ExecHook, args: &[String; 3], body: &[u8], id: Option<i64>) -> Result<(), String> {
-    let mut child = Command::new(&hook.program)
+    let mut cmd = Command::new(&hook.program);
+    // SAFETY: the closure runs in the child between fork and exec and only makes a
+    // syscall: a hook runs at normal priority even when the daemon runs SCHED_FIFO.
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        cmd.pre_exec(crate::realtime::normal_priority);
+    }
+    let mut child = cmd
         .args(args)
         .env(
             "WATCHDOG_INCIDENT_ID",

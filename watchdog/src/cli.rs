@@ -214,6 +214,15 @@ pub struct DaemonArgs {
     /// on stdin.
     #[arg(long, value_name = "PROGRAM")]
     pub exec_hook: Option<PathBuf>,
+    /// Lock the daemon's memory (mlockall), so that memory pressure cannot page out
+    /// what sends the heartbeat or judges threads. Costs resident memory: every page of
+    /// the binary and the thread stacks stays in RAM (about 30 MiB).
+    #[arg(long)]
+    pub mlock: bool,
+    /// Run the daemon's threads at this SCHED_FIFO priority (1-99), so CPU load cannot
+    /// delay a heartbeat or a verdict; its exec hooks run at normal priority.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub rt_priority: Option<u32>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (default: off).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,

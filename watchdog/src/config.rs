@@ -150,6 +150,10 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     /// Prometheus metrics endpoint, `ADDR:PORT` (off when not set).
     pub metrics: Option<SocketAddr>,
+    /// Lock the daemon's memory.
+    pub mlock: Option<bool>,
+    /// SCHED_FIFO priority of the daemon's threads.
+    pub rt_priority: Option<u32>,
     /// Group whose members may read through the control socket (name or number).
     #[serde(default, deserialize_with = "group_id")]
     pub socket_group: Option<u32>,
@@ -271,6 +275,8 @@ pub struct Config {
     pub socket: PathBuf,
     pub socket_group: Option<u32>,
     pub metrics: Option<SocketAddr>,
+    pub mlock: bool,
+    pub rt_priority: Option<u32>,
     pub rules: Option<PathBuf>,
     pub store: PathBuf,
     pub store_max: u64,
@@ -285,6 +291,12 @@ pub fn parse(text: &str, file: &str) -> Result<FileConfig, ConfigError> {
         return Err(ConfigError::Io {
             file: file.to_owned(),
             message: format!("heartbeat.ttl {ttl} is out of range 0..=255"),
+        });
+    }
+    if let Some(p) = fc.rt_priority.filter(|p| !(1..=99).contains(p)) {
+        return Err(ConfigError::Io {
+            file: file.to_owned(),
+            message: format!("rt_priority {p} is out of range 1..=99"),
         });
     }
     if let Some(pid) = fc.pids.iter().find(|p| **p == 0) {
@@ -459,6 +471,8 @@ pub fn merge(
             .unwrap_or_else(|| cli::DEFAULT_SOCKET.into()),
         socket_group: args.socket_group.or(file.socket_group),
         metrics: args.metrics.or(file.metrics),
+        mlock: args.mlock || file.mlock.unwrap_or(false),
+        rt_priority: args.rt_priority.or(file.rt_priority),
         rules: args.rules.clone().or(file.rules),
         store: args
             .store
@@ -524,6 +538,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if (&old.socket, old.socket_group, old.metrics) != (&new.socket, new.socket_group, new.metrics)
     {
         v.push("socket");
+    }
+    if (old.mlock, old.rt_priority) != (new.mlock, new.rt_priority) {
+        v.push("realtime");
     }
     if (&old.store, old.store_max) != (&new.store, new.store_max) {
         v.push("store");
@@ -602,7 +619,7 @@ mod tests {
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `socket`, `metrics`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `socket`, `metrics`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),
@@ -640,6 +657,10 @@ mod tests {
         assert_eq!(
             err("[heartbeat]\nttl = 300\n"),
             "w.toml: heartbeat.ttl 300 is out of range 0..=255"
+        );
+        assert_eq!(
+            err("rt_priority = 100\n"),
+            "w.toml: rt_priority 100 is out of range 1..=99"
         );
     }
 

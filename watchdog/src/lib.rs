@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod policy;
 pub mod procfs;
+pub mod realtime;
 pub mod render;
 pub mod sdnotify;
 pub mod store;

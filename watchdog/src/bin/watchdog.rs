@@ -28,6 +28,8 @@ fn main() -> ExitCode {
     let result = daemon::Settings::load(&args)
         .map_err(anyhow::Error::from)
         .and_then(|settings| {
+            // Before the runtime's threads exist, so that they all inherit it.
+            watchdog::realtime::apply(settings.config.mlock, settings.config.rt_priority)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
