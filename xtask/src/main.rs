@@ -1,6 +1,7 @@
 //! `cargo xtask`: orchestration only. Provisions what a fresh machine lacks, builds,
 //! runs the daemon (or a demo), and runs every test.
 mod demo;
+mod install;
 mod provision;
 
 use std::{
@@ -22,6 +23,10 @@ usage: cargo xtask <command>
                   provision (and bpftrace), build, run the benchmarks as root (results:
                   BENCHMARKS.md); sections: syscalls, detection, oops, footprint, flood
                   (default: all); --quick: one short round of each, to check the bench
+  install [--root DIR]
+                  provision, build, then install (as root) the binaries in /usr/local/bin,
+                  the systemd unit, /etc/watchdog/watchdog.toml (kept if present), man
+                  pages and shell completions; --root installs under DIR instead of /
   provision       only install what is missing (nightly rust-src, llvm-22-dev, bpf-linker,
                   bpftool, tracefs)
 ";
@@ -60,6 +65,29 @@ fn run() -> anyhow::Result<()> {
             test()
         }
         Some("provision") => provision::all(),
+        Some("install") => {
+            let root = match args.get(1).map(String::as_str) {
+                Some("--root") => PathBuf::from(args.get(2).context("--root needs a DIR")?),
+                Some(other) => bail!("unknown install option {other:?}\n\n{USAGE}"),
+                None => PathBuf::from("/"),
+            };
+            provision::all()?;
+            build()?;
+            let docs = release_dir().join("docs");
+            let gen_docs = release_dir().join("watchdog-gen-docs");
+            cmd(
+                gen_docs.to_str().expect("UTF-8 path"),
+                &[docs.to_str().expect("UTF-8 path")],
+            )?;
+            install::run(
+                &install::plan(&release_dir(), &docs, &workspace_root()),
+                &root,
+            )?;
+            println!(
+                "next: systemctl daemon-reload; edit /etc/watchdog/watchdog.toml; systemctl enable --now watchdog"
+            );
+            Ok(())
+        }
         Some("bench") => {
             provision::all()?;
             provision::bench()?;
