@@ -296,12 +296,18 @@ fn man_pages_and_completions_come_from_the_command_lines() {
     assert_eq!(code, 0, "{err}");
     let page = std::fs::read_to_string(dir.join("man8/watchdog.8")).unwrap();
     assert!(page.contains(".TH watchdog 8"), "{page}");
-    assert!(page.contains("heartbeat\\-key"), "every flag is in the page");
+    assert!(
+        page.contains("heartbeat\\-key"),
+        "every flag is in the page"
+    );
     let wdctl = std::fs::read_to_string(dir.join("man8/wdctl.8")).unwrap();
     assert!(wdctl.contains("resume"), "{wdctl}");
     for f in ["wdctl.bash", "_wdctl", "wdctl.fish", "watchdog.bash"] {
         let text = std::fs::read_to_string(dir.join("completions").join(f)).unwrap();
-        assert!(text.contains("threads") || text.contains("heartbeat"), "{f}");
+        assert!(
+            text.contains("threads") || text.contains("heartbeat"),
+            "{f}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
