@@ -344,10 +344,8 @@ impl Daemon {
 
     /// Run `wdctl ARGS... --json` against this daemon and parse what it prints.
     pub fn wdctl_json_args(&self, args: &[&str]) -> serde_json::Value {
-        let out = Command::new(bin("wdctl"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
+        let out = self
+            .wdctl_command(args)
             .arg("--json")
             .output()
             .expect("run wdctl");
@@ -364,19 +362,16 @@ impl Daemon {
         })
     }
 
+    /// `wdctl --socket SOCKET ARGS...` against this daemon, not yet run.
+    pub fn wdctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("wdctl"));
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        cmd
+    }
+
     /// Run `wdctl ARGS...` against this daemon: (exit code, stdout, stderr).
     pub fn wdctl(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(bin("wdctl"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run wdctl");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        run_for_output(self.wdctl_command(args))
     }
 
     /// Wait until `wdctl incidents` lists one that `pred` accepts; return it whole.
@@ -530,4 +525,16 @@ impl Drop for Cgroup2 {
             thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Run `cmd` to completion: (exit code, stdout, stderr), lossily decoded.
+pub fn run_for_output(mut cmd: Command) -> (i32, String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("run {:?}: {e}", cmd.get_program()));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -1206,19 +1206,9 @@ fn a_daemon_killed_by_sigkill_leaves_no_heartbeat_and_no_probe_and_restarts() {
 /// Run wdctl ARGS against `daemon` as uid 65534 with primary group `gid`.
 fn wdctl_as(daemon: &Daemon, gid: u32, args: &[&str]) -> (i32, String, String) {
     use std::os::unix::process::CommandExt as _;
-    let out = Command::new(bin("wdctl"))
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args(args)
-        .uid(65534)
-        .gid(gid)
-        .output()
-        .expect("run wdctl as nobody");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut cmd = daemon.wdctl_command(args);
+    cmd.uid(65534).gid(gid);
+    run_for_output(cmd)
 }
 
 #[test]

@@ -359,35 +359,11 @@ pub fn merge(
     // Targets on the command line replace the file's, all kinds together ([[target]]s
     // too: the command line says what to monitor now).
     let cli_targets = !(args.pids.is_empty() && args.comms.is_empty() && args.cgroups.is_empty());
-    let simple = |sel: Selector| TargetSpec {
-        selector: sel,
-        policy: DEFAULT_POLICY,
-    };
     let mut targets: Vec<TargetSpec>;
     if cli_targets {
-        targets = args
-            .pids
-            .iter()
-            .map(|p| simple(Selector::Pid(*p)))
-            .collect();
-        targets.extend(args.comms.iter().map(|c| simple(Selector::Comm(c.clone()))));
-        targets.extend(
-            args.cgroups
-                .iter()
-                .map(|d| simple(Selector::Cgroup(d.clone()))),
-        );
+        targets = shorthand_targets(&args.pids, &args.comms, &args.cgroups);
     } else {
-        targets = file
-            .pids
-            .iter()
-            .map(|p| simple(Selector::Pid(*p)))
-            .collect();
-        targets.extend(file.comms.iter().map(|c| simple(Selector::Comm(c.clone()))));
-        targets.extend(
-            file.cgroups
-                .iter()
-                .map(|d| simple(Selector::Cgroup(d.clone()))),
-        );
+        targets = shorthand_targets(&file.pids, &file.comms, &file.cgroups);
         for t in file.target {
             let t = t.into_inner();
             // Checked by `parse`.
@@ -489,6 +465,21 @@ pub fn merge(
             .or(file.exec_hook.timeout)
             .unwrap_or(DEFAULT_HOOK_TIMEOUT),
     })
+}
+
+/// Targets from the shorthand lists (`--pid`/`--comm`/`--cgroup`, or `pids`/`comms`/
+/// `cgroups` in the file): each with the node-wide policy.
+fn shorthand_targets(pids: &[u32], comms: &[String], cgroups: &[PathBuf]) -> Vec<TargetSpec> {
+    let pids = pids.iter().map(|p| Selector::Pid(*p));
+    let comms = comms.iter().map(|c| Selector::Comm(c.clone()));
+    let cgroups = cgroups.iter().map(|d| Selector::Cgroup(d.clone()));
+    pids.chain(comms)
+        .chain(cgroups)
+        .map(|selector| TargetSpec {
+            selector,
+            policy: DEFAULT_POLICY,
+        })
+        .collect()
 }
 
 /// Read the config file (`--config`, else the default path if it exists) and merge.
