@@ -1484,12 +1484,29 @@ fn the_metrics_endpoint_parses_as_prometheus_text_and_follows_the_heartbeat() {
 }
 
 #[test]
-fn mlock_and_a_realtime_priority_take_hold() {
+fn mlock_and_a_realtime_priority_take_hold_but_not_in_exec_hooks() {
     require_root();
-    let work = Workload::spawn();
+    let mut work = Workload::spawn();
     let group = unique_group();
     let rec = Recorder::start(group);
+    // The hook records its own scheduling fields: an operator's script must not run
+    // SCHED_FIFO (a busy loop in it would starve the host).
+    let dir = TempDir::new("rt-hook");
+    let hook_out = dir.0.join("hook.stat");
+    let hook = dir.0.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh
+cat /proc/$$/stat > {0}.tmp && mv {0}.tmp {0}
+",
+            hook_out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut opts = DaemonOpts::new(work.pid, "2s", "20ms");
+    opts.hook = Some(hook);
     opts.extra = vec!["--mlock".into(), "--rt-priority".into(), "5".into()];
     let mut daemon = Daemon::start(opts, group, &rec);
     let pid = daemon.pid();
@@ -1508,5 +1525,22 @@ fn mlock_and_a_realtime_priority_take_hold() {
         assert_eq!((fields[37], fields[38]), ("5", "1"), "{stat}");
     }
     assert_eq!(daemon.wdctl_json("status")["heartbeat"], "sending");
+
+    // A kernel report runs the hook: at priority 0, SCHED_OTHER (policy 0).
+    work.send("kmsg watchdog-test: BUG: simulated fault to run the exec hook");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stat = loop {
+        if let Ok(t) = std::fs::read_to_string(&hook_out) {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exec hook did not run\n{}",
+            daemon.log_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    assert_eq!((fields[37], fields[38]), ("0", "0"), "hook ran with {stat}");
     stop_cleanly(&mut daemon);
 }
