@@ -1419,7 +1419,7 @@ fn under_systemd_it_notifies_ready_status_and_keepalives_and_logs_json() {
 }
 
 #[test]
-fn the_metrics_endpoint_parses_as_prometheus_text_and_follows_the_heartbeat() {
+fn the_metrics_endpoint_parses_as_prometheus_text_follows_the_heartbeat_and_counts_probe_time() {
     use std::io::{Read as _, Write as _};
     require_root();
     let port = 30_000 + (std::process::id() % 20_000) as u16;
@@ -1428,7 +1428,7 @@ fn the_metrics_endpoint_parses_as_prometheus_text_and_follows_the_heartbeat() {
     let group = unique_group();
     let rec = Recorder::start(group);
     let mut opts = DaemonOpts::new(work.pid, "300ms", "20ms");
-    opts.extra = vec!["--metrics".into(), addr.clone()];
+    opts.extra = vec!["--metrics".into(), addr.clone(), "--probe-stats".into()];
     let mut daemon = Daemon::start(opts, group, &rec);
     let scrape = || -> prometheus_parse::Scrape {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
@@ -1479,6 +1479,17 @@ fn the_metrics_endpoint_parses_as_prometheus_text_and_follows_the_heartbeat() {
             .any(|s| s.metric == "watchdog_syscall_duration_seconds_count"
                 && s.labels.get("target") == Some("wd-workload")),
         "syscall durations by target"
+    );
+    // --probe-stats: the kernel counted our probes' runs and time.
+    let runs = value(&after, "watchdog_probe_runs", Some(("probe", "sys_enter")));
+    let secs = value(
+        &after,
+        "watchdog_probe_run_seconds",
+        Some(("probe", "sys_enter")),
+    );
+    assert!(
+        runs.is_some_and(|r| r > 0.0) && secs.is_some_and(|s| s > 0.0),
+        "sys_enter runs {runs:?}, run time {secs:?}"
     );
     stop_cleanly(&mut daemon);
 }

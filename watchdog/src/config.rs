@@ -150,6 +150,8 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     /// Prometheus metrics endpoint, `ADDR:PORT` (off when not set).
     pub metrics: Option<SocketAddr>,
+    /// Count probe run time (BPF_ENABLE_STATS) while running.
+    pub probe_stats: Option<bool>,
     /// Lock the daemon's memory.
     pub mlock: Option<bool>,
     /// SCHED_FIFO priority of the daemon's threads.
@@ -275,6 +277,7 @@ pub struct Config {
     pub socket: PathBuf,
     pub socket_group: Option<u32>,
     pub metrics: Option<SocketAddr>,
+    pub probe_stats: bool,
     pub mlock: bool,
     pub rt_priority: Option<u32>,
     pub rules: Option<PathBuf>,
@@ -447,6 +450,7 @@ pub fn merge(
             .unwrap_or_else(|| cli::DEFAULT_SOCKET.into()),
         socket_group: args.socket_group.or(file.socket_group),
         metrics: args.metrics.or(file.metrics),
+        probe_stats: args.probe_stats || file.probe_stats.unwrap_or(false),
         mlock: args.mlock || file.mlock.unwrap_or(false),
         rt_priority: args.rt_priority.or(file.rt_priority),
         rules: args.rules.clone().or(file.rules),
@@ -530,6 +534,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     {
         v.push("socket");
     }
+    if old.probe_stats != new.probe_stats {
+        v.push("probe_stats");
+    }
     if (old.mlock, old.rt_priority) != (new.mlock, new.rt_priority) {
         v.push("realtime");
     }
@@ -610,7 +617,7 @@ mod tests {
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `socket`, `metrics`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `socket`, `metrics`, `probe_stats`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),

@@ -572,6 +572,11 @@ async fn run_bound(
     store: Store,
 ) -> Result<(), DaemonError> {
     let (mut probes, channels) = Probes::load()?;
+    // Held for the daemon's lifetime: the statistics are on while it is open.
+    let _run_stats = match settings.config.probe_stats {
+        true => Some(Probes::enable_run_stats()?),
+        false => None,
+    };
     // Loading parsed the kernel's BTF (megabytes, now freed): give the heap back, so
     // the daemon's resident size is what it keeps, not what loading needed.
     // SAFETY: malloc_trim has no preconditions.

@@ -41,6 +41,10 @@ pub enum EbpfError {
     Tracefs(std::io::Error),
     #[error("reading the kernel's BTF (/sys/kernel/btf/vmlinux, needs CONFIG_DEBUG_INFO_BTF): {0}")]
     Btf(String),
+    #[error(
+        "--probe-stats: enabling the kernel's BPF run-time statistics (kernel 5.8+, CAP_SYS_ADMIN): {0}"
+    )]
+    Stats(aya::sys::SyscallError),
 }
 
 /// Handles on the loaded, attached programs and their maps. Dropping it detaches every
@@ -494,8 +498,15 @@ impl Probes {
         ))
     }
 
+    /// Have the kernel count every BPF program's run time and runs until the returned
+    /// handle is dropped (the statistics stay on while any such handle is open, and
+    /// the kernel closes ours when the daemon dies however it dies).
+    pub fn enable_run_stats() -> Result<std::os::fd::OwnedFd, EbpfError> {
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(EbpfError::Stats)
+    }
+
     /// Each program's time and runs from the kernel's BPF statistics (zero unless
-    /// kernel.bpf_stats_enabled=1): (name, run time ns, runs).
+    /// `enable_run_stats` or kernel.bpf_stats_enabled=1): (name, run time ns, runs).
     pub fn run_stats(&self) -> Vec<(String, u64, u64)> {
         self.ebpf
             .programs()

@@ -24,7 +24,7 @@ pub struct Snapshot {
     pub untracked_syscalls: u64,
     pub kernel_lines: u64,
     /// (program, run time ns, runs) from the kernel's BPF statistics (zero unless
-    /// kernel.bpf_stats_enabled=1).
+    /// --probe-stats or kernel.bpf_stats_enabled=1).
     pub probes: Vec<(String, u64, u64)>,
 }
 
@@ -115,12 +115,12 @@ impl Default for Metrics {
             );
             r.register(
                 "probe_run_seconds",
-                "Time the kernel spent in each probe (needs kernel.bpf_stats_enabled=1)",
+                "Time the kernel spent in each probe (needs --probe-stats or kernel.bpf_stats_enabled=1)",
                 m.probe_run_seconds.clone(),
             );
             r.register(
                 "probe_runs",
-                "Runs of each probe (needs kernel.bpf_stats_enabled=1)",
+                "Runs of each probe (needs --probe-stats or kernel.bpf_stats_enabled=1)",
                 m.probe_runs.clone(),
             );
         }
