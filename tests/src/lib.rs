@@ -77,6 +77,14 @@ impl Workload {
         Self::spawn_command(Command::new(bin("wd-workload")))
     }
 
+    /// Started as user `uid` (group `uid` too), not root.
+    pub fn spawn_as_user(uid: u32) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = Command::new(bin("wd-workload"));
+        cmd.uid(uid).gid(uid);
+        Self::spawn_command(cmd)
+    }
+
     /// Started inside cgroup `dir`: a shell joins it, then execs the workload.
     pub fn spawn_in_cgroup(dir: &std::path::Path) -> Self {
         let mut cmd = Command::new("/bin/sh");
@@ -227,6 +235,8 @@ pub struct DaemonOpts {
     pub extra: Vec<String>,
     /// Environment variables for the daemon.
     pub env: Vec<(&'static str, String)>,
+    /// A command (with its arguments) that runs the daemon, e.g. setpriv.
+    pub wrapper: Vec<String>,
 }
 
 impl DaemonOpts {
@@ -241,6 +251,7 @@ impl DaemonOpts {
             targets: None,
             extra: Vec::new(),
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -278,7 +289,14 @@ impl Daemon {
             .store
             .clone()
             .unwrap_or_else(|| scratch.as_ref().unwrap().0.join("incidents.db"));
-        let mut cmd = Command::new(bin("watchdog"));
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("watchdog"));
+                c
+            }
+            None => Command::new(bin("watchdog")),
+        };
         if let Some(hook) = &opts.hook {
             cmd.arg("--exec-hook").arg(hook);
         }

@@ -1555,3 +1555,134 @@ cat /proc/$$/stat > {0}.tmp && mv {0}.tmp {0}
     assert_eq!((fields[37], fields[38]), ("0", "0"), "hook ran with {stat}");
     stop_cleanly(&mut daemon);
 }
+
+/// The capabilities the shipped systemd unit grants (`CapabilityBoundingSet=`).
+fn unit_capabilities() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/watchdog.service");
+    let unit = std::fs::read_to_string(path).unwrap();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet");
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Bit `n` of /proc/PID/status's CapEff, by capability name.
+fn capability_bit(name: &str) -> u32 {
+    match name {
+        "CAP_KILL" => 5,
+        "CAP_DAC_READ_SEARCH" => 2,
+        "CAP_SYS_PTRACE" => 19,
+        "CAP_SYS_ADMIN" => 21,
+        "CAP_SYS_NICE" => 23,
+        "CAP_IPC_LOCK" => 14,
+        "CAP_PERFMON" => 38,
+        "CAP_BPF" => 39,
+        other => panic!("unit grants {other}: add its bit here"),
+    }
+}
+
+#[test]
+fn the_service_units_capabilities_are_enough_for_every_feature() {
+    require_root();
+    let caps = unit_capabilities();
+    // What systemd does for a root service with CapabilityBoundingSet=, done with
+    // util-linux's setpriv: the daemon keeps only these.
+    let bounding: Vec<String> = caps
+        .iter()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    // Another user's process: reading its fds and stacks and signalling it need the
+    // capabilities, not just uid 0.
+    let mut work = Workload::spawn_as_user(65534);
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "300ms", "20ms");
+    opts.wrapper = ["setpriv", "--inh-caps=-all", "--no-new-privs"]
+        .map(String::from)
+        .to_vec();
+    opts.wrapper
+        .push(format!("--bounding-set=-all,{}", bounding.join(",")));
+    opts.wrapper.push("--".into());
+    opts.extra = [
+        "--mlock",
+        "--rt-priority",
+        "5",
+        "--probe-stats",
+        "--stall-signal",
+        "SIGTERM",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut daemon = Daemon::start(opts, group, &rec);
+
+    // It really runs with only those: CapEff is exactly the unit's set.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    let want = caps.iter().fold(0u64, |m, c| m | 1 << capability_bit(c));
+    assert_eq!(eff, want, "CapEff {eff:#x}, unit grants {caps:?}");
+
+    // Every feature works: the stall is judged, with its kernel stack, and signalled.
+    work.send("stall-vfork 3000");
+    let tid = field(&work.expect("STALL", Duration::from_secs(2)), "tid");
+    let inc = daemon.wait_incident(Duration::from_secs(3), |i| i["kind"] == "syscall-stall");
+    assert_eq!(inc["tid"].as_u64(), Some(tid), "{inc:#}");
+    // Read before the stall signal woke it; another user's wchan, args and stack.
+    let st = &inc["stall"];
+    assert_eq!(st["state"], "D", "{inc:#}");
+    assert!(st["wchan"].is_string(), "no wchan: {inc:#}");
+    assert_eq!(st["args"].as_array().unwrap().len(), 6, "{inc:#}");
+    assert!(
+        !st["kernel_stack"].as_array().unwrap().is_empty(),
+        "no kernel stack: {inc:#}"
+    );
+    let gone = daemon.wait_log_line(Duration::from_secs(3), |l| {
+        l.contains("monitored process is gone")
+    });
+    assert!(gone.contains("was killed by SIGTERM"), "{gone}");
+    let log = daemon.log_text();
+    for refusal in ["could not", "ermission denied", "not permitted"] {
+        assert!(
+            !log.contains(refusal),
+            "under the unit's capabilities the log says {refusal:?}:\n{log}"
+        );
+    }
+    stop_cleanly(&mut daemon);
+}
+
+#[test]
+fn the_service_unit_passes_systemd_analyze_verify() {
+    // systemd's own checker: unknown keys, bad values, a missing ExecStart binary.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/watchdog.service");
+    let unit = std::fs::read_to_string(path).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/watchdog "),
+        "{unit}"
+    );
+    let dir = TempDir::new("unit");
+    let copy = dir.0.join("watchdog.service");
+    let here = bin("watchdog").display().to_string();
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "ExecStart=/usr/local/bin/watchdog ",
+            &format!("ExecStart={here} "),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_for_output({
+        let mut c = Command::new("systemd-analyze");
+        c.arg("verify").arg(&copy);
+        c
+    });
+    assert_eq!(
+        (code, out.trim(), err.trim()),
+        (0, "", ""),
+        "systemd-analyze verify {}",
+        copy.display()
+    );
+}

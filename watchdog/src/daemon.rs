@@ -251,8 +251,14 @@ impl Shared {
         }
     }
 
-    /// A stall verdict: stop the heartbeat first, everything else after.
+    /// A verdict: stop the heartbeat first, everything else after.
     fn stop_heartbeat(&self, stall: &Stall) {
+        self.close_gate(stall);
+        self.signal_stalled(stall);
+    }
+
+    /// Stop the heartbeat (and send the last gasp) for `stall`.
+    fn close_gate(&self, stall: &Stall) {
         let reason = format!(
             "thread {} ({}) of pid {}: {}",
             stall.tid, stall.comm, stall.pid, stall.reason
@@ -262,7 +268,6 @@ impl Shared {
             tracing::warn!(reason = %reason, "stopping the heartbeat");
             self.sender.last_gasp(&reason);
         }
-        self.signal_stalled(stall);
     }
 
     /// The opt-in stall signal, once per process, never to one that is gone.
@@ -284,9 +289,10 @@ impl Shared {
         }
     }
 
-    /// A syscall overran its budget: stop the heartbeat, then record what /proc shows.
+    /// A syscall overran its budget: stop the heartbeat, read what /proc shows, then
+    /// send the stall signal and record.
     fn on_budget_stall(&self, stall: &Stall) {
-        self.stop_heartbeat(stall);
+        self.close_gate(stall);
         let (pid, tid) = (stall.pid, stall.tid);
         let details = StallDetails {
             syscall: stall.syscall.clone(),
@@ -298,6 +304,9 @@ impl Shared {
             args: procfs::syscall_args(pid, tid),
             kernel_stack: procfs::kernel_stack(pid, tid),
         };
+        // Only now: the signal wakes a killable sleep, and the incident must show the
+        // stall, not the thread dying of the signal.
+        self.signal_stalled(stall);
         let summary = format!(
             "thread {tid} ({}) of pid {pid}: {}",
             stall.comm, stall.reason

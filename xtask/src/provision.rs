@@ -10,8 +10,15 @@ use crate::cmd;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
-/// Debian packages: LLVM 22 to build bpf-linker; bpftool for the tests' detach check.
-const APT_PACKAGES: &[&str] = &["llvm-22-dev", "libzstd-dev", "zlib1g-dev", "bpftool"];
+/// Debian packages: LLVM 22 to build bpf-linker; bpftool for the tests' detach check;
+/// systemd for `systemd-analyze verify` of the unit file.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "bpftool",
+    "systemd",
+];
 
 pub fn all() -> anyhow::Result<()> {
     rust_components()?;
