@@ -413,6 +413,30 @@ impl Daemon {
         }
     }
 
+    /// Wait until the exec hook (a script of the test's) has written `path` so that
+    /// `done` holds for its text; return the text.
+    pub fn wait_hook_output(
+        &self,
+        path: &std::path::Path,
+        within: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "exec hook did not write {} within {within:?}: {text:?}\n{}",
+                path.display(),
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Wait until the log has a line for which `pred` holds; return it.
     pub fn wait_log_line(&self, within: Duration, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + within;

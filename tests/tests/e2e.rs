@@ -389,19 +389,9 @@ fn kernel_reports_become_incidents_that_survive_a_restart() {
     let id = inc["id"].as_i64().unwrap();
 
     // The exec hook ran with class, host and summary, and the incident on stdin.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let hook_text = loop {
-        let t = std::fs::read_to_string(&hook_out).unwrap_or_default();
-        if t.contains(text) && t.lines().count() >= 2 {
-            break t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "exec hook did not run: {t:?}\n{}",
-            daemon.log_text()
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+    let hook_text = daemon.wait_hook_output(&hook_out, Duration::from_secs(5), |t| {
+        t.contains(text) && t.lines().count() >= 2
+    });
     let mut lines = hook_text.lines();
     let args = lines.next().unwrap();
     assert!(
@@ -1539,18 +1529,8 @@ cat /proc/$$/stat > {0}.tmp && mv {0}.tmp {0}
 
     // A kernel report runs the hook: at priority 0, SCHED_OTHER (policy 0).
     work.send("kmsg watchdog-test: BUG: simulated fault to run the exec hook");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let stat = loop {
-        if let Ok(t) = std::fs::read_to_string(&hook_out) {
-            break t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "exec hook did not run\n{}",
-            daemon.log_text()
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
+    // (The hook renames its file into place: it is whole once it exists.)
+    let stat = daemon.wait_hook_output(&hook_out, Duration::from_secs(5), |t| !t.is_empty());
     let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
     assert_eq!((fields[37], fields[38]), ("0", "0"), "hook ran with {stat}");
     stop_cleanly(&mut daemon);
