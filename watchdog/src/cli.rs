@@ -228,7 +228,7 @@ pub struct DaemonArgs {
     pub metrics: Option<SocketAddr>,
     /// Have the kernel count our probes' run time while the daemon runs (BPF_ENABLE_STATS),
     /// for the probe_run_* metrics. Costs every BPF program on the host two clock reads
-    /// per run (about 20-40 ns), so it is off by default.
+    /// per run, so it is off by default.
     #[arg(long)]
     pub probe_stats: bool,
     /// Log lines as text (default) or one JSON object each, for log collectors.
