@@ -970,9 +970,6 @@ async fn expire_reports(shared: Arc<Shared>) {
 /// runs out, and exactly at the earliest deadline, so a stall is found within a timer
 /// tick of the budget running out, while the syscall is still in flight.
 async fn scan(shared: Arc<Shared>, inflight: ebpf::InFlightTable) {
-    // Syscalls completed per thread at the last scan: a thread that completed more has
-    // a new last duration for the histogram.
-    let mut completed: HashMap<u32, u64> = HashMap::new();
     loop {
         // Read each round: a reload may change the budget.
         let budget = shared.monitor().shortest_budget();
@@ -989,8 +986,8 @@ async fn scan(shared: Arc<Shared>, inflight: ebpf::InFlightTable) {
                     continue;
                 }
                 seen.insert(*tid);
-                if completed.insert(*tid, rec.completed) != Some(rec.completed)
-                    && rec.completed > 0
+                // Each thread's last completed syscall, once, for the histogram.
+                if m.completed_since_observed(*tid, rec)
                     && let Some(name) = m.program(rec.tgid)
                 {
                     shared
@@ -1002,7 +999,6 @@ async fn scan(shared: Arc<Shared>, inflight: ebpf::InFlightTable) {
                 }
             }
             m.retain_threads(|tid| seen.contains(&tid));
-            completed.retain(|tid, _| seen.contains(tid));
             m.next_deadline(now)
         };
         for stall in &stalls {
@@ -1047,11 +1043,11 @@ async fn notify_systemd(shared: Arc<Shared>, n: Arc<crate::sdnotify::Notifier>) 
 
 /// What the metrics endpoint reports as current.
 fn metrics_snapshot(s: &Shared) -> crate::metrics::Snapshot {
-    let pids: Vec<u32> = s.monitor().targets().collect();
+    let (_, threads) = monitored(s);
     crate::metrics::Snapshot {
         heartbeat_sending: s.gate.is_open(),
         heartbeats_sent: s.sender.sent(),
-        monitored_threads: pids.iter().map(|&p| procfs::threads(p).len() as i64).sum(),
+        monitored_threads: threads as i64,
         lost_events: s.lost_events.load(Ordering::Relaxed),
         untracked_syscalls: s.untracked_syscalls.load(Ordering::Relaxed),
         kernel_lines: s.kernel_lines.load(Ordering::Relaxed),
@@ -1132,10 +1128,16 @@ fn thread_rows(shared: &Shared) -> Vec<crate::monitor::ThreadRow> {
     )
 }
 
-fn status(shared: &Shared) -> StatusReport {
+/// The monitored processes, and how many threads they have now.
+fn monitored(shared: &Shared) -> (Vec<u32>, usize) {
     let pids: Vec<u32> = shared.monitor().targets().collect();
-    // /proc is read outside the lock, so the scanner is never held up by a status call.
+    // /proc is read outside the lock, so the scanner is never held up by a reader.
     let threads = pids.iter().map(|&p| procfs::threads(p).len()).sum();
+    (pids, threads)
+}
+
+fn status(shared: &Shared) -> StatusReport {
+    let (pids, threads) = monitored(shared);
     let m = shared.monitor();
     let stats = &shared.sink_stats;
     StatusReport {

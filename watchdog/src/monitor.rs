@@ -349,6 +349,17 @@ impl Monitor {
         Some(stall)
     }
 
+    /// Whether thread `tid` completed a syscall since its record was last observed, so
+    /// `rec.last_duration_ns` is a new duration. (Call before `observe`.)
+    pub fn completed_since_observed(&self, tid: u32, rec: &InFlight) -> bool {
+        let before = self
+            .threads
+            .get(&tid)
+            .and_then(|st| st.latest)
+            .map(|l| l.completed);
+        rec.completed > 0 && before != Some(rec.completed)
+    }
+
     /// Forget threads that are no longer in the kernel's table (exited).
     pub fn retain_threads(&mut self, alive: impl Fn(u32) -> bool) {
         // Threads with a kernel fault stay listed until their process is gone: the
@@ -1086,5 +1097,23 @@ mod tests {
             ),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn a_completed_syscall_is_new_once() {
+        let mut m = monitor();
+        let mut r = rec(100, None, 0);
+        assert!(!m.completed_since_observed(7, &r), "nothing completed yet");
+        r.completed = 1;
+        assert!(
+            m.completed_since_observed(7, &r),
+            "first sight of a completion"
+        );
+        observe(&mut m, 7, &r, 10 * MS);
+        assert!(!m.completed_since_observed(7, &r), "already seen");
+        r.completed = 3;
+        assert!(m.completed_since_observed(7, &r));
+        observe(&mut m, 7, &r, 20 * MS);
+        assert!(!m.completed_since_observed(7, &r));
     }
 }

@@ -22,23 +22,23 @@ pub fn apply(mlock: bool, priority: Option<u32>) -> Result<(), RealtimeError> {
         }
     }
     if let Some(p) = priority {
-        let param = libc::sched_param {
-            sched_priority: p as i32,
-        };
-        // SAFETY: a valid sched_param for this process.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-        if rc != 0 {
-            return Err(RealtimeError::Priority(p, std::io::Error::last_os_error()));
-        }
+        set_scheduler(libc::SCHED_FIFO, p as i32).map_err(|e| RealtimeError::Priority(p, e))?;
     }
     Ok(())
 }
 
 /// Back to normal scheduling (SCHED_OTHER), for a child about to exec.
 pub fn normal_priority() -> std::io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: a valid sched_param for this process.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) } != 0 {
+    set_scheduler(libc::SCHED_OTHER, 0)
+}
+
+/// sched_setscheduler(2) for the calling thread's process.
+fn set_scheduler(policy: i32, priority: i32) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: a valid sched_param; pid 0 is the caller.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
