@@ -42,60 +42,102 @@ pub mod maps {
     pub const SLOTS: &str = "SLOTS";
     /// The bit arrays, which the loader sizes to the kernel's pid_max.
     pub const BIT_ARRAYS: [&str; 3] = [TARGET_BITS, EXEC_BITS, THREAD_BITS];
+    /// Every map of the kernel side. It declares each one with a bare `#[map]` under
+    /// the same identifier (the map's name is the identifier), and a unit test of the
+    /// daemon checks the built object against this list.
+    pub const ALL: [&str; 10] = [
+        TARGETS,
+        INFLIGHT,
+        EVENTS,
+        COUNTERS,
+        COMMS,
+        CGROUPS,
+        TARGET_BITS,
+        EXEC_BITS,
+        THREAD_BITS,
+        SLOTS,
+    ];
 }
 
-/// Globals of the kernel side holding `task_struct` field offsets, set by the loader
-/// from the kernel's BTF: (global, field).
 /// Entries of SLOTS unless the loader is told otherwise (a power of two).
 pub const DEFAULT_SLOTS: u32 = 4096;
 
-/// Global of the kernel side holding SLOTS' index mask (entries - 1), set by the loader.
-pub const SLOT_MASK_GLOBAL: &str = "WD_SLOT_MASK";
+/// The read-only globals of the kernel side that the loader sets before loading (so
+/// the programs read constants): one list, expanded by both sides with a macro of
+/// their own, so the names cannot drift apart. Each entry: the global, then what it
+/// holds: `slot_mask` (SLOTS' index mask, entries - 1), `task(FIELD)` (the offset of
+/// `task_struct.FIELD`, from the kernel's BTF) or `field(INDEX)` (the offset of a
+/// tracepoint field, from tracefs; see [`layout`]).
+#[macro_export]
+macro_rules! with_loader_globals {
+    ($m:ident) => {
+        $m! {
+            slot_mask: WD_SLOT_MASK;
+            task: WD_TASK_PID => pid, WD_TASK_TGID => tgid;
+            fields:
+                /// sched_process_exit: `bool group_dead` (absent on older kernels).
+                EXIT_GROUP_DEAD => WD_EXIT_GROUP_DEAD,
+                /// sched_process_hang: `pid_t pid`.
+                HANG_PID => WD_HANG_PID,
+                /// oom/mark_victim: `int pid`.
+                OOM_PID => WD_OOM_PID,
+                /// signal/signal_generate: `int sig`.
+                SIG_SIG => WD_SIG_SIG,
+                /// signal/signal_generate: `int code`.
+                SIG_CODE => WD_SIG_CODE,
+                /// signal/signal_generate: `pid_t pid` (the target).
+                SIG_PID => WD_SIG_PID,
+                /// sched/sched_switch: `pid_t prev_pid`.
+                SWITCH_PREV_PID => WD_SWITCH_PREV_PID,
+                /// sched/sched_switch: `long prev_state`.
+                SWITCH_PREV_STATE => WD_SWITCH_PREV_STATE,
+                /// sched/sched_switch: `pid_t next_pid`.
+                SWITCH_NEXT_PID => WD_SWITCH_NEXT_PID,
+                /// sched/sched_process_fork: `pid_t child_pid`.
+                FORK_CHILD_PID => WD_FORK_CHILD_PID,
+        }
+    };
+}
 
-pub const TASK_FIELD_GLOBALS: [(&str, &str); 2] =
-    [("WD_TASK_PID", "pid"), ("WD_TASK_TGID", "tgid")];
+macro_rules! loader_global_names {
+    (
+        slot_mask: $mask:ident;
+        task: $($task:ident => $task_field:ident),*;
+        fields: $($(#[$doc:meta])* $field:ident => $global:ident,)*
+    ) => {
+        /// The global holding SLOTS' index mask (entries - 1).
+        pub const SLOT_MASK_GLOBAL: &str = stringify!($mask);
+
+        /// Globals holding `task_struct` field offsets: (global, field).
+        pub const TASK_FIELD_GLOBALS: [(&str, &str); [$(stringify!($task)),*].len()] =
+            [$((stringify!($task), stringify!($task_field))),*];
+
+        /// Field offsets of tracepoint records on the running kernel: userspace reads
+        /// them from tracefs and sets them as read-only globals before loading, so the
+        /// programs read a constant, not a map, on paths as hot as every context switch.
+        /// Indices name the fields; [`GLOBALS`] names the globals. An offset of 0 means
+        /// the field is absent on this kernel (offset 0 is the common header, never a
+        /// field we read).
+        pub mod layout {
+            #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+            #[repr(u32)]
+            enum Index {
+                $($field,)*
+                COUNT,
+            }
+            $($(#[$doc])* pub const $field: u32 = Index::$field as u32;)*
+            pub const COUNT: u32 = Index::COUNT as u32;
+            /// The kernel side's global of each index, in index order.
+            pub const GLOBALS: [&str; COUNT as usize] = [$(stringify!($global)),*];
+        }
+    };
+}
+
+with_loader_globals!(loader_global_names);
 
 /// `Target::flags`: the target was found by name or cgroup, so processes it forks are
 /// targets too.
 pub const TARGET_FOLLOW_FORKS: u32 = 1;
-
-/// Field offsets of tracepoint records on the running kernel: userspace reads them from
-/// tracefs and sets them as read-only globals before loading, so the programs read a
-/// constant, not a map, on paths as hot as every context switch. Indices name the
-/// fields; [`layout::GLOBALS`] names the globals. An offset of 0 means the field is
-/// absent on this kernel (offset 0 is the common header, never a field we read).
-pub mod layout {
-    /// sched_process_exit: `bool group_dead` (5.x+? absent on older kernels).
-    pub const EXIT_GROUP_DEAD: u32 = 0;
-    /// sched_process_hang: `pid_t pid`.
-    pub const HANG_PID: u32 = 1;
-    /// oom/mark_victim: `int pid`.
-    pub const OOM_PID: u32 = 2;
-    /// signal/signal_generate: `int sig`, `int code`, `pid_t pid` (the target).
-    pub const SIG_SIG: u32 = 3;
-    pub const SIG_CODE: u32 = 4;
-    pub const SIG_PID: u32 = 5;
-    /// sched/sched_switch: `pid_t prev_pid`, `long prev_state`, `pid_t next_pid`.
-    pub const SWITCH_PREV_PID: u32 = 6;
-    pub const SWITCH_PREV_STATE: u32 = 7;
-    pub const SWITCH_NEXT_PID: u32 = 8;
-    /// sched/sched_process_fork: `pid_t child_pid`.
-    pub const FORK_CHILD_PID: u32 = 9;
-    pub const COUNT: u32 = 10;
-    /// The kernel side's global of each index, in index order.
-    pub const GLOBALS: [&str; COUNT as usize] = [
-        "WD_EXIT_GROUP_DEAD",
-        "WD_HANG_PID",
-        "WD_OOM_PID",
-        "WD_SIG_SIG",
-        "WD_SIG_CODE",
-        "WD_SIG_PID",
-        "WD_SWITCH_PREV_PID",
-        "WD_SWITCH_PREV_STATE",
-        "WD_SWITCH_NEXT_PID",
-        "WD_FORK_CHILD_PID",
-    ];
-}
 
 /// Indices into the per-CPU `COUNTERS` array.
 pub mod counter {
@@ -105,6 +147,75 @@ pub mod counter {
     pub const INFLIGHT_FULL: u32 = 1;
     /// Number of counters.
     pub const COUNT: u32 = 2;
+}
+
+/// Signals, by number and name: one table for the kernel side (which fatal signals go
+/// up), the command line (`--stall-signal`) and the incidents (names in reports). The
+/// numbers are the asm-generic ones, which every architecture we build for uses.
+pub mod signal {
+    pub const SIGHUP: i32 = 1;
+    pub const SIGINT: i32 = 2;
+    pub const SIGQUIT: i32 = 3;
+    pub const SIGILL: i32 = 4;
+    pub const SIGTRAP: i32 = 5;
+    pub const SIGABRT: i32 = 6;
+    pub const SIGBUS: i32 = 7;
+    pub const SIGFPE: i32 = 8;
+    pub const SIGKILL: i32 = 9;
+    pub const SIGUSR1: i32 = 10;
+    pub const SIGSEGV: i32 = 11;
+    pub const SIGUSR2: i32 = 12;
+    pub const SIGPIPE: i32 = 13;
+    pub const SIGALRM: i32 = 14;
+    pub const SIGTERM: i32 = 15;
+    pub const SIGCHLD: i32 = 17;
+    pub const SIGCONT: i32 = 18;
+    pub const SIGSTOP: i32 = 19;
+    pub const SIGSYS: i32 = 31;
+    /// The highest real-time signal number.
+    pub const MAX: i32 = 64;
+
+    /// Every named signal, with its name without the `SIG` prefix.
+    pub const NAMES: [(&str, i32); 19] = [
+        ("HUP", SIGHUP),
+        ("INT", SIGINT),
+        ("QUIT", SIGQUIT),
+        ("ILL", SIGILL),
+        ("TRAP", SIGTRAP),
+        ("ABRT", SIGABRT),
+        ("BUS", SIGBUS),
+        ("FPE", SIGFPE),
+        ("KILL", SIGKILL),
+        ("USR1", SIGUSR1),
+        ("SEGV", SIGSEGV),
+        ("USR2", SIGUSR2),
+        ("PIPE", SIGPIPE),
+        ("ALRM", SIGALRM),
+        ("TERM", SIGTERM),
+        ("CHLD", SIGCHLD),
+        ("CONT", SIGCONT),
+        ("STOP", SIGSTOP),
+        ("SYS", SIGSYS),
+    ];
+
+    /// Whether `sig`'s default action kills the process because of a fault or an abort
+    /// (a crash), or it is SIGKILL: the signals whose generation explains a death that
+    /// follows. The kernel side sends only these up.
+    #[inline(always)]
+    pub const fn is_fatal(sig: i32) -> bool {
+        matches!(sig, SIGILL | SIGABRT | SIGBUS | SIGFPE | SIGKILL | SIGSEGV)
+    }
+
+    /// The name of `sig` without the `SIG` prefix, if it has one.
+    pub fn name(sig: i32) -> Option<&'static str> {
+        NAMES.iter().find(|(_, n)| *n == sig).map(|(name, _)| *name)
+    }
+
+    /// The number of a signal named with or without the `SIG` prefix.
+    pub fn by_name(name: &str) -> Option<i32> {
+        let name = name.strip_prefix("SIG").unwrap_or(name);
+        NAMES.iter().find(|(n, _)| *n == name).map(|(_, sig)| *sig)
+    }
 }
 
 /// Value of the TARGETS map: why a process is monitored. Reserved for per-target
@@ -158,29 +269,52 @@ pub mod sched {
     pub const SLEEP_MASK: u32 = 0xff;
 }
 
-/// Kinds of ring-buffer record; the first u32 of every record.
-pub mod kind {
-    pub const PRINTK: u32 = 1;
-    pub const EXIT: u32 = 2;
-    /// The kernel's hung-task detector found a task blocked in D state.
-    pub const HANG: u32 = 3;
-    /// The OOM killer chose a victim.
-    pub const OOM_VICTIM: u32 = 4;
-    /// A fatal-by-default signal was generated for a thread of a monitored process.
-    pub const SIGNAL: u32 = 5;
+/// Kinds of ring-buffer record: the header's `kind` of every record.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A kernel message ([`PrintkEvent`]).
+    Printk = 1,
+    /// A thread of a monitored process exited ([`ExitEvent`]).
+    Exit = 2,
+    /// The kernel's hung-task detector found a task blocked in D state ([`TaskRecord`]).
+    Hang = 3,
+    /// The OOM killer chose a victim ([`TaskRecord`]).
+    OomVictim = 4,
+    /// A fatal-by-default signal was generated for a thread of a monitored process
+    /// ([`TaskRecord`]).
+    Signal = 5,
     /// A process exec'd with a watched comm or in a watched cgroup: now a target
-    /// (`TaskSignal::target` = its tgid; the kernel side added it already).
-    pub const NEW_TARGET: u32 = 6;
-    /// A target that follows forks forked `TaskSignal::target` (a thread or a process:
+    /// (`TaskRecord::target` = its tgid; the kernel side added it already).
+    NewTarget = 6,
+    /// A target that follows forks forked `TaskRecord::target` (a thread or a process:
     /// userspace tells).
-    pub const FORKED: u32 = 7;
+    Forked = 7,
 }
 
-/// A kernel signal about a task (hang, OOM victim, fatal signal). The header's task is
-/// the one in whose context it fired (khungtaskd, the allocating task, the sender).
+impl RecordKind {
+    /// The kind a header's `kind` names, if any (the field is a plain u32 in the
+    /// record: bytes from the kernel are not trusted to hold a valid enum).
+    pub const fn from_u32(kind: u32) -> Option<RecordKind> {
+        Some(match kind {
+            1 => RecordKind::Printk,
+            2 => RecordKind::Exit,
+            3 => RecordKind::Hang,
+            4 => RecordKind::OomVictim,
+            5 => RecordKind::Signal,
+            6 => RecordKind::NewTarget,
+            7 => RecordKind::Forked,
+            _ => return None,
+        })
+    }
+}
+
+/// A kernel event about a task: a hang, an OOM victim, a fatal signal, a new target, a
+/// fork. The header's task is the one in whose context it fired (khungtaskd, the
+/// allocating task, the sender, the parent).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TaskSignal {
+pub struct TaskRecord {
     pub header: EventHeader,
     /// The task it is about (a thread id; the OOM victim's is a process id).
     pub target: u32,
@@ -197,7 +331,7 @@ pub struct TaskSignal {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventHeader {
-    /// One of [`kind`].
+    /// A [`RecordKind`], as a number.
     pub kind: u32,
     /// Process (thread group) of the task in whose context the event fired.
     pub tgid: u32,
@@ -249,7 +383,7 @@ const _: () = {
     assert!(offset_of!(PrintkEvent, msg) == 48);
     assert!(size_of::<PrintkEvent>() == 48 + MSG_MAX);
     assert!(size_of::<ExitEvent>() == 48);
-    assert!(size_of::<TaskSignal>() == 56);
+    assert!(size_of::<TaskRecord>() == 56);
 };
 
 #[cfg(feature = "user")]

@@ -2,17 +2,15 @@
 //! `try_*` function. Nothing here may panic (the verifier rejects reachable panics).
 #![no_std]
 #![no_main]
-// Inline assembly for the one atomic add (see maps::atomic_add).
+// Inline assembly for the one atomic add (see bits::atomic_add).
 #![feature(asm_experimental_arch)]
 
-mod floor;
+mod bits;
+mod events;
+mod globals;
 mod maps;
-mod printk;
-mod process_exit;
-mod sched_switch;
-mod syscalls;
-mod targets;
-mod task_signals;
+mod probes;
+mod slots;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,7 +1,7 @@
 //! The classifier and the incident assembler over real kernel text: a corpus of lines
 //! (every class, old and new formats, x86_64 and arm64, benign look-alikes) and whole
 //! reports. No root, no kernel.
-use watchdog::kmsg::{Class, RuleSet, incident::assemble_log};
+use watchdog::judging::kmsg::{Class, RuleSet, report::assemble_log};
 
 const CORPUS: &str = include_str!("corpus/lines.tsv");
 
@@ -54,7 +54,7 @@ fn the_corpus_covers_every_class_and_enough_benign_lines() {
     assert!(benign >= 30, "only {benign} benign lines");
 }
 
-fn one_report(log: &str) -> watchdog::kmsg::incident::Report {
+fn one_report(log: &str) -> watchdog::judging::kmsg::report::Report {
     let reports = assemble_log(&RuleSet::builtin(), log);
     assert_eq!(reports.len(), 1, "{reports:#?}");
     reports.into_iter().next().unwrap()
@@ -87,7 +87,7 @@ fn x86_null_dereference_is_one_incident_with_task_trace_and_taint() {
             "entry_SYSCALL_64_after_hwframe"
         ]
     );
-    assert_eq!(r.ended_by, watchdog::kmsg::incident::End::Marker);
+    assert_eq!(r.ended_by, watchdog::judging::kmsg::report::End::Marker);
     assert!(r.lines.last().unwrap().starts_with("---[ end trace"));
 }
 

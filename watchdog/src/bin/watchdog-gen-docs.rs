@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::CommandFactory;
 use clap_complete::Shell;
-use watchdog::cli::{DaemonArgs, WdctlArgs};
+use watchdog::config::cli::{DaemonArgs, WdctlArgs};
 
 fn main() -> ExitCode {
     let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {

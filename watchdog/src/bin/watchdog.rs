@@ -3,7 +3,7 @@ use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use watchdog::{
-    cli::{DaemonArgs, LogFormat},
+    config::cli::{DaemonArgs, LogFormat},
     daemon,
 };
 
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         .map_err(anyhow::Error::from)
         .and_then(|settings| {
             // Before the runtime's threads exist, so that they all inherit it.
-            watchdog::realtime::apply(settings.config.mlock, settings.config.rt_priority)?;
+            watchdog::daemon::realtime::apply(settings.config.mlock, settings.config.rt_priority)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // stderr is the log (journald takes it): one line says it all.
-            eprintln!("watchdog: error: {}", watchdog::cli::error_chain(&e));
+            eprintln!("watchdog: error: {}", watchdog::config::cli::error_chain(&e));
             ExitCode::FAILURE
         }
     }

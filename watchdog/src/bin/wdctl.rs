@@ -2,11 +2,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use watchdog::cli::WdctlArgs;
+use watchdog::config::cli::WdctlArgs;
 
 fn main() -> ExitCode {
     let raw: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(hint) = watchdog::cli::util_linux_wdctl_call(&raw) {
+    if let Some(hint) = watchdog::config::cli::util_linux_wdctl_call(&raw) {
         eprintln!("wdctl: {hint}");
         return ExitCode::from(2);
     }
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("wdctl: error: {}", watchdog::cli::error_chain(&e));
+            eprintln!("wdctl: error: {}", watchdog::config::cli::error_chain(&e));
             ExitCode::FAILURE
         }
     }

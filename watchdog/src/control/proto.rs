@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     incidents::{Incident, IncidentSummary},
-    monitor::{Stall, ThreadRow},
+    judging::monitor::{Stall, ThreadRow},
 };
 
 /// Longest request line the daemon reads; longer ones are refused.

@@ -1,6 +1,9 @@
-//! The node's heartbeat: packet format, sender, listener.
+//! Stage 5, the heartbeat: the packet format and its key, the socket on the chosen
+//! interface, the sender with its gate and the liveness it checks, and the listener.
+pub mod iface;
 pub mod key;
 pub mod listener;
+pub mod liveness;
 pub mod packet;
 pub mod sender;
 pub mod socket;

@@ -35,7 +35,7 @@ impl Gate {
             return false;
         }
         self.closed_at_ns
-            .store(crate::clock::monotonic_ns(), Ordering::Release);
+            .store(crate::kernel::clock::monotonic_ns(), Ordering::Release);
         *slot = Some(reason.to_owned());
         true
     }
@@ -173,7 +173,7 @@ pub async fn run(
     sender: Arc<Sender>,
     interval: Duration,
     gate: Arc<Gate>,
-    liveness: Arc<crate::liveness::Liveness>,
+    liveness: Arc<crate::heartbeat::liveness::Liveness>,
     track_file: Option<std::path::PathBuf>,
 ) {
     let mut ticker = tokio::time::interval(interval);
@@ -183,7 +183,7 @@ pub async fn run(
     track(track_file.as_deref(), silent);
     loop {
         ticker.tick().await;
-        if let Some(why) = liveness.blocker(crate::clock::monotonic_ns())
+        if let Some(why) = liveness.blocker(crate::kernel::clock::monotonic_ns())
             && gate.close(&why)
         {
             tracing::error!(reason = %why, "stopping the heartbeat");

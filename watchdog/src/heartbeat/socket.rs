@@ -3,7 +3,7 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::iface::{IfaceError, Interface};
+use crate::heartbeat::iface::{IfaceError, Interface};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {

@@ -1,0 +1,59 @@
+//! The read-only globals the loader sets before loading (constants to the verifier):
+//! SLOTS' index mask, `task_struct` field offsets from the kernel's BTF, and tracepoint
+//! field offsets from tracefs. Declared from `watchdog_common::with_loader_globals`, the
+//! one list both sides expand, so their names cannot drift apart.
+use aya_ebpf::{Global, helpers::bpf_get_current_task_btf};
+use watchdog_common::layout;
+
+macro_rules! declare_globals {
+    (
+        slot_mask: $mask:ident;
+        task: $task_pid:ident => pid, $task_tgid:ident => tgid;
+        fields: $($(#[$doc:meta])* $field:ident => $global:ident,)*
+    ) => {
+        #[unsafe(no_mangle)]
+        static $mask: Global<u32> = Global::new(0);
+
+        /// SLOTS' index mask (entries - 1).
+        #[inline(always)]
+        pub fn slot_mask() -> u32 {
+            $mask.load()
+        }
+
+        #[unsafe(no_mangle)]
+        static $task_pid: Global<u32> = Global::new(0);
+        #[unsafe(no_mangle)]
+        static $task_tgid: Global<u32> = Global::new(0);
+
+        /// The current thread's (tgid, tid), read from its task_struct at the offsets
+        /// the loader set.
+        #[inline(always)]
+        pub fn current_ids() -> (u32, u32) {
+            let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+            unsafe {
+                let tgid = *(task.add($task_tgid.load() as usize) as *const u32);
+                let tid = *(task.add($task_pid.load() as usize) as *const u32);
+                (tgid, tid)
+            }
+        }
+
+        $(
+            $(#[$doc])*
+            #[unsafe(no_mangle)]
+            static $global: Global<u32> = Global::new(0);
+        )*
+
+        /// Offset of a tracepoint field (a `layout` index), or None if this kernel
+        /// lacks it.
+        #[inline(always)]
+        pub fn field_offset(index: u32) -> Option<usize> {
+            let off = match index {
+                $(layout::$field => $global.load(),)*
+                _ => 0,
+            };
+            (off != 0).then_some(off as usize)
+        }
+    };
+}
+
+watchdog_common::with_loader_globals!(declare_globals);

@@ -1,0 +1,9 @@
+//! The programs, one file per hook; each program is a thin wrapper around a `try_*`
+//! function.
+mod floor;
+mod printk;
+mod process_exit;
+mod sched_switch;
+mod syscalls;
+mod targets;
+mod task_signals;

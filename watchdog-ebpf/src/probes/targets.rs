@@ -1,0 +1,72 @@
+//! Targets by name and by cgroup: a process that execs a watched program, or execs
+//! inside a watched cgroup, becomes a target here in the kernel, so its first syscall
+//! is already measured; processes such targets fork are reported to userspace.
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use watchdog_common::{RecordKind, TARGET_FOLLOW_FORKS, Target, layout};
+
+use crate::{
+    bits::set_bit,
+    events::send_task_event,
+    globals::field_offset,
+    maps::{CGROUPS, COMMS, EXEC_BITS, TARGETS},
+};
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    // Runs in the exec'ing task, after the new program's comm is set.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if TARGETS.get_ptr(tgid).is_some() {
+        return 0;
+    }
+    // Each check in a function of its own: inlined together, LLVM ORs the two map
+    // pointers, which the verifier rejects ("pointer |= pointer").
+    if !(comm_watched() || cgroup_watched()) {
+        return 0;
+    }
+    let target = Target {
+        flags: TARGET_FOLLOW_FORKS,
+    };
+    if TARGETS.insert(tgid, target, 0).is_ok() {
+        set_bit(&EXEC_BITS, tgid);
+        send_task_event(RecordKind::NewTarget, tgid, 0, 0);
+    }
+    0
+}
+
+#[inline(never)]
+fn comm_watched() -> bool {
+    match bpf_get_current_comm() {
+        Ok(comm) => COMMS.get_ptr(comm).is_some(),
+        Err(_) => false,
+    }
+}
+
+#[inline(never)]
+fn cgroup_watched() -> bool {
+    CGROUPS
+        .get_ptr(unsafe { bpf_get_current_cgroup_id() })
+        .is_some()
+}
+
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    // Runs in the parent.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let follows = match TARGETS.get_ptr(tgid) {
+        Some(t) => (unsafe { (*t).flags } & TARGET_FOLLOW_FORKS) != 0,
+        None => false,
+    };
+    if !follows {
+        return 0;
+    }
+    if let Some(off) = field_offset(layout::FORK_CHILD_PID)
+        && let Ok(child) = unsafe { ctx.read_at::<i32>(off) }
+    {
+        send_task_event(RecordKind::Forked, child as u32, 0, 0);
+    }
+    0
+}

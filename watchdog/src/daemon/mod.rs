@@ -1,0 +1,273 @@
+//! The daemon: wires the stages together. The probes' ring feeds the reactions
+//! (`judging::reactions`), whose effects reach the heartbeat's gate, the incident sink
+//! and the kernel side; the scanner, the report expirer and the auto-resume feed them
+//! the time; the control socket and the metrics endpoint read the shared state. No
+//! decision is made here.
+mod reload;
+mod requests;
+pub mod realtime;
+pub mod sdnotify;
+mod settings;
+mod shared;
+mod tasks;
+
+use std::{
+    sync::{Arc, Mutex, atomic::AtomicU64},
+    time::Duration,
+};
+
+use tokio::signal::unix::{SignalKind, signal};
+
+pub use settings::Settings;
+
+use crate::{
+    config::{ConfigError, cli::DaemonArgs},
+    control::{access::Access, metrics, server},
+    heartbeat::{self, liveness::Liveness, sender::Gate},
+    incidents::{
+        alert::{self, ExecHook, SinkStats},
+        store::{Store, StoreError},
+    },
+    judging::{
+        kmsg::RulesError,
+        policy::DEFAULT_POLICY,
+        reactions::Reactions,
+        targets::TargetError,
+    },
+    kernel::{
+        clock::monotonic_ns,
+        probes::{self, Probes},
+        procfs,
+    },
+};
+use shared::{ProcHost, Shared, lock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Targets(#[from] TargetError),
+    #[error("--interface {name}: {source}")]
+    Interface {
+        name: String,
+        source: crate::heartbeat::iface::IfaceError,
+    },
+    #[error("--rules: {0}")]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("--store: {0}")]
+    Store(#[from] StoreError),
+    #[error("--heartbeat: {0}")]
+    Heartbeat(#[from] heartbeat::socket::SocketError),
+    #[error("--metrics {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
+    #[error("--heartbeat-key: {0}")]
+    Key(#[from] heartbeat::key::KeyError),
+    #[error("--socket: {0}")]
+    Control(#[from] server::ServerError),
+    #[error(transparent)]
+    Ebpf(#[from] probes::EbpfError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The event reader and the scanner must each make progress within this long, or the
+/// heartbeat stops (the reader wakes at least every 250 ms, the scanner at least every
+/// 500 ms).
+const LIVENESS_BOUND: Duration = Duration::from_secs(2);
+
+/// Hooks the end-to-end tests use to put the daemon in states a real fault would,
+/// read from the environment once at start.
+#[derive(Clone, Copy, Debug, Default)]
+struct TestHooks {
+    /// `WATCHDOG_TEST_STALL_READER_MS`: the event reader stops this long after start,
+    /// as a wedged one would (the heartbeat must then stop).
+    reader_stops_at: Option<u64>,
+}
+
+impl TestHooks {
+    fn from_env() -> Self {
+        let reader_stops_at = std::env::var("WATCHDOG_TEST_STALL_READER_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|ms| monotonic_ns() + ms * 1_000_000);
+        TestHooks { reader_stops_at }
+    }
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub async fn run(settings: Settings, args: &DaemonArgs) -> Result<(), DaemonError> {
+    let store = Store::open(&settings.config.store, settings.config.store_max)?;
+    let sock = heartbeat::socket::sender(
+        settings.config.group,
+        &settings.interface,
+        settings.config.ttl,
+    )?;
+    sock.set_nonblocking(true)?;
+    let listener = server::bind(&settings.config.socket, settings.config.socket_group)?;
+    let result = run_bound(&settings, args, sock, listener, store).await;
+    let _ = std::fs::remove_file(&settings.config.socket);
+    result
+}
+
+async fn run_bound(
+    settings: &Settings,
+    args: &DaemonArgs,
+    sock: std::net::UdpSocket,
+    listener: tokio::net::UnixListener,
+    store: Store,
+) -> Result<(), DaemonError> {
+    let (mut probes, channels) = Probes::load()?;
+    // Held for the daemon's lifetime: the statistics are on while it is open.
+    let _run_stats = match settings.config.probe_stats {
+        true => Some(Probes::enable_run_stats()?),
+        false => None,
+    };
+    // Loading parsed the kernel's BTF (megabytes, now freed): give the heap back, so
+    // the daemon's resident size is what it keeps, not what loading needed.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+    let initial = reload::start_targets(&mut probes, &settings.targets)?;
+    let store = Arc::new(Mutex::new(store));
+    let sink_stats = Arc::new(SinkStats::default());
+    let sink = alert::start(
+        store.clone(),
+        settings.config.exec_hook.clone().map(|program| ExecHook {
+            program,
+            timeout: settings.config.exec_hook_timeout,
+        }),
+        sink_stats.clone(),
+    );
+    // Program names of the processes monitored from the start (for how they end).
+    let initial_named: Vec<(u32, usize, Option<String>)> = initial
+        .iter()
+        .map(|&(pid, policy)| (pid, policy, procfs::comm(pid, pid)))
+        .collect();
+    let reactions = Reactions::new(
+        settings.node_id.clone(),
+        settings.config.policies.clone(),
+        settings.targets.clone(),
+        Arc::new(settings.rules.clone()),
+        &initial_named,
+    );
+    let shared = Arc::new(Shared {
+        reactions: Mutex::new(reactions),
+        probes: Mutex::new(Some(probes)),
+        args: args.clone(),
+        config: Mutex::new(settings.config.clone()),
+        gate: Arc::new(Gate::default()),
+        liveness: Arc::new(Liveness::new(LIVENESS_BOUND, monotonic_ns())),
+        sender: Arc::new(heartbeat::sender::Sender::new(
+            sock,
+            settings.node_id.clone(),
+            settings.heartbeat_key.clone(),
+        )),
+        node_id: settings.node_id.clone(),
+        lost_events: AtomicU64::new(0),
+        untracked_syscalls: AtomicU64::new(0),
+        metrics: metrics::Metrics::default(),
+        store,
+        sink: Mutex::new(sink),
+        sink_stats,
+    });
+    if initial.is_empty() {
+        shared.gate.close(&reload::waiting_reason(&settings.targets));
+    }
+    tracing::info!(
+        pids = ?initial.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        targets = ?settings.targets.describe(),
+        budget_ms = settings.config.policies[DEFAULT_POLICY].budgets.default.as_millis() as u64,
+        heartbeat = %settings.config.group,
+        interface = %settings.interface.name,
+        interval_ms = settings.config.interval.as_millis() as u64,
+        node_id = %settings.node_id,
+        socket = %settings.config.socket.display(),
+        store = %settings.config.store.display(),
+        rules = settings.rules.rules().len(),
+        signed = settings.heartbeat_key.is_some(),
+        "watchdog running"
+    );
+    if settings.heartbeat_key.is_none() {
+        tracing::warn!(
+            "the heartbeat is not authenticated (no --heartbeat-key): anyone on the network can forge or replay it"
+        );
+    }
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let tasks = [
+        tokio::spawn(tasks::read_events(
+            shared.clone(),
+            channels.events,
+            TestHooks::from_env(),
+        )),
+        tokio::spawn(tasks::scan(shared.clone(), channels.inflight)),
+        tokio::spawn(tasks::watch_counters(shared.clone(), channels.counters)),
+        tokio::spawn(tasks::expire_reports(shared.clone())),
+        tokio::spawn(tasks::auto_resume(shared.clone())),
+        tokio::spawn(heartbeat::sender::run(
+            shared.sender.clone(),
+            settings.config.interval,
+            shared.gate.clone(),
+            shared.liveness.clone(),
+            settings.config.track_file.clone(),
+        )),
+        tokio::spawn(server::serve(
+            listener,
+            requests::handler(shared.clone()),
+            Access {
+                read_group: settings.config.socket_group,
+            },
+        )),
+    ];
+    let metrics_task = match settings.config.metrics {
+        Some(addr) => {
+            let listener = metrics::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Metrics(addr, e))?;
+            tracing::info!(%addr, "serving metrics at /metrics");
+            let s = shared.clone();
+            Some(tokio::spawn(metrics::serve(listener, move || {
+                s.metrics.render(&requests::metrics_snapshot(&s))
+            })))
+        }
+        None => None,
+    };
+    let mut sighup = signal(SignalKind::hangup())?;
+    let notifier = sdnotify::Notifier::from_env().map(Arc::new);
+    let notify_task = notifier
+        .clone()
+        .map(|n| tokio::spawn(tasks::notify_systemd(shared.clone(), n)));
+    let signal = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => {
+                if let Some(n) = &notifier {
+                    n.notify("RELOADING=1");
+                }
+                reload::reload(&shared);
+                if let Some(n) = &notifier {
+                    n.notify("READY=1");
+                }
+            }
+        }
+    };
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1");
+    }
+    for t in [notify_task, metrics_task].into_iter().flatten() {
+        t.abort();
+    }
+    tracing::info!(signal, "stopping: detaching probes");
+    for t in &tasks {
+        t.abort();
+    }
+    // Detach now, while tasks aborting may still hold `shared`.
+    drop(lock(&shared.probes).take());
+    // Reports still being assembled are recorded as they are.
+    let open = shared.reactions().finish_reports(&ProcHost);
+    shared.apply(open);
+    Ok(())
+}
+

@@ -1,0 +1,168 @@
+//! What the daemon's tasks share, and the one place that carries out the reactions'
+//! effects: the gate and the last gasp, the incident sink, signals, the kernel side's
+//! target maps, the metrics.
+use std::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicU64, Ordering},
+    mpsc,
+};
+
+use crate::{
+    config::{Config, cli::DaemonArgs},
+    control::metrics::Metrics,
+    heartbeat::{
+        liveness::Liveness,
+        sender::{Gate, Sender},
+    },
+    incidents::{
+        Incident, alert::Alert, alert::SinkStats, signal_name, store::Store,
+    },
+    judging::{
+        reactions::{Count, Effect, Host, Reactions},
+        verdict::FdKind,
+    },
+    kernel::{probes::Probes, procfs},
+};
+
+/// `/proc`, as the reactions ask it.
+pub(super) struct ProcHost;
+
+impl Host for ProcHost {
+    fn tgid_of(&self, tid: u32) -> Option<u32> {
+        procfs::tgid_of(tid)
+    }
+    fn comm(&self, tgid: u32, tid: u32) -> Option<String> {
+        procfs::comm(tgid, tid)
+    }
+    fn exit_status(&self, tgid: u32) -> Option<String> {
+        procfs::exit_status(tgid)
+    }
+    fn cgroup_id(&self, pid: u32) -> Option<u64> {
+        procfs::cgroup_id_of(pid)
+    }
+    fn fd_kind(&self, tgid: u32, fd: u64) -> Option<FdKind> {
+        procfs::fd_kind(tgid, fd)
+    }
+}
+
+/// State shared by the daemon's tasks.
+pub(super) struct Shared {
+    /// Every decision, and the state it needs; one lock.
+    pub reactions: Mutex<Reactions>,
+    /// The command line, which a reload merges the file under again.
+    pub args: DaemonArgs,
+    pub config: Mutex<Config>,
+    /// Taken (and so detached) at shutdown.
+    pub probes: Mutex<Option<Probes>>,
+    pub gate: Arc<Gate>,
+    /// Progress of the event reader and the scanner, checked before every heartbeat.
+    pub liveness: Arc<Liveness>,
+    pub sender: Arc<Sender>,
+    pub node_id: String,
+    pub lost_events: AtomicU64,
+    pub untracked_syscalls: AtomicU64,
+    pub metrics: Metrics,
+    pub store: Arc<Mutex<Store>>,
+    pub sink: Mutex<mpsc::Sender<Alert>>,
+    pub sink_stats: Arc<SinkStats>,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the verdicts down with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn reactions(&self) -> MutexGuard<'_, Reactions> {
+        lock(&self.reactions)
+    }
+
+    /// Carry out the reactions' effects, in order. Called without the reactions' lock.
+    pub fn apply(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::StopHeartbeat { reason } => {
+                    if self.gate.close(&reason) {
+                        tracing::warn!(reason = %reason, "stopping the heartbeat");
+                        self.sender.last_gasp(&reason);
+                    }
+                }
+                Effect::StartHeartbeat => self.gate.open(),
+                Effect::Record {
+                    mut incident,
+                    run_hook,
+                    inspect,
+                } => {
+                    if inspect {
+                        inspect_stalled_thread(&mut incident);
+                    }
+                    let alert = Alert {
+                        incident: *incident,
+                        run_hook,
+                    };
+                    if lock(&self.sink).send(alert).is_err() {
+                        tracing::error!("alert thread is gone: incident dropped");
+                    }
+                }
+                Effect::Signal { pid, signal } => send_stall_signal(pid, signal),
+                Effect::Follow { pid } => {
+                    if let Some(Err(e)) = lock(&self.probes)
+                        .as_mut()
+                        .map(|p| p.add_following_target(pid))
+                    {
+                        tracing::warn!(pid, error = %e, "could not monitor a forked process");
+                        self.reactions().not_followed(pid);
+                    }
+                }
+                Effect::Unfollow { pid } => {
+                    if let Some(Err(e)) = lock(&self.probes).as_mut().map(|p| p.remove_target(pid))
+                    {
+                        tracing::warn!(pid, error = %e, "could not stop measuring a gone process");
+                    }
+                }
+                Effect::Count(Count::Verdict(cause)) => self.metrics.verdict(&cause),
+                Effect::Count(Count::KernelReport(class)) => self.metrics.kernel_report(&class),
+                Effect::Count(Count::SyscallSeconds { program, seconds }) => {
+                    self.metrics.syscall(&program, seconds)
+                }
+            }
+        }
+    }
+
+    pub fn kernel_lines(&self) -> u64 {
+        self.reactions().kernel_lines()
+    }
+
+    pub fn lost_events(&self) -> u64 {
+        self.lost_events.load(Ordering::Relaxed)
+    }
+
+    pub fn untracked_syscalls(&self) -> u64 {
+        self.untracked_syscalls.load(Ordering::Relaxed)
+    }
+}
+
+/// What `/proc` shows of a stalled thread now: its state, wait channel, syscall
+/// arguments and kernel stack, into the stall incident.
+fn inspect_stalled_thread(incident: &mut Incident) {
+    let (Some(pid), Some(tid), Some(details)) = (incident.pid, incident.tid, &mut incident.stall)
+    else {
+        return;
+    };
+    details.state = procfs::state(pid, tid);
+    details.wchan = procfs::wchan(pid, tid);
+    details.args = procfs::syscall_args(pid, tid);
+    details.kernel_stack = procfs::kernel_stack(pid, tid);
+}
+
+fn send_stall_signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid we monitor and a valid signal number.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    let name = signal_name(sig);
+    if rc == 0 {
+        tracing::warn!(pid, signal = %name, "signalled the stalled process");
+    } else {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(pid, signal = %name, error = %error, "could not signal the stalled process");
+    }
+}

@@ -1,0 +1,175 @@
+//! The daemon's task loops. Each takes what happens (a ring record, a scan, the time),
+//! asks the reactions what it means, and carries out the answer.
+use std::{sync::Arc, sync::atomic::Ordering, time::Duration};
+
+use aya::maps::{MapData, RingBuf};
+
+use super::{
+    TestHooks,
+    shared::{ProcHost, Shared, lock},
+};
+use crate::{
+    daemon::sdnotify::{self, Notifier},
+    events::{self, Event},
+    heartbeat::liveness::Part,
+    judging::reactions::REPORT_QUIET,
+    kernel::{
+        clock::monotonic_ns,
+        probes::{Counters, InFlightTable},
+        ring,
+    },
+};
+
+/// The event reader's longest wait for the ring buffer before it says it is alive.
+const READER_TICK: Duration = Duration::from_millis(250);
+
+/// Read kernel events as they come, and react to each.
+pub(super) async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>, hooks: TestHooks) {
+    let alive = || {
+        let now = monotonic_ns();
+        if hooks.reader_stops_at.is_some_and(|at| now >= at) {
+            tracing::warn!("test hook: the event reader stops");
+            return false;
+        }
+        shared.liveness.beat(Part::EventReader, now);
+        true
+    };
+    let on_record = |bytes: &[u8]| {
+        let effects = match events::decode(bytes) {
+            Ok(Event::KernelLine(line)) => shared.reactions().on_kernel_line(&line, &ProcHost),
+            Ok(Event::ThreadExit(exit)) => shared.reactions().on_exit(exit, &ProcHost),
+            Ok(Event::Task(ev)) => shared.reactions().on_task_event(ev, &ProcHost),
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable kernel event");
+                return;
+            }
+        };
+        shared.apply(effects);
+    };
+    match ring::read(events, READER_TICK, alive, on_record).await {
+        // The test hook: hang as a wedged reader would.
+        Ok(()) => std::future::pending::<()>().await,
+        Err(e) => {
+            // Without this reader, kernel reports go unseen: fail closed.
+            shared
+                .gate
+                .close(&format!("event ring buffer failed: {e}"));
+            tracing::error!(error = %e, "event ring buffer failed");
+        }
+    }
+}
+
+/// Scan the in-flight table: often enough to see every syscall well before its budget
+/// runs out, and exactly at the earliest deadline, so a stall is found within a timer
+/// tick of the budget running out, while the syscall is still in flight.
+pub(super) async fn scan(shared: Arc<Shared>, inflight: InFlightTable) {
+    loop {
+        // Read each round: a reload may change the budget.
+        let budget = shared.reactions().monitor().shortest_budget();
+        let period = (budget / 4).clamp(Duration::from_millis(5), Duration::from_millis(500));
+        let now = monotonic_ns();
+        shared.liveness.beat(Part::Scanner, now);
+        let entries = inflight.read();
+        let scan = shared.reactions().on_scan(&entries, now, &ProcHost);
+        shared.apply(scan.effects);
+        let now = monotonic_ns();
+        let next_periodic = now + period.as_nanos() as u64;
+        let wake = scan
+            .next_deadline
+            .map_or(next_periodic, |d| d.min(next_periodic));
+        tokio::time::sleep(Duration::from_nanos(wake.saturating_sub(now))).await;
+    }
+}
+
+/// Complete kernel reports that went quiet.
+pub(super) async fn expire_reports(shared: Arc<Shared>) {
+    // Half the quiet time: a report is complete at most 1.5 s after its last line.
+    let mut ticker = tokio::time::interval(REPORT_QUIET / 2);
+    loop {
+        ticker.tick().await;
+        let effects = shared
+            .reactions()
+            .expire_reports(monotonic_ns(), &ProcHost);
+        shared.apply(effects);
+    }
+}
+
+/// The opt-in policy: resume by itself once nothing has stood in the way of resuming
+/// for the configured time.
+pub(super) async fn auto_resume(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        ticker.tick().await;
+        let after = lock(&shared.config).auto_resume_after;
+        let now = monotonic_ns();
+        let daemon_blocker = shared.liveness.blocker(now);
+        let resume = shared.reactions().auto_resume(
+            now,
+            after,
+            shared.gate.is_open(),
+            daemon_blocker.as_deref(),
+        );
+        if resume {
+            shared.gate.open();
+            tracing::warn!(
+                after_ms = after.unwrap_or_default().as_millis() as u64,
+                "heartbeat resumed automatically: healthy since"
+            );
+        }
+    }
+}
+
+/// Report kernel-side losses as they grow.
+pub(super) async fn watch_counters(shared: Arc<Shared>, counters: Counters) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let lost = counters.lost_events();
+        let before = shared.lost_events.swap(lost, Ordering::Relaxed);
+        if lost > before {
+            tracing::warn!(
+                lost_events = lost,
+                new = lost - before,
+                "kernel events lost: ring buffer full"
+            );
+        }
+        let untracked = counters.untracked_syscalls();
+        let before = shared.untracked_syscalls.swap(untracked, Ordering::Relaxed);
+        if untracked > before {
+            tracing::warn!(
+                untracked_syscalls = untracked,
+                "syscalls not tracked: in-flight table full"
+            );
+        }
+    }
+}
+
+/// Tell systemd we are ready, keep STATUS= current, and send WATCHDOG=1 only while the
+/// event reader and scanner make progress (a wedged daemon is restarted by systemd).
+pub(super) async fn notify_systemd(shared: Arc<Shared>, n: Arc<Notifier>) {
+    let status = |s: &Shared| match s.gate.reason() {
+        None => format!(
+            "STATUS=heartbeat sending; {} processes monitored",
+            s.reactions().monitor().targets().count()
+        ),
+        Some(r) => format!("STATUS=heartbeat STOPPED: {r}"),
+    };
+    let mut last = status(&shared);
+    n.notify(&format!("READY=1\n{last}"));
+    let keepalive = sdnotify::watchdog_interval();
+    let tick = keepalive
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(tick);
+    loop {
+        ticker.tick().await;
+        let now = status(&shared);
+        if now != last {
+            n.notify(&now);
+            last = now;
+        }
+        if keepalive.is_some() && shared.liveness.blocker(monotonic_ns()).is_none() {
+            n.notify("WATCHDOG=1");
+        }
+    }
+}

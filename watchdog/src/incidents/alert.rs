@@ -1,0 +1,259 @@
+//! Alert sinks. Every incident is stored first, then logged, then handed to the exec
+//! hook, on a thread of its own: nothing here can hold up the heartbeat.
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    incidents::{Incident, Kind},
+    incidents::store::Store,
+};
+
+/// The exec hook: `PROGRAM CLASS HOST SUMMARY`, the incident as JSON on stdin,
+/// nagios-style; killed after `timeout`.
+#[derive(Clone, Debug)]
+pub struct ExecHook {
+    pub program: PathBuf,
+    pub timeout: Duration,
+}
+
+/// Counters the daemon reports.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    pub stored: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub hook_runs: AtomicU64,
+    pub hook_failures: AtomicU64,
+}
+
+/// Hooks running at once, at most; more are refused (and counted) rather than queued
+/// behind a hook that hangs.
+const MAX_HOOKS_RUNNING: u64 = 4;
+
+/// An incident to record, and whether it runs the exec hook (its target may have opted
+/// out).
+pub struct Alert {
+    pub incident: Incident,
+    pub run_hook: bool,
+}
+
+/// Start the sink thread; send incidents to the returned sender.
+pub fn start(
+    store: Arc<Mutex<Store>>,
+    hook: Option<ExecHook>,
+    stats: Arc<SinkStats>,
+) -> mpsc::Sender<Alert> {
+    let (tx, rx) = mpsc::channel::<Alert>();
+    let running = Arc::new(AtomicU64::new(0));
+    thread::Builder::new()
+        .name("wd-alerts".into())
+        .spawn(move || {
+            for Alert {
+                incident: mut inc,
+                run_hook: hook_wanted,
+            } in rx
+            {
+                match store
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(&mut inc)
+                {
+                    Ok(_) => stats.stored.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        // Still alert: losing the record must not lose the alert.
+                        tracing::error!(error = %e, "incident not stored");
+                        stats.store_errors.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                log(&inc);
+                if let Some(h) = hook.as_ref().filter(|_| hook_wanted) {
+                    run_hook(h, &inc, &stats, &running);
+                }
+            }
+        })
+        .expect("spawn alert thread");
+    tx
+}
+
+fn log(inc: &Incident) {
+    let id = inc.id.unwrap_or(-1);
+    match (&inc.kind, &inc.stall) {
+        (Kind::SyscallStall, Some(st)) => tracing::error!(
+            incident = id,
+            pid = inc.pid,
+            tid = inc.tid,
+            comm = inc.comm.as_deref().unwrap_or(""),
+            syscall = st.syscall.as_deref().unwrap_or("-"),
+            elapsed_ms = st.elapsed_ms,
+            budget_ms = st.budget_ms,
+            state = st.state.as_deref().unwrap_or("?"),
+            wchan = st.wchan.as_deref().unwrap_or("?"),
+            reason = %st.reason,
+            "thread stalled"
+        ),
+        (Kind::KernelReport, _) => {
+            let r = inc.report.as_ref();
+            tracing::error!(
+                incident = id,
+                class = %inc.class,
+                rule = r.and_then(|r| r.rule.as_deref()).unwrap_or("-"),
+                pid = inc.pid,
+                tid = inc.tid,
+                comm = inc.comm.as_deref().unwrap_or(""),
+                monitored = inc.monitored,
+                stopped_heartbeat = inc.stopped_heartbeat,
+                lines = r.map_or(0, |r| r.lines.len()),
+                line = r.map_or("", |r| r.first_line.as_str()),
+                "kernel problem reported"
+            )
+        }
+        _ => tracing::error!(
+            incident = id,
+            kind = inc.kind.as_str(),
+            class = %inc.class,
+            pid = inc.pid,
+            tid = inc.tid,
+            comm = inc.comm.as_deref().unwrap_or(""),
+            monitored = inc.monitored,
+            stopped_heartbeat = inc.stopped_heartbeat,
+            summary = %inc.summary,
+            "incident"
+        ),
+    }
+}
+
+fn run_hook(hook: &ExecHook, inc: &Incident, stats: &Arc<SinkStats>, running: &Arc<AtomicU64>) {
+    stats.hook_runs.fetch_add(1, Ordering::Relaxed);
+    if running.fetch_add(1, Ordering::AcqRel) >= MAX_HOOKS_RUNNING {
+        running.fetch_sub(1, Ordering::AcqRel);
+        stats.hook_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(program = %hook.program.display(), incident = inc.id, "exec hook not run: {MAX_HOOKS_RUNNING} still running");
+        return;
+    }
+    let hook = hook.clone();
+    let body = serde_json::to_vec(inc).expect("incidents serialize");
+    let args = [inc.class.clone(), inc.host.clone(), inc.summary.clone()];
+    let id = inc.id;
+    let (stats, running) = (stats.clone(), running.clone());
+    thread::spawn(move || {
+        let result = exec(&hook, &args, &body, id);
+        running.fetch_sub(1, Ordering::AcqRel);
+        if let Err(e) = result {
+            stats.hook_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(program = %hook.program.display(), incident = id, error = %e, "exec hook failed");
+        }
+    });
+}
+
+fn exec(hook: &ExecHook, args: &[String; 3], body: &[u8], id: Option<i64>) -> Result<(), String> {
+    let mut cmd = Command::new(&hook.program);
+    // SAFETY: the closure runs in the child between fork and exec and only makes a
+    // syscall: a hook runs at normal priority even when the daemon runs SCHED_FIFO.
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        cmd.pre_exec(crate::daemon::realtime::normal_priority);
+    }
+    let mut child = cmd
+        .args(args)
+        .env(
+            "WATCHDOG_INCIDENT_ID",
+            id.map(|i| i.to_string()).unwrap_or_default(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that does not read its input is its own business.
+        let _ = stdin.write_all(body);
+    }
+    let deadline = Instant::now() + hook.timeout;
+    loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) if status.success() => return Ok(()),
+            Some(status) => {
+                let mut err = String::new();
+                if let Some(mut s) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = s.read_to_string(&mut err);
+                }
+                return Err(format!("exited with {status}: {}", err.trim()));
+            }
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("killed after the {:?} timeout", hook.timeout));
+            }
+            None => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(program: &str, timeout_ms: u64) -> ExecHook {
+        ExecHook {
+            program: program.into(),
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    fn args() -> [String; 3] {
+        ["bug".into(), "node".into(), "summary".into()]
+    }
+
+    #[test]
+    fn a_hook_that_succeeds() {
+        assert_eq!(
+            exec(&hook("/bin/true", 5000), &args(), b"{}", Some(1)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_missing_hook_is_named() {
+        let e = exec(&hook("/nonexistent/hook", 5000), &args(), b"{}", Some(1)).unwrap_err();
+        assert!(
+            e.starts_with("cannot run it: No such file or directory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_failing_hook_reports_its_status_and_stderr() {
+        let e = exec(
+            &hook("/bin/sh", 5000),
+            &["-c".into(), "echo broken >&2; exit 3".into(), "x".into()],
+            b"",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e, "exited with exit status: 3: broken");
+    }
+
+    #[test]
+    fn a_hanging_hook_is_killed_at_its_timeout() {
+        let started = Instant::now();
+        let e = exec(
+            &hook("/bin/sh", 200),
+            &["-c".into(), "sleep 30".into(), "x".into()],
+            b"",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e, "killed after the 200ms timeout");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

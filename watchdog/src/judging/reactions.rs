@@ -1,0 +1,1085 @@
+//! The daemon's reactions: what a kernel event, a scan of the in-flight table or the
+//! passing of time means for the heartbeat, the incidents and the service. Pure: fed
+//! with events and times, it answers with [`Effect`]s, in the order they must be carried
+//! out (the heartbeat stops first, everything else after); what it needs from `/proc`
+//! it asks through [`Host`], which the tests fake. The daemon holds one of these behind
+//! one lock and only carries out what it returns.
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
+
+use regex::Regex;
+use watchdog_common::InFlight;
+
+use crate::{
+    events::{KernelLine, TaskEvent, TaskEventKind, ThreadExit},
+    incidents::{Incident, Kind, SignalDetails, StallDetails, signal_code_meaning, signal_name},
+    judging::{
+        kmsg::{
+            Action, RuleSet,
+            report::{Assembler, Line, Printer, Report},
+        },
+        monitor::{LineVerdict, Monitor, Stall},
+        policy::{DEFAULT_POLICY, Policy},
+        targets::TargetTable,
+        verdict::FdKind,
+    },
+};
+
+/// A kernel report is complete after this long without a further line from its printer.
+pub const REPORT_QUIET: Duration = Duration::from_secs(1);
+/// A fatal signal this recent explains a monitored process's death.
+pub const CRASH_WINDOW_NS: u64 = 5_000_000_000;
+
+/// The kernel's line about a user fault: `svc[1234]: segfault at 0 ip ... error 6 in ...`,
+/// `traps: svc[1234] general protection fault ip:...`, `svc[1234]: trap divide error ...`.
+static FAULT_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:^traps: )?\S+\[\d+\]:? (?:segfault at|general protection fault|trap |potentially unexpected fatal signal)").unwrap()
+});
+
+/// What the reactions need to know of the system, beyond the events: `/proc` in the
+/// daemon, a table in the tests.
+pub trait Host {
+    /// The process thread `tid` belongs to.
+    fn tgid_of(&self, tid: u32) -> Option<u32>;
+    /// The name of thread `tid` of process `tgid`.
+    fn comm(&self, tgid: u32, tid: u32) -> Option<String>;
+    /// How a process that is a zombie now ended (`exited with status 3`).
+    fn exit_status(&self, tgid: u32) -> Option<String>;
+    /// The cgroup v2 id of a process.
+    fn cgroup_id(&self, pid: u32) -> Option<u64>;
+    /// What file descriptor `fd` of process `tgid` is.
+    fn fd_kind(&self, tgid: u32, fd: u64) -> Option<FdKind>;
+}
+
+/// Something a metric counts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Count {
+    /// A verdict, by cause (`syscall-budget`, `exited`, a report's class).
+    Verdict(String),
+    /// A kernel line of a problem class.
+    KernelReport(String),
+    /// A monitored thread's completed syscall took this long (a program's histogram).
+    SyscallSeconds { program: String, seconds: f64 },
+}
+
+/// What the daemon must do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Stop the heartbeat, with this reason (and send the last gasp if it was sent).
+    StopHeartbeat { reason: String },
+    /// The service is up at last: send the heartbeat.
+    StartHeartbeat,
+    /// Store and alert an incident. With `inspect`, first fill its stall details from
+    /// what `/proc` shows of the thread now (before any stall signal can wake it).
+    Record {
+        incident: Box<Incident>,
+        run_hook: bool,
+        inspect: bool,
+    },
+    /// Send the stall signal to a process.
+    Signal { pid: u32, signal: i32 },
+    /// Measure a process the kernel side reported as forked by a target (undo with
+    /// [`Reactions::not_followed`] if the kernel side cannot).
+    Follow { pid: u32 },
+    /// Stop measuring a process that is gone.
+    Unfollow { pid: u32 },
+    /// Count something in the metrics.
+    Count(Count),
+}
+
+/// The outcome of a scan of the in-flight table.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub effects: Vec<Effect>,
+    /// CLOCK_MONOTONIC time of the earliest budget deadline still ahead, if any.
+    pub next_deadline: Option<u64>,
+}
+
+/// The daemon's decisions, with the state they need.
+pub struct Reactions {
+    monitor: Monitor,
+    /// What the config's targets pick (replaced by a reload).
+    targets: TargetTable,
+    rules: Arc<RuleSet>,
+    assembler: Assembler,
+    node_id: String,
+    /// Last fatal-by-default signal for each monitored process, and when.
+    recent_signals: HashMap<u32, (SignalDetails, u64)>,
+    /// Last kernel fault line printed by each monitored process.
+    fault_lines: HashMap<u32, String>,
+    /// Processes already sent the stall signal.
+    signalled: HashSet<u32>,
+    /// True until the first process of a --comm/--cgroup target appears, when none ran
+    /// at start: the heartbeat waits for the service.
+    awaiting_first: bool,
+    /// Since when nothing has stood in the way of resuming (for auto-resume).
+    clear_since_ns: Option<u64>,
+    /// Kernel messages taken in.
+    kernel_lines: u64,
+}
+
+impl Reactions {
+    /// Reactions for a node named `node_id`, monitoring `initial` (process, policy,
+    /// program name) under `policies` (`DEFAULT_POLICY` first). With no initial process,
+    /// the heartbeat waits for the service to start.
+    pub fn new(
+        node_id: String,
+        policies: Vec<Policy>,
+        targets: TargetTable,
+        rules: Arc<RuleSet>,
+        initial: &[(u32, usize, Option<String>)],
+    ) -> Self {
+        let mut monitor = Monitor::new(policies, initial.iter().map(|(p, pol, _)| (*p, *pol)));
+        for (pid, policy, name) in initial {
+            if let Some(name) = name {
+                monitor.add_target(*pid, name, *policy);
+            }
+        }
+        Reactions {
+            monitor,
+            targets,
+            rules,
+            assembler: Assembler::new(REPORT_QUIET.as_secs_f64()),
+            node_id,
+            recent_signals: HashMap::new(),
+            fault_lines: HashMap::new(),
+            signalled: HashSet::new(),
+            awaiting_first: initial.is_empty(),
+            clear_since_ns: None,
+            kernel_lines: 0,
+        }
+    }
+
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// For a reload, which picks the monitored processes again.
+    pub fn monitor_mut(&mut self) -> &mut Monitor {
+        &mut self.monitor
+    }
+
+    pub fn targets(&self) -> &TargetTable {
+        &self.targets
+    }
+
+    pub fn set_targets(&mut self, targets: TargetTable) {
+        self.targets = targets;
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        self.rules = rules;
+    }
+
+    /// Whether the heartbeat waits for a first process of the service.
+    pub fn awaiting_first(&self) -> bool {
+        self.awaiting_first
+    }
+
+    /// The service is gone from the node while the heartbeat is sent (a reload dropped
+    /// every target): wait for it again, as at a start.
+    pub fn await_service(&mut self) {
+        self.awaiting_first = true;
+    }
+
+    /// Kernel messages taken in so far.
+    pub fn kernel_lines(&self) -> u64 {
+        self.kernel_lines
+    }
+
+    /// What stands in the way of resuming the heartbeat (empty: nothing).
+    pub fn resume_blockers(&self) -> Vec<String> {
+        self.monitor.blockers()
+    }
+
+    fn incident(&self, kind: Kind, class: &str, summary: String) -> Incident {
+        Incident {
+            id: None,
+            at_unix_ms: crate::incidents::now_unix_ms(),
+            kind,
+            class: class.to_owned(),
+            summary,
+            host: self.node_id.clone(),
+            monitored: true,
+            stopped_heartbeat: false,
+            pid: None,
+            tid: None,
+            comm: None,
+            report: None,
+            stall: None,
+            signal: None,
+        }
+    }
+
+    /// An incident about process `pid` runs the exec hook unless its target opted out.
+    fn record(&self, incident: Incident, inspect: bool) -> Effect {
+        let run_hook = incident
+            .pid
+            .is_none_or(|pid| self.monitor.policy(pid).exec_hook);
+        Effect::Record {
+            incident: Box::new(incident),
+            run_hook,
+            inspect,
+        }
+    }
+
+    /// A verdict stops the heartbeat; it is counted by cause.
+    fn stop(stall: &Stall, out: &mut Vec<Effect>) {
+        out.push(Effect::Count(Count::Verdict(stall.cause.clone())));
+        out.push(Effect::StopHeartbeat {
+            reason: format!(
+                "thread {} ({}) of pid {}: {}",
+                stall.tid, stall.comm, stall.pid, stall.reason
+            ),
+        });
+    }
+
+    /// The opt-in stall signal: once per process, never to one that is gone.
+    fn stall_signal(&mut self, stall: &Stall, out: &mut Vec<Effect>) {
+        let Some(signal) = self.monitor.policy(stall.pid).stall_signal else {
+            return;
+        };
+        if stall.cause != "exited" && self.signalled.insert(stall.pid) {
+            out.push(Effect::Signal {
+                pid: stall.pid,
+                signal,
+            });
+        }
+    }
+
+    /// A verdict from the kernel's word (a report, the hung-task detector): stop the
+    /// heartbeat, then the stall signal.
+    fn kernel_verdict(&mut self, stall: &Stall, out: &mut Vec<Effect>) {
+        Self::stop(stall, out);
+        self.stall_signal(stall, out);
+    }
+
+    /// Take in a scan of the in-flight table at `now_ns`: every monitored thread's
+    /// record (tid, record). Threads not in it are gone.
+    pub fn on_scan(&mut self, entries: &[(u32, InFlight)], now_ns: u64, host: &impl Host) -> Scan {
+        let mut effects = Vec::new();
+        let mut stalls = Vec::new();
+        let mut seen = HashSet::with_capacity(entries.len());
+        for (tid, rec) in entries {
+            if !self.monitor.is_target(rec.tgid) {
+                continue;
+            }
+            seen.insert(*tid);
+            // Each thread's last completed syscall, once, for the histogram.
+            if self.monitor.completed_since_observed(*tid, rec)
+                && let Some(name) = self.monitor.program(rec.tgid)
+            {
+                effects.push(Effect::Count(Count::SyscallSeconds {
+                    program: name.to_owned(),
+                    seconds: rec.last_duration_ns as f64 / 1e9,
+                }));
+            }
+            let stall = self.monitor.observe(
+                *tid,
+                rec,
+                now_ns,
+                |tgid, fd| host.fd_kind(tgid, fd),
+                |tgid, tid| host.comm(tgid, tid),
+            );
+            stalls.extend(stall);
+        }
+        self.monitor.retain_threads(|tid| seen.contains(&tid));
+        for stall in &stalls {
+            self.on_budget_stall(stall, &mut effects);
+        }
+        Scan {
+            effects,
+            next_deadline: self.monitor.next_deadline(now_ns),
+        }
+    }
+
+    /// A syscall overran its budget: stop the heartbeat, record what `/proc` shows of the
+    /// thread, and only then send the stall signal (it wakes a killable sleep, and the
+    /// incident must show the stall, not the thread dying of the signal).
+    fn on_budget_stall(&mut self, stall: &Stall, out: &mut Vec<Effect>) {
+        Self::stop(stall, out);
+        let (pid, tid) = (stall.pid, stall.tid);
+        let summary = format!(
+            "thread {tid} ({}) of pid {pid}: {}",
+            stall.comm, stall.reason
+        );
+        let mut inc = self.incident(Kind::SyscallStall, "stall", summary);
+        inc.stopped_heartbeat = true;
+        inc.pid = Some(pid);
+        inc.tid = Some(tid);
+        inc.comm = Some(stall.comm.clone());
+        inc.stall = Some(StallDetails {
+            syscall: stall.syscall.clone(),
+            elapsed_ms: stall.elapsed_ms,
+            budget_ms: stall.budget_ms,
+            reason: stall.reason.clone(),
+            state: None,
+            wchan: None,
+            args: Vec::new(),
+            kernel_stack: Vec::new(),
+        });
+        out.push(self.record(inc, true));
+        self.stall_signal(stall, out);
+    }
+
+    /// A kernel message. Classified once, here: the verdict on the monitored threads
+    /// and the report assembly both take that one classification.
+    pub fn on_kernel_line(&mut self, line: &KernelLine, host: &impl Host) -> Vec<Effect> {
+        self.kernel_lines += 1;
+        let mut out = Vec::new();
+        let rules = self.rules.clone();
+        let class = rules.classify_text(&line.text);
+        let verdict = self
+            .monitor
+            .on_kernel_line(&class, line, |tid| host.tgid_of(tid));
+        match &verdict {
+            LineVerdict::Stall(stall) => {
+                out.push(Effect::Count(Count::KernelReport(stall.cause.clone())));
+                self.kernel_verdict(stall, &mut out);
+            }
+            LineVerdict::Alert { class, .. } => {
+                out.push(Effect::Count(Count::KernelReport(class.as_str().to_owned())));
+            }
+            LineVerdict::Ordinary => {}
+        }
+        if self.monitor.is_target(line.tgid) && FAULT_LINE.is_match(&line.text) {
+            self.fault_lines.insert(line.tgid, line.text.clone());
+        }
+        let reports = self.assembler.push_classified(
+            &class,
+            Line {
+                text: &line.text,
+                time: Some(line.ts_ns as f64 / 1e9),
+                stream: u64::from(line.tid),
+                printer: Some(Printer {
+                    pid: line.tgid,
+                    tid: line.tid,
+                    comm: line.comm.clone(),
+                }),
+            },
+        );
+        for r in reports {
+            out.push(self.on_report(r, host));
+        }
+        out
+    }
+
+    /// Kernel reports that went quiet by `now_ns` are complete: record them.
+    pub fn expire_reports(&mut self, now_ns: u64, host: &impl Host) -> Vec<Effect> {
+        let done = self.assembler.expire(now_ns as f64 / 1e9);
+        done.into_iter().map(|r| self.on_report(r, host)).collect()
+    }
+
+    /// The daemon stops: reports still being assembled are recorded as they are.
+    pub fn finish_reports(&mut self, host: &impl Host) -> Vec<Effect> {
+        let open = self.assembler.finish();
+        open.into_iter().map(|r| self.on_report(r, host)).collect()
+    }
+
+    /// The process of thread `tid`: as the monitor knows it, else as the host says.
+    fn tgid_of(&self, tid: u32, host: &impl Host) -> Option<u32> {
+        self.monitor.known_tgid(tid).or_else(|| host.tgid_of(tid))
+    }
+
+    /// A complete kernel report, recorded with whom it is about.
+    fn on_report(&self, report: Report, host: &impl Host) -> Effect {
+        let subject = report.subject();
+        let tgid = subject
+            .as_ref()
+            .and_then(|s| match (&s.how[..], &report.printer) {
+                ("printer", Some(p)) => Some(p.pid),
+                _ => self.tgid_of(s.pid, host),
+            });
+        let monitored = tgid.is_some_and(|t| self.monitor.is_target(t));
+        let mut inc = self.incident(Kind::KernelReport, report.class.as_str(), report.summary());
+        inc.monitored = monitored;
+        inc.stopped_heartbeat = monitored && report.action == Action::StopHeartbeat;
+        inc.pid = tgid;
+        inc.tid = subject.as_ref().map(|s| s.pid);
+        inc.comm = subject.and_then(|s| s.comm);
+        inc.report = Some(report);
+        self.record(inc, false)
+    }
+
+    /// A structured kernel event about a task.
+    pub fn on_task_event(&mut self, ev: TaskEvent, host: &impl Host) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match ev.kind {
+            TaskEventKind::Hang => {
+                let Some(tgid) = ev
+                    .target_tgid
+                    .or_else(|| self.tgid_of(ev.target, host))
+                    .filter(|t| self.monitor.is_target(*t))
+                else {
+                    return out;
+                };
+                let comm = host.comm(tgid, ev.target);
+                let reason = "kernel hung-task detector: blocked in uninterruptible sleep past hung_task_timeout_secs".to_owned();
+                let Some(stall) = self.monitor.kernel_stall(
+                    ev.target,
+                    tgid,
+                    comm.clone(),
+                    "hung_task",
+                    reason.clone(),
+                    ev.ts_ns,
+                ) else {
+                    return out;
+                };
+                self.kernel_verdict(&stall, &mut out);
+                let summary = format!(
+                    "thread {} ({}) of pid {tgid}: {reason}",
+                    ev.target,
+                    comm.as_deref().unwrap_or("?")
+                );
+                let mut inc = self.incident(Kind::HungTask, "hung_task", summary);
+                inc.stopped_heartbeat = true;
+                inc.pid = Some(tgid);
+                inc.tid = Some(ev.target);
+                inc.comm = comm;
+                out.push(self.record(inc, false));
+            }
+            TaskEventKind::NewTarget => {
+                // The kernel side made it a target at exec, before its first syscall.
+                let policy = self
+                    .targets
+                    .policy_for(ev.target, Some(&ev.by_comm), || host.cgroup_id(ev.target))
+                    .unwrap_or(DEFAULT_POLICY);
+                out.extend(self.new_target(
+                    ev.target,
+                    &ev.by_comm,
+                    policy,
+                    "exec'd a watched program or in a watched cgroup",
+                ));
+            }
+            TaskEventKind::Forked => {
+                // Threads of a target are measured already; a new process is measured
+                // too, as a child: its exit is not the service's.
+                if host.tgid_of(ev.target) != Some(ev.target) || self.monitor.is_target(ev.target)
+                {
+                    return out;
+                }
+                self.monitor.add_child(ev.target, ev.by_tgid);
+                tracing::debug!(
+                    pid = ev.target,
+                    parent = ev.by_tgid,
+                    "monitoring a forked child"
+                );
+                out.push(Effect::Follow { pid: ev.target });
+            }
+            TaskEventKind::OomVictim => {
+                if !self.monitor.is_target(ev.target) {
+                    return out;
+                }
+                let comm = host.comm(ev.target, ev.target);
+                let summary = format!(
+                    "the OOM killer chose monitored process {} ({})",
+                    ev.target,
+                    comm.as_deref().unwrap_or("?")
+                );
+                let mut inc = self.incident(Kind::OomVictim, "oom", summary);
+                inc.pid = Some(ev.target);
+                inc.comm = comm;
+                out.push(self.record(inc, false));
+            }
+            TaskEventKind::Signal { sig, code } => {
+                let Some(tgid) = ev.target_tgid.or_else(|| self.tgid_of(ev.target, host)) else {
+                    return out;
+                };
+                let details = SignalDetails {
+                    signal: signal_name(sig),
+                    signo: sig,
+                    code,
+                    code_meaning: signal_code_meaning(sig, code),
+                    target_tid: ev.target,
+                    sender_pid: ev.by_tgid,
+                    sender_comm: ev.by_comm,
+                    fault_line: None,
+                };
+                // Handled signals are common (a JVM takes SIGSEGV for null checks), so a
+                // signal alone is no crash: it explains a death that follows it.
+                self.recent_signals.insert(tgid, (details, ev.ts_ns));
+            }
+        }
+        out
+    }
+
+    /// The kernel side could not measure a forked child: it is no target after all.
+    pub fn not_followed(&mut self, pid: u32) {
+        self.monitor.remove_target(pid);
+    }
+
+    /// Process `tgid` (program `comm`) is picked by a target, with policy `policy`.
+    /// The first one to appear while the heartbeat waits for the service starts it.
+    pub fn new_target(&mut self, tgid: u32, comm: &str, policy: usize, how: &str) -> Vec<Effect> {
+        if !self.monitor.add_target(tgid, comm, policy) {
+            return Vec::new();
+        }
+        tracing::info!(pid = tgid, comm, how, "monitoring a new process");
+        if std::mem::take(&mut self.awaiting_first) {
+            tracing::info!(pid = tgid, "the service is up: sending the heartbeat");
+            return vec![Effect::StartHeartbeat];
+        }
+        Vec::new()
+    }
+
+    /// A thread exited; with `group_dead`, its whole process is gone.
+    pub fn on_exit(&mut self, exit: ThreadExit, host: &impl Host) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.monitor.forget(exit.tid);
+        if !exit.group_dead || !self.monitor.is_target(exit.tgid) {
+            return out;
+        }
+        let signal = self
+            .recent_signals
+            .remove(&exit.tgid)
+            .filter(|(_, at)| exit.ts_ns.saturating_sub(*at) <= CRASH_WINDOW_NS);
+        let fault = self.fault_lines.remove(&exit.tgid);
+        // How it ended: the zombie's wait status while it is there, else the fatal
+        // signal we saw, else we cannot tell.
+        let how = host.exit_status(exit.tgid).unwrap_or_else(|| match &signal {
+            Some((s, _)) => format!("was killed by {} ({})", s.signal, s.code_meaning),
+            None => "exited (status unknown: already reaped)".into(),
+        });
+        // Read before the process stops being a target.
+        let run_hook = self.monitor.policy(exit.tgid).exec_hook;
+        let gone = self
+            .monitor
+            .process_gone(exit.tgid, &exit.comm, &how, exit.ts_ns);
+        self.signalled.remove(&exit.tgid);
+        let Some(stall) = gone else {
+            // A child a target forked has ended: that is no verdict.
+            tracing::debug!(pid = exit.tgid, how = %how, "monitored child process ended");
+            out.push(Effect::Unfollow { pid: exit.tgid });
+            return out;
+        };
+        Self::stop(&stall, &mut out);
+        out.push(Effect::Unfollow { pid: exit.tgid });
+        tracing::warn!(pid = exit.tgid, comm = %exit.comm, how = %how, "monitored process is gone");
+        if let Some((mut details, _)) = signal {
+            details.fault_line = fault;
+            let summary = format!(
+                "pid {} ({}) died of {} ({}) from pid {} ({})",
+                exit.tgid,
+                exit.comm,
+                details.signal,
+                details.code_meaning,
+                details.sender_pid,
+                details.sender_comm
+            );
+            let mut inc = self.incident(Kind::Crash, "crash", summary);
+            inc.pid = Some(exit.tgid);
+            inc.tid = Some(details.target_tid);
+            inc.comm = Some(exit.comm);
+            inc.signal = Some(details);
+            out.push(Effect::Record {
+                incident: Box::new(inc),
+                run_hook,
+                inspect: false,
+            });
+        }
+        out
+    }
+
+    /// The opt-in auto-resume, asked every tick: resume once nothing has stood in the way
+    /// of resuming for `after` (`None`: not configured). `sending`: the heartbeat is
+    /// sent now; `daemon_blocker`: the daemon's own reason not to resume (its reader or
+    /// scanner made no progress), if any.
+    pub fn auto_resume(
+        &mut self,
+        now_ns: u64,
+        after: Option<Duration>,
+        sending: bool,
+        daemon_blocker: Option<&str>,
+    ) -> bool {
+        let Some(after) = after else {
+            self.clear_since_ns = None;
+            return false;
+        };
+        let blocked = self.awaiting_first
+            || daemon_blocker.is_some()
+            || !self.monitor.blockers().is_empty();
+        if sending || blocked {
+            self.clear_since_ns = None;
+            return false;
+        }
+        let since = *self.clear_since_ns.get_or_insert(now_ns);
+        if now_ns.saturating_sub(since) >= after.as_nanos() as u64 {
+            self.clear_since_ns = None;
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use syscalls::Sysno;
+    use watchdog_common::NOT_IN_SYSCALL;
+
+    use super::*;
+    use crate::judging::{
+        policy::Budgets,
+        targets::{Selector, TargetSpec},
+    };
+
+    const MS: u64 = 1_000_000;
+    const SVC: u32 = 100;
+    const OTHER: u32 = 900;
+
+    /// `/proc` as a table: threads to processes, names, zombies' statuses, cgroups.
+    #[derive(Default)]
+    struct FakeHost {
+        tgids: BTreeMap<u32, u32>,
+        comms: BTreeMap<u32, String>,
+        statuses: BTreeMap<u32, String>,
+        cgroups: BTreeMap<u32, u64>,
+    }
+
+    impl Host for FakeHost {
+        fn tgid_of(&self, tid: u32) -> Option<u32> {
+            self.tgids.get(&tid).copied()
+        }
+        fn comm(&self, _tgid: u32, tid: u32) -> Option<String> {
+            self.comms.get(&tid).cloned()
+        }
+        fn exit_status(&self, tgid: u32) -> Option<String> {
+            self.statuses.get(&tgid).cloned()
+        }
+        fn cgroup_id(&self, pid: u32) -> Option<u64> {
+            self.cgroups.get(&pid).copied()
+        }
+        fn fd_kind(&self, _tgid: u32, _fd: u64) -> Option<FdKind> {
+            Some(FdKind::Stream)
+        }
+    }
+
+    fn host() -> FakeHost {
+        let mut h = FakeHost::default();
+        for (tid, tgid, comm) in [
+            (SVC, SVC, "svc"),
+            (SVC + 1, SVC, "stuck"),
+            (OTHER, OTHER, "other"),
+        ] {
+            h.tgids.insert(tid, tgid);
+            h.comms.insert(tid, comm.into());
+        }
+        h
+    }
+
+    fn policy(budget_ms: u64, stall_signal: Option<i32>, exec_hook: bool) -> Policy {
+        Policy {
+            budgets: Budgets::uniform(Duration::from_millis(budget_ms)),
+            stall_signal,
+            exec_hook,
+        }
+    }
+
+    /// Reactions monitoring process SVC with a 300 ms budget and no options.
+    fn reactions() -> Reactions {
+        reactions_with(vec![policy(300, None, true)])
+    }
+
+    fn reactions_with(policies: Vec<Policy>) -> Reactions {
+        Reactions::new(
+            "node-a".into(),
+            policies,
+            TargetTable::default(),
+            Arc::new(RuleSet::builtin()),
+            &[(SVC, DEFAULT_POLICY, Some("svc".into()))],
+        )
+    }
+
+    fn record(tgid: u32, nr: Sysno, enter_ns: u64, sched_state: u32) -> InFlight {
+        InFlight {
+            tgid,
+            nr: nr as u32,
+            enter_ns,
+            arg0: 3,
+            last_nr: NOT_IN_SYSCALL,
+            tid: 0,
+            last_duration_ns: 0,
+            completed: 0,
+            sleep_ns: 0,
+            switch_ns: enter_ns,
+            sched_state,
+            on_cpu: 0,
+        }
+    }
+
+    fn kernel_line(tgid: u32, tid: u32, comm: &str, ts_ns: u64, text: &str) -> KernelLine {
+        KernelLine {
+            tgid,
+            tid,
+            comm: comm.into(),
+            ts_ns,
+            text: text.into(),
+            truncated: false,
+        }
+    }
+
+    fn exit(tgid: u32, ts_ns: u64) -> ThreadExit {
+        ThreadExit {
+            tgid,
+            tid: tgid,
+            comm: "svc".into(),
+            ts_ns,
+            group_dead: true,
+        }
+    }
+
+    fn task_event(kind: TaskEventKind, target: u32, by: u32, ts_ns: u64) -> TaskEvent {
+        TaskEvent {
+            kind,
+            target,
+            target_tgid: None,
+            by_tgid: by,
+            by_tid: by,
+            by_comm: "sender".into(),
+            ts_ns,
+        }
+    }
+
+    fn stop_reason(effects: &[Effect]) -> Option<&str> {
+        effects.iter().find_map(|e| match e {
+            Effect::StopHeartbeat { reason } => Some(reason.as_str()),
+            _ => None,
+        })
+    }
+
+    fn recorded(effects: &[Effect]) -> Vec<(&Incident, bool, bool)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Record {
+                    incident,
+                    run_hook,
+                    inspect,
+                } => Some((incident.as_ref(), *run_hook, *inspect)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The effects other than counts, in order, by name.
+    fn shape(effects: &[Effect]) -> Vec<&'static str> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::StopHeartbeat { .. } => Some("stop"),
+                Effect::StartHeartbeat => Some("start"),
+                Effect::Record { .. } => Some("record"),
+                Effect::Signal { .. } => Some("signal"),
+                Effect::Follow { .. } => Some("follow"),
+                Effect::Unfollow { .. } => Some("unfollow"),
+                Effect::Count(_) => None,
+            })
+            .collect()
+    }
+
+    const D_STATE: u32 = watchdog_common::sched::UNINTERRUPTIBLE;
+    const S_STATE: u32 = watchdog_common::sched::INTERRUPTIBLE;
+
+    #[test]
+    fn a_syscall_stuck_past_its_budget_stops_the_heartbeat_first_then_records_then_signals() {
+        let mut r = reactions_with(vec![policy(300, Some(libc::SIGQUIT), true)]);
+        let h = host();
+        let stuck = [(SVC + 1, record(SVC, Sysno::vfork, 1_000 * MS, D_STATE))];
+        // Within the budget: nothing, and the scanner is told when to look again.
+        let scan = r.on_scan(&stuck, 1_200 * MS, &h);
+        assert!(scan.effects.is_empty(), "{:?}", scan.effects);
+        assert_eq!(scan.next_deadline, Some(1_300 * MS));
+        // Past it: stop, record (with /proc looked at before the signal), signal.
+        let scan = r.on_scan(&stuck, 1_301 * MS, &h);
+        assert_eq!(shape(&scan.effects), ["stop", "record", "signal"]);
+        let reason = stop_reason(&scan.effects).unwrap();
+        assert!(reason.starts_with("thread 101 (stuck) of pid 100: vfork"), "{reason}");
+        let (inc, run_hook, inspect) = recorded(&scan.effects)[0];
+        assert_eq!(inc.kind, Kind::SyscallStall);
+        assert!(inspect && run_hook && inc.stopped_heartbeat);
+        assert_eq!((inc.pid, inc.tid), (Some(SVC), Some(SVC + 1)));
+        let details = inc.stall.as_ref().unwrap();
+        assert_eq!(details.syscall.as_deref(), Some("vfork"));
+        assert_eq!(details.budget_ms, 300);
+        assert!(scan.effects.contains(&Effect::Count(Count::Verdict("syscall-budget".into()))));
+        assert!(scan.effects.contains(&Effect::Signal {
+            pid: SVC,
+            signal: libc::SIGQUIT
+        }));
+        // One stuck syscall is one verdict; resuming is refused while it lasts.
+        let scan = r.on_scan(&stuck, 1_500 * MS, &h);
+        assert!(shape(&scan.effects).is_empty(), "{:?}", scan.effects);
+        assert!(r.resume_blockers()[0].contains("thread 101 of pid 100 is stalled"));
+        // It returns: resuming is allowed (the heartbeat stays latched until then).
+        let mut done = stuck[0].1;
+        done.nr = NOT_IN_SYSCALL;
+        r.on_scan(&[(SVC + 1, done)], 1_600 * MS, &h);
+        assert!(r.resume_blockers().is_empty(), "{:?}", r.resume_blockers());
+    }
+
+    #[test]
+    fn the_stall_signal_goes_once_per_process_and_only_where_configured() {
+        let mut r = reactions_with(vec![policy(300, Some(libc::SIGQUIT), true)]);
+        let h = host();
+        let two = [
+            (SVC + 1, record(SVC, Sysno::vfork, 0, D_STATE)),
+            (SVC + 2, record(SVC, Sysno::fsync, 0, D_STATE)),
+        ];
+        let scan = r.on_scan(&two, 400 * MS, &h);
+        assert_eq!(shape(&scan.effects), ["stop", "record", "signal", "stop", "record"]);
+        let mut plain = reactions();
+        let scan = plain.on_scan(&two[..1], 400 * MS, &h);
+        assert_eq!(shape(&scan.effects), ["stop", "record"]);
+    }
+
+    #[test]
+    fn idle_waits_never_stop_the_heartbeat() {
+        let mut r = reactions();
+        let h = host();
+        let idle: Vec<(u32, InFlight)> = [Sysno::epoll_wait, Sysno::futex, Sysno::nanosleep]
+            .into_iter()
+            .enumerate()
+            .map(|(i, nr)| (SVC + 1 + i as u32, record(SVC, nr, 0, S_STATE)))
+            .collect();
+        let scan = r.on_scan(&idle, 60_000 * MS, &h);
+        assert!(scan.effects.is_empty(), "{:?}", scan.effects);
+        assert!(r.resume_blockers().is_empty());
+    }
+
+    #[test]
+    fn threads_of_other_processes_and_gone_threads_are_not_judged() {
+        let mut r = reactions();
+        let h = host();
+        let scan = r.on_scan(
+            &[(OTHER, record(OTHER, Sysno::vfork, 0, D_STATE))],
+            10_000 * MS,
+            &h,
+        );
+        assert!(scan.effects.is_empty());
+        r.on_scan(&[(SVC + 1, record(SVC, Sysno::vfork, 0, D_STATE))], 100 * MS, &h);
+        // The thread left the table (it exited): its syscall is never judged.
+        let scan = r.on_scan(&[], 10_000 * MS, &h);
+        assert!(scan.effects.is_empty());
+        assert_eq!(scan.next_deadline, None);
+    }
+
+    #[test]
+    fn a_bug_printed_by_a_monitored_thread_stops_the_heartbeat_at_its_first_line() {
+        let mut r = reactions();
+        let h = host();
+        let line = kernel_line(SVC, SVC + 1, "stuck", 5_000 * MS, "watchdog-test: BUG: kernel NULL pointer dereference, address: 0000000000000000");
+        let out = r.on_kernel_line(&line, &h);
+        assert_eq!(shape(&out), ["stop"], "{out:?}");
+        assert!(out.contains(&Effect::Count(Count::KernelReport("bug".into()))));
+        let reason = stop_reason(&out).unwrap();
+        assert!(reason.contains("kernel reported bug") && reason.contains("in this thread"), "{reason}");
+        // The report is recorded once it goes quiet, as about the monitored thread.
+        assert!(r.expire_reports(5_500 * MS, &h).is_empty());
+        let out = r.expire_reports(6_100 * MS, &h);
+        let (inc, run_hook, _) = recorded(&out)[0];
+        assert_eq!(inc.kind, Kind::KernelReport);
+        assert_eq!(inc.class, "bug");
+        assert!(inc.monitored && inc.stopped_heartbeat && run_hook);
+        assert_eq!((inc.pid, inc.tid, inc.comm.as_deref()), (Some(SVC), Some(SVC + 1), Some("stuck")));
+        assert_eq!(r.kernel_lines(), 1);
+        // The kernel said it is broken: it stays stalled.
+        assert_eq!(r.resume_blockers().len(), 1);
+    }
+
+    #[test]
+    fn a_bug_printed_by_another_process_only_alerts() {
+        let mut r = reactions();
+        let h = host();
+        let line = kernel_line(OTHER, OTHER, "other", 0, "watchdog-test: BUG: not ours");
+        let out = r.on_kernel_line(&line, &h);
+        assert_eq!(shape(&out), Vec::<&str>::new());
+        assert_eq!(out, [Effect::Count(Count::KernelReport("bug".into()))]);
+        let out = r.finish_reports(&h);
+        let (inc, _, _) = recorded(&out)[0];
+        assert!(!inc.monitored && !inc.stopped_heartbeat);
+        assert_eq!(inc.pid, Some(OTHER));
+        assert!(r.resume_blockers().is_empty());
+    }
+
+    #[test]
+    fn a_hung_task_line_naming_a_monitored_thread_stalls_it_whoever_prints_it() {
+        let mut r = reactions();
+        let h = host();
+        let line = kernel_line(
+            OTHER,
+            OTHER,
+            "khungtaskd",
+            0,
+            "watchdog-test: INFO: task stuck:101 blocked for more than 120 seconds.",
+        );
+        let out = r.on_kernel_line(&line, &h);
+        assert_eq!(shape(&out), ["stop"], "{out:?}");
+        assert!(stop_reason(&out).unwrap().starts_with("thread 101 (stuck) of pid 100"));
+    }
+
+    #[test]
+    fn the_hung_task_detector_stalls_a_monitored_thread_once() {
+        let mut r = reactions();
+        let h = host();
+        let ev = task_event(TaskEventKind::Hang, SVC + 1, 2, 0);
+        let out = r.on_task_event(ev.clone(), &h);
+        assert_eq!(shape(&out), ["stop", "record"]);
+        let (inc, _, _) = recorded(&out)[0];
+        assert_eq!(inc.kind, Kind::HungTask);
+        assert!(inc.stopped_heartbeat);
+        assert!(r.on_task_event(ev, &h).is_empty());
+        // Not about us: nothing.
+        let mut r = reactions();
+        assert!(r.on_task_event(task_event(TaskEventKind::Hang, OTHER, 2, 0), &h).is_empty());
+    }
+
+    #[test]
+    fn a_monitored_process_that_exits_stops_the_heartbeat_and_says_how() {
+        let mut r = reactions();
+        let mut h = host();
+        h.statuses.insert(SVC, "exited with status 3".into());
+        let out = r.on_exit(exit(SVC, 0), &h);
+        assert_eq!(shape(&out), ["stop", "unfollow"]);
+        assert!(out.contains(&Effect::Count(Count::Verdict("exited".into()))));
+        let reason = stop_reason(&out).unwrap();
+        assert!(reason.ends_with("monitored process 100 (svc) exited with status 3"), "{reason}");
+        assert!(recorded(&out).is_empty(), "an exit without a fatal signal is no crash");
+        assert!(r.resume_blockers()[0].contains("process 100 is gone"));
+        // A thread's exit alone is nothing.
+        let mut r = reactions();
+        let mut thread = exit(SVC, 0);
+        thread.tid = SVC + 1;
+        thread.group_dead = false;
+        assert!(r.on_exit(thread, &h).is_empty());
+    }
+
+    #[test]
+    fn a_fatal_signal_then_death_within_the_window_is_a_crash_with_the_fault_line() {
+        let mut r = reactions_with(vec![policy(300, Some(libc::SIGQUIT), false)]);
+        let h = host();
+        let segv = TaskEventKind::Signal { sig: 11, code: 1 };
+        let mut ev = task_event(segv, SVC + 1, SVC, 1_000 * MS);
+        ev.target_tgid = Some(SVC);
+        assert!(r.on_task_event(ev, &h).is_empty(), "a signal alone is no crash");
+        let fault = "svc[100]: segfault at 0 ip 0000 sp 0000 error 6 in svc[400000+1000]";
+        r.on_kernel_line(&kernel_line(SVC, SVC + 1, "svc", 1_000 * MS, fault), &h);
+        let out = r.on_exit(exit(SVC, 1_000 * MS + CRASH_WINDOW_NS), &h);
+        // No stall signal to a process that is gone; the crash follows the target's
+        // exec_hook setting.
+        assert_eq!(shape(&out), ["stop", "unfollow", "record"]);
+        assert!(stop_reason(&out).unwrap().contains("was killed by SIGSEGV (SEGV_MAPERR"));
+        let (inc, run_hook, _) = recorded(&out)[0];
+        assert_eq!(inc.kind, Kind::Crash);
+        assert!(!run_hook);
+        let sig = inc.signal.as_ref().unwrap();
+        assert_eq!((sig.signal.as_str(), sig.target_tid, sig.sender_pid), ("SIGSEGV", SVC + 1, SVC));
+        assert_eq!(sig.fault_line.as_deref(), Some(fault));
+        assert!(inc.summary.contains("died of SIGSEGV"), "{}", inc.summary);
+    }
+
+    #[test]
+    fn a_fatal_signal_older_than_the_window_explains_no_death() {
+        let mut r = reactions();
+        let h = host();
+        let mut ev = task_event(TaskEventKind::Signal { sig: 9, code: 0 }, SVC, OTHER, 0);
+        ev.target_tgid = Some(SVC);
+        r.on_task_event(ev, &h);
+        let out = r.on_exit(exit(SVC, CRASH_WINDOW_NS + 1), &h);
+        assert_eq!(shape(&out), ["stop", "unfollow"]);
+        assert!(stop_reason(&out).unwrap().contains("status unknown"));
+    }
+
+    #[test]
+    fn the_oom_killer_choosing_a_monitored_process_is_recorded() {
+        let mut r = reactions();
+        let h = host();
+        let out = r.on_task_event(task_event(TaskEventKind::OomVictim, SVC, OTHER, 0), &h);
+        assert_eq!(shape(&out), ["record"]);
+        let (inc, _, _) = recorded(&out)[0];
+        assert_eq!((inc.kind, inc.pid), (Kind::OomVictim, Some(SVC)));
+        assert!(!inc.stopped_heartbeat, "the death that follows is the verdict");
+        let out = r.on_task_event(task_event(TaskEventKind::OomVictim, OTHER, OTHER, 0), &h);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn the_heartbeat_waits_for_the_first_process_of_a_service_then_starts() {
+        let spec = TargetSpec {
+            selector: Selector::Comm("svc".into()),
+            policy: 1,
+        };
+        let table = TargetTable::resolve(&[spec]).unwrap();
+        let mut r = Reactions::new(
+            "node-a".into(),
+            vec![policy(300, None, true), policy(5_000, None, false)],
+            table,
+            Arc::new(RuleSet::builtin()),
+            &[],
+        );
+        let h = host();
+        assert!(r.awaiting_first());
+        assert!(!r.auto_resume(0, Some(Duration::ZERO), false, None));
+        let mut ev = task_event(TaskEventKind::NewTarget, 200, 200, 0);
+        ev.by_comm = "svc".into();
+        let out = r.on_task_event(ev.clone(), &h);
+        assert_eq!(out, [Effect::StartHeartbeat]);
+        assert!(!r.awaiting_first());
+        // Its target's policy: a 5 s budget.
+        assert_eq!(r.monitor().policy(200).budgets.default, Duration::from_secs(5));
+        // The next one only joins.
+        ev.target = 201;
+        assert!(r.on_task_event(ev, &h).is_empty());
+    }
+
+    #[test]
+    fn a_forked_child_is_followed_and_its_end_is_no_verdict() {
+        let mut r = reactions();
+        let mut h = host();
+        h.tgids.insert(300, 300);
+        let out = r.on_task_event(task_event(TaskEventKind::Forked, 300, SVC, 0), &h);
+        assert_eq!(out, [Effect::Follow { pid: 300 }]);
+        assert!(r.monitor().is_target(300));
+        // A new thread of a target is no new process.
+        h.tgids.insert(301, SVC);
+        assert!(r.on_task_event(task_event(TaskEventKind::Forked, 301, SVC, 0), &h).is_empty());
+        let mut end = exit(300, 0);
+        end.comm = "helper".into();
+        assert_eq!(shape(&r.on_exit(end, &h)), ["unfollow"]);
+        assert!(r.resume_blockers().is_empty());
+        // The kernel side could not measure it: it is no target.
+        r.on_task_event(task_event(TaskEventKind::Forked, 300, SVC, 0), &h);
+        r.not_followed(300);
+        assert!(!r.monitor().is_target(300));
+    }
+
+    #[test]
+    fn auto_resume_waits_until_nothing_has_blocked_for_the_configured_time() {
+        let mut r = reactions();
+        let h = host();
+        let after = Some(Duration::from_secs(2));
+        // A stall blocks it while it lasts.
+        let stuck = [(SVC + 1, record(SVC, Sysno::vfork, 0, D_STATE))];
+        r.on_scan(&stuck, 400 * MS, &h);
+        assert!(!r.auto_resume(500 * MS, after, false, None));
+        let mut done = stuck[0].1;
+        done.nr = NOT_IN_SYSCALL;
+        r.on_scan(&[(SVC + 1, done)], 1_000 * MS, &h);
+        assert!(!r.auto_resume(1_000 * MS, after, false, None));
+        assert!(!r.auto_resume(2_900 * MS, after, false, None));
+        // The daemon's own trouble restarts the wait.
+        assert!(!r.auto_resume(2_950 * MS, after, false, Some("reader stuck")));
+        assert!(!r.auto_resume(3_000 * MS, after, false, None));
+        assert!(r.auto_resume(5_000 * MS, after, false, None));
+        // Not configured, or sending already: never.
+        assert!(!r.auto_resume(9_000 * MS, None, false, None));
+        assert!(!r.auto_resume(99_000 * MS, after, true, None));
+    }
+}

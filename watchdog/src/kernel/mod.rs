@@ -1,0 +1,9 @@
+//! Stage 1, the kernel: load and attach the eBPF probes and hold their maps, and read
+//! what the running kernel says of itself (BTF field offsets, tracepoint layouts,
+//! `/proc`, CLOCK_MONOTONIC). The only stage that touches aya.
+pub mod btf;
+pub mod clock;
+pub mod probes;
+pub mod procfs;
+pub mod ring;
+pub mod tracefs;

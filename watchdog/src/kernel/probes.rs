@@ -1,0 +1,585 @@
+//! Loading and attaching the kernel side. The only module that touches aya.
+use std::{ffi::CString, path::Path};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+};
+use watchdog_common::{InFlight, TASK_FIELD_GLOBALS, Target, counter, layout, maps};
+
+use crate::{kernel::btf, kernel::tracefs};
+
+/// The eBPF object built by build.rs (aya-build) from watchdog-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error(
+        "loading the eBPF object (needs root or CAP_BPF+CAP_PERFMON, and kernel 5.11+ with BTF): {0}"
+    )]
+    Load(#[from] aya::EbpfError),
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("tracepoint {0} is missing or has an unknown layout on this kernel")]
+    Layout(&'static str),
+    #[error("mapping the in-flight slots: {0}")]
+    Mmap(std::io::Error),
+    #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
+    Tracefs(std::io::Error),
+    #[error("reading the kernel's BTF (/sys/kernel/btf/vmlinux, needs CONFIG_DEBUG_INFO_BTF): {0}")]
+    Btf(String),
+    #[error(
+        "--probe-stats: enabling the kernel's BPF run-time statistics (kernel 5.8+, CAP_SYS_ADMIN): {0}"
+    )]
+    Stats(aya::sys::SyscallError),
+}
+
+/// Handles on the loaded, attached programs and their maps. Dropping it detaches every
+/// program (the kernel also does so if the process dies: the links are fds).
+pub struct Probes {
+    // Owns the programs and their links; kept alive for as long as the probes should be.
+    ebpf: Ebpf,
+    targets: HashMap<MapData, u32, Target>,
+    /// The bits of `targets`, which the hot path tests instead of the hash.
+    target_bits: Array<MapData, u64>,
+    comms: HashMap<MapData, [u8; 16], u32>,
+    cgroups: HashMap<MapData, u64, u32>,
+}
+
+/// Maps the daemon reads from its own tasks.
+pub struct Channels {
+    pub inflight: InFlightTable,
+    pub events: RingBuf<MapData>,
+    pub counters: Counters,
+}
+
+/// The in-flight records, as the scanner reads them: the SLOTS array through a read-only
+/// shared mapping (no syscall per thread), and the few threads whose slot another
+/// thread owns from the INFLIGHT hash.
+pub struct InFlightTable {
+    base: *const InFlight,
+    len: usize,
+    bytes: usize,
+    // Owns the fd the mapping was made from.
+    _slots: MapData,
+    overflow: HashMap<MapData, u32, InFlight>,
+}
+
+// SAFETY: the mapping is read-only here, shared with the kernel, and lives as long as
+// the table; reading it from another thread is what it is for.
+unsafe impl Send for InFlightTable {}
+
+impl InFlightTable {
+    fn new(slots: MapData, overflow: HashMap<MapData, u32, InFlight>) -> Result<Self, EbpfError> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let len = slots.info().map_err(map_error(maps::SLOTS))?.max_entries() as usize;
+        let page = 4096;
+        let bytes = (len * size_of::<InFlight>()).div_ceil(page) * page;
+        // SAFETY: a shared read-only mapping of an mmapable array map's fd, of its size
+        // rounded up to a page (as the kernel maps it).
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                slots.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(EbpfError::Mmap(std::io::Error::last_os_error()));
+        }
+        Ok(InFlightTable {
+            base: base.cast(),
+            len,
+            bytes,
+            _slots: slots,
+            overflow,
+        })
+    }
+
+    /// Every thread's record: (tid, record).
+    pub fn read(&self) -> Vec<(u32, InFlight)> {
+        let mut out = Vec::new();
+        for i in 0..self.len {
+            // SAFETY: within the mapping; the kernel writes it concurrently, so each
+            // record is copied with a volatile read and may be torn (the scanner checks
+            // what it acts on). A free slot costs one read of its owner.
+            unsafe {
+                let slot = self.base.add(i);
+                if std::ptr::read_volatile(std::ptr::addr_of!((*slot).tid)) == 0 {
+                    continue;
+                }
+                let rec = std::ptr::read_volatile(slot);
+                if rec.tid != 0 {
+                    out.push((rec.tid, rec));
+                }
+            }
+        }
+        out.extend(self.overflow.iter().filter_map(Result::ok));
+        out
+    }
+}
+
+impl Drop for InFlightTable {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.bytes) };
+    }
+}
+
+/// SLOTS' entries: WATCHDOG_INFLIGHT_SLOTS (a power of two; tests set it to 1 to send
+/// every thread but one through the overflow hash), else the default.
+fn slot_count() -> u32 {
+    std::env::var("WATCHDOG_INFLIGHT_SLOTS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| n.is_power_of_two())
+        .unwrap_or(watchdog_common::DEFAULT_SLOTS)
+}
+
+/// The per-CPU counters of the kernel side, summed over CPUs.
+pub struct Counters(PerCpuArray<MapData, u64>);
+
+impl Counters {
+    fn sum(&self, index: u32) -> u64 {
+        self.0.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    /// Events lost because the ring buffer was full.
+    pub fn lost_events(&self) -> u64 {
+        self.sum(counter::LOST_EVENTS)
+    }
+
+    /// Syscalls of monitored threads not tracked because the in-flight map was full.
+    pub fn untracked_syscalls(&self) -> u64 {
+        self.sum(counter::INFLIGHT_FULL)
+    }
+}
+
+/// Mount tracefs if it is missing: classic tracepoints attach through it.
+pub fn ensure_tracefs() -> Result<(), EbpfError> {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists() {
+        return Ok(());
+    }
+    let c = |s: &str| CString::new(s).expect("no NUL");
+    let (src, target, fstype) = (c("nodev"), c("/sys/kernel/tracing"), c("tracefs"));
+    // SAFETY: valid C strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(EbpfError::Tracefs(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it (harmless after).
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid rlimit pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels 5.11+");
+    }
+}
+
+/// The error for map `name`.
+fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> EbpfError {
+    move |source| EbpfError::Map { name, source }
+}
+
+/// A removal from map `name` that is fine when the key is already gone.
+fn ignore_missing(r: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(), EbpfError> {
+    match r {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(source) => Err(EbpfError::Map { name, source }),
+    }
+}
+
+/// A program name as the kernel keeps it: at most 15 bytes, NUL-padded.
+fn comm_key(name: &str) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    let n = name.len().min(15);
+    key[..n].copy_from_slice(&name.as_bytes()[..n]);
+    key
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(EbpfError::MissingMap(name))?;
+    T::try_from(map).map_err(map_error(name))
+}
+
+fn attach_raw(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), EbpfError> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.load()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.attach(tp)
+        .map_err(|source| EbpfError::Program { name, source })?;
+    Ok(())
+}
+
+/// Attach BTF tracepoint program `name` to `tp`.
+fn attach_btf_tp(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tp: &str,
+    btf: &Btf,
+) -> Result<(), EbpfError> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.load(tp, btf)
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.attach()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    Ok(())
+}
+
+/// Offsets of the `task_struct` fields the kernel side reads, from the kernel's BTF.
+fn task_field_offsets() -> Result<[u32; TASK_FIELD_GLOBALS.len()], EbpfError> {
+    let data = std::fs::read(btf::VMLINUX).map_err(|e| EbpfError::Btf(e.to_string()))?;
+    let types = btf::Btf::parse(&data).map_err(|e| EbpfError::Btf(e.to_string()))?;
+    let mut out = [0; TASK_FIELD_GLOBALS.len()];
+    for (slot, (_, field)) in out.iter_mut().zip(TASK_FIELD_GLOBALS) {
+        *slot = types
+            .field_offset("task_struct", field)
+            .map_err(|e| EbpfError::Btf(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// Words of a bit array with one bit per id up to the kernel's pid_max (ids beyond it,
+/// if pid_max is raised later, fall back to the hash maps).
+fn bit_words() -> u32 {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(1 << 22);
+    pid_max.div_ceil(64).max(1)
+}
+
+fn attach_tp(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    category: &str,
+    tp: &str,
+) -> Result<(), EbpfError> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.load()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.attach(category, tp)
+        .map_err(|source| EbpfError::Program { name, source })?;
+    Ok(())
+}
+
+/// A tracepoint (category, name) and the fields we read from it (`layout` index, name).
+type TracepointFields = (&'static str, &'static str, &'static [(u32, &'static str)]);
+
+/// This kernel's tracepoint field offsets, by `layout` index, and the names of the
+/// tracepoints whose fields were all found.
+fn read_layout() -> ([u32; layout::COUNT as usize], Vec<&'static str>) {
+    let mut offsets = [0u32; layout::COUNT as usize];
+    let wanted: [TracepointFields; 6] = [
+        (
+            "sched",
+            "sched_process_exit",
+            &[(layout::EXIT_GROUP_DEAD, "group_dead")],
+        ),
+        ("sched", "sched_process_hang", &[(layout::HANG_PID, "pid")]),
+        (
+            "sched",
+            "sched_process_fork",
+            &[(layout::FORK_CHILD_PID, "child_pid")],
+        ),
+        (
+            "sched",
+            "sched_switch",
+            &[
+                (layout::SWITCH_PREV_PID, "prev_pid"),
+                (layout::SWITCH_PREV_STATE, "prev_state"),
+                (layout::SWITCH_NEXT_PID, "next_pid"),
+            ],
+        ),
+        ("oom", "mark_victim", &[(layout::OOM_PID, "pid")]),
+        (
+            "signal",
+            "signal_generate",
+            &[
+                (layout::SIG_SIG, "sig"),
+                (layout::SIG_CODE, "code"),
+                (layout::SIG_PID, "pid"),
+            ],
+        ),
+    ];
+    let mut present = Vec::new();
+    for (category, name, fields) in wanted {
+        let Some(format) = tracefs::read_format(category, name) else {
+            continue;
+        };
+        let mut all = true;
+        for &(index, field) in fields {
+            match tracefs::field_offset(&format, field) {
+                Some(off) => offsets[index as usize] = off,
+                None => all = false,
+            }
+        }
+        if all {
+            present.push(name);
+        }
+    }
+    (offsets, present)
+}
+
+/// The benchmark's floor: empty programs on sys_enter and sys_exit, attached alone (the
+/// daemon never attaches them). Detached when dropped.
+pub struct Floor {
+    _ebpf: Ebpf,
+}
+
+impl Floor {
+    /// Empty raw tracepoint programs.
+    pub fn attach() -> Result<Floor, EbpfError> {
+        raise_memlock();
+        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        attach_raw(&mut ebpf, "floor_enter", "sys_enter")?;
+        attach_raw(&mut ebpf, "floor_exit", "sys_exit")?;
+        Ok(Floor { _ebpf: ebpf })
+    }
+
+    /// Empty BTF tracepoint programs (the kind the syscall probes are).
+    pub fn attach_btf() -> Result<Floor, EbpfError> {
+        raise_memlock();
+        let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
+        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        attach_btf_tp(&mut ebpf, "floor_btf_enter", "sys_enter", &btf)?;
+        attach_btf_tp(&mut ebpf, "floor_btf_exit", "sys_exit", &btf)?;
+        Ok(Floor { _ebpf: ebpf })
+    }
+}
+
+impl Probes {
+    /// Load the object, attach every program, and hand out the maps. Targets start
+    /// empty: add them with [`Probes::add_target`].
+    pub fn load() -> Result<(Probes, Channels), EbpfError> {
+        ensure_tracefs()?;
+        raise_memlock();
+        // Field offsets become constants of the programs, set before they load.
+        let (offsets, present) = read_layout();
+        let task_offsets = task_field_offsets()?;
+        let kernel_btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
+        let mut loader = EbpfLoader::new();
+        // The one parse of the kernel's BTF (the loader would parse its own otherwise).
+        loader.btf(Some(&kernel_btf));
+        for (name, off) in layout::GLOBALS.iter().zip(&offsets) {
+            loader.override_global(name, off, true);
+        }
+        for ((name, _), off) in TASK_FIELD_GLOBALS.iter().zip(&task_offsets) {
+            loader.override_global(name, off, true);
+        }
+        let words = bit_words();
+        for name in maps::BIT_ARRAYS {
+            loader.map_max_entries(name, words);
+        }
+        let slots = slot_count();
+        loader.map_max_entries(maps::SLOTS, slots);
+        let mask = slots - 1;
+        loader.override_global(watchdog_common::SLOT_MASK_GLOBAL, &mask, true);
+        let mut ebpf = loader.load(OBJECT)?;
+        let targets = take(&mut ebpf, maps::TARGETS)?;
+        let target_bits = take(&mut ebpf, maps::TARGET_BITS)?;
+        let comms = take(&mut ebpf, maps::COMMS)?;
+        let cgroups = take(&mut ebpf, maps::CGROUPS)?;
+        let slots = match ebpf.take_map(maps::SLOTS) {
+            Some(aya::maps::Map::Array(data)) => data,
+            _ => return Err(EbpfError::MissingMap(maps::SLOTS)),
+        };
+        let inflight = InFlightTable::new(slots, take(&mut ebpf, maps::INFLIGHT)?)?;
+        let events = take(&mut ebpf, maps::EVENTS)?;
+        let counters = Counters(take(&mut ebpf, maps::COUNTERS)?);
+        // Exit first, so no thread can leave a slot behind between the other attaches.
+        attach_tp(
+            &mut ebpf,
+            "sched_process_exit",
+            "sched",
+            "sched_process_exit",
+        )?;
+        attach_btf_tp(&mut ebpf, "sys_exit", "sys_exit", &kernel_btf)?;
+        // Verdicts rest on knowing whether a thread is asleep or running: without
+        // sched_switch's fields every long wait would look like a spin.
+        if !present.contains(&"sched_switch") {
+            return Err(EbpfError::Layout(
+                "sched/sched_switch (prev_pid, prev_state, next_pid)",
+            ));
+        }
+        attach_tp(&mut ebpf, "sched_switch", "sched", "sched_switch")?;
+        // Targets by name and cgroup: exec makes them, fork spreads them.
+        attach_tp(
+            &mut ebpf,
+            "sched_process_exec",
+            "sched",
+            "sched_process_exec",
+        )?;
+        if !present.contains(&"sched_process_fork") {
+            return Err(EbpfError::Layout("sched/sched_process_fork (child_pid)"));
+        }
+        attach_tp(
+            &mut ebpf,
+            "sched_process_fork",
+            "sched",
+            "sched_process_fork",
+        )?;
+        attach_btf_tp(&mut ebpf, "sys_enter", "sys_enter", &kernel_btf)?;
+        attach_tp(&mut ebpf, "printk_console", "printk", "console")?;
+        // Structured signals beside the text, where this kernel has them.
+        for (prog, category, name) in [
+            ("sched_process_hang", "sched", "sched_process_hang"),
+            ("oom_mark_victim", "oom", "mark_victim"),
+            ("signal_generate", "signal", "signal_generate"),
+        ] {
+            if present.contains(&name) {
+                attach_tp(&mut ebpf, prog, category, name)?;
+            } else {
+                tracing::info!(
+                    tracepoint = %format!("{category}/{name}"),
+                    "not on this kernel: relying on kernel messages alone"
+                );
+            }
+        }
+        Ok((
+            Probes {
+                ebpf,
+                targets,
+                target_bits,
+                comms,
+                cgroups,
+            },
+            Channels {
+                inflight,
+                events,
+                counters,
+            },
+        ))
+    }
+
+    /// Have the kernel count every BPF program's run time and runs until the returned
+    /// handle is dropped (the statistics stay on while any such handle is open, and
+    /// the kernel closes ours when the daemon dies however it dies).
+    pub fn enable_run_stats() -> Result<std::os::fd::OwnedFd, EbpfError> {
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(EbpfError::Stats)
+    }
+
+    /// Each program's time and runs from the kernel's BPF statistics (zero unless
+    /// `enable_run_stats` or kernel.bpf_stats_enabled=1): (name, run time ns, runs).
+    pub fn run_stats(&self) -> Vec<(String, u64, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some((
+                    name.to_owned(),
+                    info.run_time().as_nanos() as u64,
+                    info.run_count(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Start measuring the threads of process `tgid`.
+    pub fn add_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        self.insert_target(tgid, 0)
+    }
+
+    fn insert_target(&mut self, tgid: u32, flags: u32) -> Result<(), EbpfError> {
+        self.targets
+            .insert(tgid, Target { flags }, 0)
+            .map_err(map_error(maps::TARGETS))?;
+        self.set_target_bit(tgid, true)
+    }
+
+    /// Set or clear `tgid`'s bit in TARGET_BITS (which only userspace writes, and only
+    /// through `Probes`, behind the daemon's lock: no update is lost).
+    fn set_target_bit(&mut self, tgid: u32, on: bool) -> Result<(), EbpfError> {
+        let index = tgid / 64;
+        // Beyond the array (pid_max raised since load): the hash alone decides.
+        let Ok(word) = self.target_bits.get(&index, 0) else {
+            return Ok(());
+        };
+        let bit = 1u64 << (tgid % 64);
+        let word = if on { word | bit } else { word & !bit };
+        self.target_bits
+            .set(index, word, 0)
+            .map_err(map_error(maps::TARGET_BITS))
+    }
+
+    /// Start measuring processes that exec program `name` (and what they fork).
+    pub fn add_comm(&mut self, name: &str) -> Result<(), EbpfError> {
+        self.comms
+            .insert(comm_key(name), 1, 0)
+            .map_err(map_error(maps::COMMS))
+    }
+
+    /// Stop making processes that exec program `name` targets.
+    pub fn remove_comm(&mut self, name: &str) -> Result<(), EbpfError> {
+        ignore_missing(self.comms.remove(&comm_key(name)), maps::COMMS)
+    }
+
+    /// Stop making processes that exec inside cgroup `id` targets.
+    pub fn remove_cgroup(&mut self, id: u64) -> Result<(), EbpfError> {
+        ignore_missing(self.cgroups.remove(&id), maps::CGROUPS)
+    }
+
+    /// Start measuring processes that exec inside cgroup `id` (and what they fork).
+    pub fn add_cgroup(&mut self, id: u64) -> Result<(), EbpfError> {
+        self.cgroups
+            .insert(id, 1, 0)
+            .map_err(map_error(maps::CGROUPS))
+    }
+
+    /// Start measuring process `tgid`, and the processes it forks.
+    pub fn add_following_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        self.insert_target(tgid, watchdog_common::TARGET_FOLLOW_FORKS)
+    }
+
+    /// Stop measuring process `tgid` (it is gone).
+    pub fn remove_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        self.set_target_bit(tgid, false)?;
+        ignore_missing(self.targets.remove(&tgid), maps::TARGETS)
+    }
+}

@@ -1,0 +1,188 @@
+//! The wdctl subcommands. The binary parses arguments and calls [`run`].
+pub mod render;
+
+use std::{
+    io::{Read, Write},
+    path::Path,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    config::cli::{
+        HeartbeatCommand, KmsgArgs, KmsgCommand, ListenArgs, RulesCommand, RulesTestArgs,
+        WdctlArgs, WdctlCommand,
+    },
+    control::{
+        client,
+        proto::{Reply, Request},
+    },
+    heartbeat::{listener, socket},
+    heartbeat::iface::Interface,
+    judging::kmsg::{RuleSet, report::assemble_log, rules::BUILTIN_NAME},
+};
+
+/// Run a wdctl command, printing to `out`. Errors are for the caller to print.
+pub fn run(args: WdctlArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    match args.command {
+        WdctlCommand::Threads(f) => match client::call(&args.socket, &Request::Threads)? {
+            Reply::Threads(rows) if f.json => {
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?
+            }
+            Reply::Threads(rows) => write!(out, "{}", render::threads(&rows))?,
+            other => bail!("unexpected reply to threads: {other:?}"),
+        },
+        WdctlCommand::Status(f) => match client::call(&args.socket, &Request::Status)? {
+            Reply::Status(s) if f.json => writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?,
+            Reply::Status(s) => write!(out, "{}", render::status(&s))?,
+            other => bail!("unexpected reply to status: {other:?}"),
+        },
+        WdctlCommand::Resume => match client::call(&args.socket, &Request::Resume)? {
+            Reply::Resumed(msg) => writeln!(out, "{msg}")?,
+            other => bail!("unexpected reply to resume: {other:?}"),
+        },
+        WdctlCommand::Incidents(a) => {
+            match client::call(&args.socket, &Request::Incidents { limit: a.limit })? {
+                Reply::Incidents(list) if a.json => {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?
+                }
+                Reply::Incidents(list) => write!(out, "{}", render::incidents(&list))?,
+                other => bail!("unexpected reply to incidents: {other:?}"),
+            }
+        }
+        WdctlCommand::Incident(a) => {
+            match client::call(&args.socket, &Request::Incident { id: a.id })? {
+                Reply::Incident(inc) if a.json => {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&inc)?)?
+                }
+                Reply::Incident(inc) => write!(out, "{}", render::incident(&inc))?,
+                other => bail!("unexpected reply to incident: {other:?}"),
+            }
+        }
+        WdctlCommand::Heartbeat(HeartbeatCommand::Listen(l)) => listen(l, out)?,
+        WdctlCommand::Kmsg(KmsgCommand::Classify(a)) => classify(&a, out)?,
+        WdctlCommand::Kmsg(KmsgCommand::Incidents(a)) => incidents(&a, out)?,
+        WdctlCommand::Rules(RulesCommand::Test(a)) => rules_test(&a, out)?,
+    }
+    Ok(())
+}
+
+fn listen(args: ListenArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let iface = Interface::by_name(&args.interface)
+        .with_context(|| format!("--interface {}", args.interface))?;
+    let sock = socket::listener(args.group, &iface)?;
+    let key = args
+        .key
+        .as_deref()
+        .map(crate::heartbeat::key::load)
+        .transpose()
+        .context("--key")?;
+    let mut l = listener::Listener::new(sock, std::time::Duration::from_secs(1), key)?;
+    let start = Instant::now();
+    loop {
+        if args.duration.is_some_and(|d| start.elapsed() >= d) {
+            return Ok(());
+        }
+        if let Some(seen) = l.next_seen()? {
+            listener::print_seen(out, &seen, args.json)?;
+            out.flush()?;
+        }
+    }
+}
+
+fn load_rules(path: Option<&Path>) -> anyhow::Result<RuleSet> {
+    Ok(match path {
+        Some(p) => RuleSet::with_user_file(p)?,
+        None => RuleSet::builtin(),
+    })
+}
+
+fn read_input(file: Option<&Path>) -> anyhow::Result<String> {
+    let bytes = match file {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => {
+            let mut v = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut v)
+                .context("reading standard input")?;
+            v
+        }
+    };
+    // Kernel logs may hold invalid UTF-8 (binary junk from a driver): keep the lines.
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn classify(a: &KmsgArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let rules = load_rules(a.rules.as_deref())?;
+    let text = read_input(a.file.as_deref())?;
+    for line in text.lines() {
+        let c = rules.classify(line);
+        if a.json {
+            let v = serde_json::json!({
+                "class": c.class,
+                "rule": c.rule_id(),
+                "severity": c.severity,
+                "action": c.action,
+                "line": line,
+            });
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(
+                out,
+                "{:<13} {:<24} {line}",
+                c.class.as_str(),
+                c.rule_id().unwrap_or("-")
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn incidents(a: &KmsgArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let rules = load_rules(a.rules.as_deref())?;
+    let text = read_input(a.file.as_deref())?;
+    let reports = assemble_log(&rules, &text);
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&reports)?)?;
+    } else {
+        write!(out, "{}", render::reports(&reports))?;
+    }
+    Ok(())
+}
+
+fn rules_test(a: &RulesTestArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let rules = load_rules(a.rules.as_deref())?;
+    let examples = match &a.examples {
+        Some(p) => Some((
+            p.display().to_string(),
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let failures = rules.test_bench(examples.as_ref().map(|(n, t)| (n.as_str(), t.as_str())));
+    let n_examples: usize = rules.rules().iter().map(|r| r.examples.len()).sum();
+    let from = match &a.rules {
+        Some(p) => format!("{} and {BUILTIN_NAME}", p.display()),
+        None => BUILTIN_NAME.to_owned(),
+    };
+    if failures.is_empty() {
+        writeln!(
+            out,
+            "ok: {} rules, {n_examples} examples from {from}",
+            rules.rules().len()
+        )?;
+        if let Some((name, text)) = &examples {
+            let n = text
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#'))
+                .count();
+            writeln!(out, "ok: all {n} lines of {name} are caught")?;
+        }
+        return Ok(());
+    }
+    for f in &failures {
+        writeln!(out, "FAIL {}", f.0)?;
+    }
+    bail!("{} rule test failures", failures.len())
+}
