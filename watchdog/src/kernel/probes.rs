@@ -583,3 +583,41 @@ impl Probes {
         ignore_missing(self.targets.remove(&tgid), maps::TARGETS)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    use watchdog_common::{SLOT_MASK_GLOBAL, TASK_FIELD_GLOBALS, layout, maps};
+
+    use super::OBJECT;
+
+    /// The names both sides must agree on come from `watchdog_common`; the kernel side
+    /// declares its maps under the same identifiers and its globals from the same list.
+    /// This reads the object that is embedded and loaded, so any drift fails here,
+    /// without root.
+    #[test]
+    fn the_built_object_has_exactly_the_shared_map_and_global_names() {
+        let file = object::File::parse(OBJECT).expect("the embedded eBPF object parses");
+        let maps_section = file
+            .section_by_name("maps")
+            .expect("a maps section")
+            .index();
+        let mut declared: Vec<&str> = file
+            .symbols()
+            .filter(|s| s.section_index() == Some(maps_section))
+            .map(|s| s.name().unwrap())
+            .collect();
+        declared.sort_unstable();
+        let mut shared = maps::ALL.to_vec();
+        shared.sort_unstable();
+        assert_eq!(declared, shared, "maps in the object vs watchdog_common::maps::ALL");
+        let symbols: Vec<&str> = file.symbols().filter_map(|s| s.name().ok()).collect();
+        let globals = layout::GLOBALS
+            .iter()
+            .chain(TASK_FIELD_GLOBALS.iter().map(|(g, _)| g))
+            .chain([&SLOT_MASK_GLOBAL]);
+        for g in globals {
+            assert!(symbols.contains(g), "global {g} is not in the object");
+        }
+    }
+}
