@@ -1,5 +1,5 @@
 //! Builds the eBPF object (watchdog-ebpf, for bpfel-unknown-none with nightly and
-//! bpf-linker) into OUT_DIR, where `src/ebpf.rs` embeds it. `cargo xtask` provisions the
+//! bpf-linker) into OUT_DIR, where `src/kernel/probes.rs` embeds it. `cargo xtask` provisions the
 //! toolchain; a plain `cargo build` works once it is there.
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};

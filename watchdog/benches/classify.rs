@@ -8,7 +8,7 @@
 //! Medians of 7 interleaved rounds. Both classifiers must agree on every line.
 use std::time::{Duration, Instant};
 
-use watchdog::judging::kmsg::{Class, RuleSet, report::assemble_log, prefix};
+use watchdog::judging::kmsg::{Class, RuleSet, prefix, report::assemble_log};
 
 const LINES: usize = 100_000;
 const ROUNDS: usize = 7;

@@ -3,7 +3,9 @@
 //! Fires once per thread, in the exiting thread's context. A thread that died inside a
 //! syscall (an oops kills it through make_task_dead) never reaches sys_exit, so this is
 //! where its in-flight slot is removed.
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
 use watchdog_common::{EXIT_GROUP_DEAD, ExitEvent, RecordKind, counter, layout};
 
 use crate::{

@@ -41,7 +41,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // stderr is the log (journald takes it): one line says it all.
-            eprintln!("watchdog: error: {}", watchdog::config::cli::error_chain(&e));
+            eprintln!(
+                "watchdog: error: {}",
+                watchdog::config::cli::error_chain(&e)
+            );
             ExitCode::FAILURE
         }
     }

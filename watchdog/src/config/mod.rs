@@ -10,11 +10,11 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 use serde::{Deserialize, Deserializer, de::Error as _};
 
 use crate::{
-    toml_file::{TomlError, line_col, parse_toml},
     config::cli::DaemonArgs,
     judging::policy::{BudgetClass, Budgets, DEFAULT_POLICY, Policy},
     judging::syscall_table,
     judging::targets::{Selector, TargetSpec},
+    toml_file::{TomlError, line_col, parse_toml},
 };
 
 /// Read when `--config` is not given, if it exists.

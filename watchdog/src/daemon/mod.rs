@@ -3,9 +3,9 @@
 //! and the kernel side; the scanner, the report expirer and the auto-resume feed them
 //! the time; the control socket and the metrics endpoint read the shared state. No
 //! decision is made here.
+pub mod realtime;
 mod reload;
 mod requests;
-pub mod realtime;
 pub mod sdnotify;
 mod settings;
 mod shared;
@@ -29,10 +29,7 @@ use crate::{
         store::{Store, StoreError},
     },
     judging::{
-        kmsg::RulesError,
-        policy::DEFAULT_POLICY,
-        reactions::Reactions,
-        targets::TargetError,
+        kmsg::RulesError, policy::DEFAULT_POLICY, reactions::Reactions, targets::TargetError,
     },
     kernel::{
         clock::monotonic_ns,
@@ -171,7 +168,9 @@ async fn run_bound(
         sink_stats,
     });
     if initial.is_empty() {
-        shared.gate.close(&reload::waiting_reason(&settings.targets));
+        shared
+            .gate
+            .close(&reload::waiting_reason(&settings.targets));
     }
     tracing::info!(
         pids = ?initial.iter().map(|(p, _)| p).collect::<Vec<_>>(),
@@ -270,4 +269,3 @@ async fn run_bound(
     shared.apply(open);
     Ok(())
 }
-

@@ -14,9 +14,7 @@ use crate::{
         liveness::Liveness,
         sender::{Gate, Sender},
     },
-    incidents::{
-        Incident, alert::Alert, alert::SinkStats, signal_name, store::Store,
-    },
+    incidents::{Incident, alert::Alert, alert::SinkStats, signal_name, store::Store},
     judging::{
         reactions::{Count, Effect, Host, Reactions},
         verdict::FdKind,

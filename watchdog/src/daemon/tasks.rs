@@ -51,9 +51,7 @@ pub(super) async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>, h
         Ok(()) => std::future::pending::<()>().await,
         Err(e) => {
             // Without this reader, kernel reports go unseen: fail closed.
-            shared
-                .gate
-                .close(&format!("event ring buffer failed: {e}"));
+            shared.gate.close(&format!("event ring buffer failed: {e}"));
             tracing::error!(error = %e, "event ring buffer failed");
         }
     }
@@ -87,9 +85,7 @@ pub(super) async fn expire_reports(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(REPORT_QUIET / 2);
     loop {
         ticker.tick().await;
-        let effects = shared
-            .reactions()
-            .expire_reports(monotonic_ns(), &ProcHost);
+        let effects = shared.reactions().expire_reports(monotonic_ns(), &ProcHost);
         shared.apply(effects);
     }
 }

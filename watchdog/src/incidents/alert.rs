@@ -14,8 +14,8 @@ use std::{
 };
 
 use crate::{
-    incidents::{Incident, Kind},
     incidents::store::Store,
+    incidents::{Incident, Kind},
 };
 
 /// The exec hook: `PROGRAM CLASS HOST SUMMARY`, the incident as JSON on stdin,

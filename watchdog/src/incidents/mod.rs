@@ -5,6 +5,6 @@ pub mod record;
 pub mod store;
 
 pub use record::{
-    Incident, IncidentSummary, Kind, SignalDetails, StallDetails, now_unix_ms,
-    signal_code_meaning, signal_name,
+    Incident, IncidentSummary, Kind, SignalDetails, StallDetails, now_unix_ms, signal_code_meaning,
+    signal_name,
 };

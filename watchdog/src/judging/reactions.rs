@@ -345,7 +345,9 @@ impl Reactions {
                 self.kernel_verdict(stall, &mut out);
             }
             LineVerdict::Alert { class, .. } => {
-                out.push(Effect::Count(Count::KernelReport(class.as_str().to_owned())));
+                out.push(Effect::Count(Count::KernelReport(
+                    class.as_str().to_owned(),
+                )));
             }
             LineVerdict::Ordinary => {}
         }
@@ -461,8 +463,7 @@ impl Reactions {
             TaskEventKind::Forked => {
                 // Threads of a target are measured already; a new process is measured
                 // too, as a child: its exit is not the service's.
-                if host.tgid_of(ev.target) != Some(ev.target) || self.monitor.is_target(ev.target)
-                {
+                if host.tgid_of(ev.target) != Some(ev.target) || self.monitor.is_target(ev.target) {
                     return out;
                 }
                 self.monitor.add_child(ev.target, ev.by_tgid);
@@ -543,10 +544,12 @@ impl Reactions {
         let fault = self.fault_lines.remove(&exit.tgid);
         // How it ended: the zombie's wait status while it is there, else the fatal
         // signal we saw, else we cannot tell.
-        let how = host.exit_status(exit.tgid).unwrap_or_else(|| match &signal {
-            Some((s, _)) => format!("was killed by {} ({})", s.signal, s.code_meaning),
-            None => "exited (status unknown: already reaped)".into(),
-        });
+        let how = host
+            .exit_status(exit.tgid)
+            .unwrap_or_else(|| match &signal {
+                Some((s, _)) => format!("was killed by {} ({})", s.signal, s.code_meaning),
+                None => "exited (status unknown: already reaped)".into(),
+            });
         // Read before the process stops being a target.
         let run_hook = self.monitor.policy(exit.tgid).exec_hook;
         let gone = self
@@ -602,9 +605,8 @@ impl Reactions {
             self.clear_since_ns = None;
             return false;
         };
-        let blocked = self.awaiting_first
-            || daemon_blocker.is_some()
-            || !self.monitor.blockers().is_empty();
+        let blocked =
+            self.awaiting_first || daemon_blocker.is_some() || !self.monitor.blockers().is_empty();
         if sending || blocked {
             self.clear_since_ns = None;
             return false;
@@ -801,7 +803,10 @@ mod tests {
         let scan = r.on_scan(&stuck, 1_301 * MS, &h);
         assert_eq!(shape(&scan.effects), ["stop", "record", "signal"]);
         let reason = stop_reason(&scan.effects).unwrap();
-        assert!(reason.starts_with("thread 101 (stuck) of pid 100: vfork"), "{reason}");
+        assert!(
+            reason.starts_with("thread 101 (stuck) of pid 100: vfork"),
+            "{reason}"
+        );
         let (inc, run_hook, inspect) = recorded(&scan.effects)[0];
         assert_eq!(inc.kind, Kind::SyscallStall);
         assert!(inspect && run_hook && inc.stopped_heartbeat);
@@ -809,7 +814,10 @@ mod tests {
         let details = inc.stall.as_ref().unwrap();
         assert_eq!(details.syscall.as_deref(), Some("vfork"));
         assert_eq!(details.budget_ms, 300);
-        assert!(scan.effects.contains(&Effect::Count(Count::Verdict("syscall-budget".into()))));
+        assert!(
+            scan.effects
+                .contains(&Effect::Count(Count::Verdict("syscall-budget".into())))
+        );
         assert!(scan.effects.contains(&Effect::Signal {
             pid: SVC,
             signal: libc::SIGQUIT
@@ -834,7 +842,10 @@ mod tests {
             (SVC + 2, record(SVC, Sysno::fsync, 0, D_STATE)),
         ];
         let scan = r.on_scan(&two, 400 * MS, &h);
-        assert_eq!(shape(&scan.effects), ["stop", "record", "signal", "stop", "record"]);
+        assert_eq!(
+            shape(&scan.effects),
+            ["stop", "record", "signal", "stop", "record"]
+        );
         let mut plain = reactions();
         let scan = plain.on_scan(&two[..1], 400 * MS, &h);
         assert_eq!(shape(&scan.effects), ["stop", "record"]);
@@ -864,7 +875,11 @@ mod tests {
             &h,
         );
         assert!(scan.effects.is_empty());
-        r.on_scan(&[(SVC + 1, record(SVC, Sysno::vfork, 0, D_STATE))], 100 * MS, &h);
+        r.on_scan(
+            &[(SVC + 1, record(SVC, Sysno::vfork, 0, D_STATE))],
+            100 * MS,
+            &h,
+        );
         // The thread left the table (it exited): its syscall is never judged.
         let scan = r.on_scan(&[], 10_000 * MS, &h);
         assert!(scan.effects.is_empty());
@@ -875,12 +890,21 @@ mod tests {
     fn a_bug_printed_by_a_monitored_thread_stops_the_heartbeat_at_its_first_line() {
         let mut r = reactions();
         let h = host();
-        let line = kernel_line(SVC, SVC + 1, "stuck", 5_000 * MS, "watchdog-test: BUG: kernel NULL pointer dereference, address: 0000000000000000");
+        let line = kernel_line(
+            SVC,
+            SVC + 1,
+            "stuck",
+            5_000 * MS,
+            "watchdog-test: BUG: kernel NULL pointer dereference, address: 0000000000000000",
+        );
         let out = r.on_kernel_line(&line, &h);
         assert_eq!(shape(&out), ["stop"], "{out:?}");
         assert!(out.contains(&Effect::Count(Count::KernelReport("bug".into()))));
         let reason = stop_reason(&out).unwrap();
-        assert!(reason.contains("kernel reported bug") && reason.contains("in this thread"), "{reason}");
+        assert!(
+            reason.contains("kernel reported bug") && reason.contains("in this thread"),
+            "{reason}"
+        );
         // The report is recorded once it goes quiet, as about the monitored thread.
         assert!(r.expire_reports(5_500 * MS, &h).is_empty());
         let out = r.expire_reports(6_100 * MS, &h);
@@ -888,7 +912,10 @@ mod tests {
         assert_eq!(inc.kind, Kind::KernelReport);
         assert_eq!(inc.class, "bug");
         assert!(inc.monitored && inc.stopped_heartbeat && run_hook);
-        assert_eq!((inc.pid, inc.tid, inc.comm.as_deref()), (Some(SVC), Some(SVC + 1), Some("stuck")));
+        assert_eq!(
+            (inc.pid, inc.tid, inc.comm.as_deref()),
+            (Some(SVC), Some(SVC + 1), Some("stuck"))
+        );
         assert_eq!(r.kernel_lines(), 1);
         // The kernel said it is broken: it stays stalled.
         assert_eq!(r.resume_blockers().len(), 1);
@@ -922,7 +949,11 @@ mod tests {
         );
         let out = r.on_kernel_line(&line, &h);
         assert_eq!(shape(&out), ["stop"], "{out:?}");
-        assert!(stop_reason(&out).unwrap().starts_with("thread 101 (stuck) of pid 100"));
+        assert!(
+            stop_reason(&out)
+                .unwrap()
+                .starts_with("thread 101 (stuck) of pid 100")
+        );
     }
 
     #[test]
@@ -938,7 +969,10 @@ mod tests {
         assert!(r.on_task_event(ev, &h).is_empty());
         // Not about us: nothing.
         let mut r = reactions();
-        assert!(r.on_task_event(task_event(TaskEventKind::Hang, OTHER, 2, 0), &h).is_empty());
+        assert!(
+            r.on_task_event(task_event(TaskEventKind::Hang, OTHER, 2, 0), &h)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -950,8 +984,14 @@ mod tests {
         assert_eq!(shape(&out), ["stop", "unfollow"]);
         assert!(out.contains(&Effect::Count(Count::Verdict("exited".into()))));
         let reason = stop_reason(&out).unwrap();
-        assert!(reason.ends_with("monitored process 100 (svc) exited with status 3"), "{reason}");
-        assert!(recorded(&out).is_empty(), "an exit without a fatal signal is no crash");
+        assert!(
+            reason.ends_with("monitored process 100 (svc) exited with status 3"),
+            "{reason}"
+        );
+        assert!(
+            recorded(&out).is_empty(),
+            "an exit without a fatal signal is no crash"
+        );
         assert!(r.resume_blockers()[0].contains("process 100 is gone"));
         // A thread's exit alone is nothing.
         let mut r = reactions();
@@ -968,19 +1008,29 @@ mod tests {
         let segv = TaskEventKind::Signal { sig: 11, code: 1 };
         let mut ev = task_event(segv, SVC + 1, SVC, 1_000 * MS);
         ev.target_tgid = Some(SVC);
-        assert!(r.on_task_event(ev, &h).is_empty(), "a signal alone is no crash");
+        assert!(
+            r.on_task_event(ev, &h).is_empty(),
+            "a signal alone is no crash"
+        );
         let fault = "svc[100]: segfault at 0 ip 0000 sp 0000 error 6 in svc[400000+1000]";
         r.on_kernel_line(&kernel_line(SVC, SVC + 1, "svc", 1_000 * MS, fault), &h);
         let out = r.on_exit(exit(SVC, 1_000 * MS + CRASH_WINDOW_NS), &h);
         // No stall signal to a process that is gone; the crash follows the target's
         // exec_hook setting.
         assert_eq!(shape(&out), ["stop", "unfollow", "record"]);
-        assert!(stop_reason(&out).unwrap().contains("was killed by SIGSEGV (SEGV_MAPERR"));
+        assert!(
+            stop_reason(&out)
+                .unwrap()
+                .contains("was killed by SIGSEGV (SEGV_MAPERR")
+        );
         let (inc, run_hook, _) = recorded(&out)[0];
         assert_eq!(inc.kind, Kind::Crash);
         assert!(!run_hook);
         let sig = inc.signal.as_ref().unwrap();
-        assert_eq!((sig.signal.as_str(), sig.target_tid, sig.sender_pid), ("SIGSEGV", SVC + 1, SVC));
+        assert_eq!(
+            (sig.signal.as_str(), sig.target_tid, sig.sender_pid),
+            ("SIGSEGV", SVC + 1, SVC)
+        );
         assert_eq!(sig.fault_line.as_deref(), Some(fault));
         assert!(inc.summary.contains("died of SIGSEGV"), "{}", inc.summary);
     }
@@ -1005,7 +1055,10 @@ mod tests {
         assert_eq!(shape(&out), ["record"]);
         let (inc, _, _) = recorded(&out)[0];
         assert_eq!((inc.kind, inc.pid), (Kind::OomVictim, Some(SVC)));
-        assert!(!inc.stopped_heartbeat, "the death that follows is the verdict");
+        assert!(
+            !inc.stopped_heartbeat,
+            "the death that follows is the verdict"
+        );
         let out = r.on_task_event(task_event(TaskEventKind::OomVictim, OTHER, OTHER, 0), &h);
         assert!(out.is_empty());
     }
@@ -1033,7 +1086,10 @@ mod tests {
         assert_eq!(out, [Effect::StartHeartbeat]);
         assert!(!r.awaiting_first());
         // Its target's policy: a 5 s budget.
-        assert_eq!(r.monitor().policy(200).budgets.default, Duration::from_secs(5));
+        assert_eq!(
+            r.monitor().policy(200).budgets.default,
+            Duration::from_secs(5)
+        );
         // The next one only joins.
         ev.target = 201;
         assert!(r.on_task_event(ev, &h).is_empty());
@@ -1049,7 +1105,10 @@ mod tests {
         assert!(r.monitor().is_target(300));
         // A new thread of a target is no new process.
         h.tgids.insert(301, SVC);
-        assert!(r.on_task_event(task_event(TaskEventKind::Forked, 301, SVC, 0), &h).is_empty());
+        assert!(
+            r.on_task_event(task_event(TaskEventKind::Forked, 301, SVC, 0), &h)
+                .is_empty()
+        );
         let mut end = exit(300, 0);
         end.comm = "helper".into();
         assert_eq!(shape(&r.on_exit(end, &h)), ["unfollow"]);

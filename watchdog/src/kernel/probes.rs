@@ -610,7 +610,10 @@ mod tests {
         declared.sort_unstable();
         let mut shared = maps::ALL.to_vec();
         shared.sort_unstable();
-        assert_eq!(declared, shared, "maps in the object vs watchdog_common::maps::ALL");
+        assert_eq!(
+            declared, shared,
+            "maps in the object vs watchdog_common::maps::ALL"
+        );
         let symbols: Vec<&str> = file.symbols().filter_map(|s| s.name().ok()).collect();
         let globals = layout::GLOBALS
             .iter()

@@ -18,8 +18,8 @@ use crate::{
         client,
         proto::{Reply, Request},
     },
-    heartbeat::{listener, socket},
     heartbeat::iface::Interface,
+    heartbeat::{listener, socket},
     judging::kmsg::{RuleSet, report::assemble_log, rules::BUILTIN_NAME},
 };
 
