@@ -1,5 +1,8 @@
 //! Harness for the end-to-end tests: the real daemon, the real wdctl, a real workload
 //! process, and a heartbeat listener on `lo`. Waits use deadlines, never blind sleeps.
+mod fixture;
+
+pub use fixture::*;
 use std::{
     io::{BufRead, BufReader, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
@@ -14,11 +17,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use watchdog::clock::monotonic_ns;
-use watchdog::{
-    heartbeat::{Heartbeat, socket},
-    iface::Interface,
-};
+use watchdog::heartbeat::{Heartbeat, iface::Interface, socket};
+pub use watchdog::kernel::clock::monotonic_ns;
 
 /// Where the watchdog and wdctl binaries are: `WATCHDOG_BIN_DIR` (set by `cargo xtask
 /// test`), or the workspace's release build.
@@ -70,6 +70,8 @@ pub struct Workload {
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
     pub pid: u32,
+    /// CLOCK_MONOTONIC just before the process was started: nothing of it ran earlier.
+    pub spawned_at: u64,
 }
 
 impl Workload {
@@ -97,6 +99,7 @@ impl Workload {
     }
 
     fn spawn_command(mut cmd: Command) -> Self {
+        let spawned_at = monotonic_ns();
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -117,6 +120,7 @@ impl Workload {
             stdin,
             lines,
             pid: 0,
+            spawned_at,
         };
         let ready = w.expect("READY", Duration::from_secs(5));
         w.pid = field(&ready, "pid") as u32;
@@ -143,12 +147,17 @@ impl Workload {
             }
         }
     }
+
+    /// Kill the process and reap it (again on drop, harmlessly).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Workload {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -283,7 +292,11 @@ impl Daemon {
         let tag = format!("{}-{}", std::process::id(), group.port());
         let dir = std::env::temp_dir();
         let socket = dir.join(format!("wd-test-{tag}.sock"));
-        let log = dir.join(format!("wd-test-{tag}.log"));
+        // Numbered: a daemon restarted on the same group must not write the log that its
+        // predecessor's Drop removes.
+        static STARTS: AtomicU16 = AtomicU16::new(0);
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        let log = dir.join(format!("wd-test-{tag}-{n}.log"));
         let scratch = opts.store.is_none().then(|| TempDir::new("store"));
         let store = opts
             .store
@@ -482,14 +495,19 @@ impl Daemon {
             thread::sleep(Duration::from_millis(10));
         }
     }
-}
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+    /// Kill the daemon if it still runs, and reap it (a SIGKILLed one too).
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
         let _ = std::fs::remove_file(&self.log);
     }
 }
@@ -512,6 +530,8 @@ pub struct MemoryCgroup {
 
 impl MemoryCgroup {
     pub fn new(name: &str, limit_bytes: u64) -> Self {
+        // Tests create it before their fixture: say why it fails, as the fixture would.
+        require_root();
         let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers");
         let (dir, limit_file) = if std::fs::read_to_string(v2).is_ok_and(|c| c.contains("memory")) {
             (PathBuf::from("/sys/fs/cgroup").join(name), "memory.max")
@@ -551,7 +571,9 @@ pub struct Cgroup2 {
 
 impl Cgroup2 {
     pub fn new(name: &str) -> Self {
-        let mount = watchdog::procfs::cgroup2_mount().expect("a cgroup2 mount");
+        // Tests create it before their fixture: say why it fails, as the fixture would.
+        require_root();
+        let mount = watchdog::kernel::procfs::cgroup2_mount().expect("a cgroup2 mount");
         let dir = mount.join(name);
         let _ = std::fs::remove_dir(&dir);
         std::fs::create_dir(&dir)

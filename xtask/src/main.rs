@@ -219,6 +219,8 @@ fn test() -> anyhow::Result<()> {
         ],
     )?;
     build()?;
+    // SAFETY: single-threaded at this point; the variable is read by the test binaries.
+    unsafe { std::env::set_var("WATCHDOG_BIN_DIR", release_dir()) };
     let mut tally = Tally::default();
     // Pure logic first: fast, no root.
     cargo_test(
@@ -233,26 +235,50 @@ fn test() -> anyhow::Result<()> {
         ],
         &mut tally,
     )?;
+    // The real binaries' command lines: no root either.
+    let mut no_root = vec!["--release", "--locked", "-p", "watchdog-tests"];
+    for name in NO_ROOT_TEST_FILES {
+        no_root.extend(["--test", name]);
+    }
+    cargo_test(&no_root, &mut tally)?;
     // End to end against the real kernel, one at a time: they measure time.
     // SAFETY: geteuid has no preconditions.
     if unsafe { geteuid() } != 0 {
         bail!("the end-to-end tests load eBPF programs: run `cargo xtask test` as root");
     }
-    // SAFETY: single-threaded at this point; the variable is read by the test binaries.
-    unsafe { std::env::set_var("WATCHDOG_BIN_DIR", release_dir()) };
-    cargo_test(
-        &[
-            "--release",
-            "--locked",
-            "-p",
-            "watchdog-tests",
-            "--",
-            "--test-threads=1",
-        ],
-        &mut tally,
-    )?;
+    let end_to_end = end_to_end_test_files()?;
+    let mut as_root = vec!["--release", "--locked", "-p", "watchdog-tests"];
+    for name in &end_to_end {
+        as_root.extend(["--test", name.as_str()]);
+    }
+    as_root.extend(["--", "--test-threads=1"]);
+    cargo_test(&as_root, &mut tally)?;
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     Ok(())
+}
+
+/// The files in tests/tests that need no root; every other one is end to end, as root.
+const NO_ROOT_TEST_FILES: &[&str] = &["cli", "packaging"];
+
+/// The end-to-end test files (tests/tests/*.rs but those of `NO_ROOT_TEST_FILES`), by
+/// name: the directory is the one list, so a new feature's file runs without more ado.
+fn end_to_end_test_files() -> anyhow::Result<Vec<String>> {
+    let dir = workspace_root().join("tests/tests");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs")
+            && let Some(name) = path.file_stem().and_then(|s| s.to_str())
+            && !NO_ROOT_TEST_FILES.contains(&name)
+        {
+            names.push(name.to_owned());
+        }
+    }
+    if names.is_empty() {
+        bail!("no end-to-end test files in {}", dir.display());
+    }
+    names.sort();
+    Ok(names)
 }
 
 unsafe extern "C" {

@@ -28,10 +28,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use watchdog::{clock::monotonic_ns, ebpf::Floor};
+use watchdog::kernel::{clock::monotonic_ns, probes::Floor};
 use watchdog_tests::*;
-
-const MS: u64 = 1_000_000;
 
 /// Settings: the full run by default, `--quick` for a smoke run of the benchmark itself.
 struct Plan {

@@ -31,7 +31,7 @@ use std::{
     time::Duration,
 };
 
-use watchdog::clock::monotonic_ns;
+use watchdog::kernel::clock::monotonic_ns;
 
 static OUT: Mutex<()> = Mutex::new(());
 

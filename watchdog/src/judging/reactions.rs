@@ -866,6 +866,27 @@ mod tests {
     }
 
     #[test]
+    fn a_stopped_thread_is_not_stalled_however_long() {
+        let mut r = reactions();
+        let h = host();
+        let stopped = record(SVC, Sysno::read, 0, watchdog_common::sched::STOPPED);
+        let scan = r.on_scan(&[(SVC + 1, stopped)], 60_000 * MS, &h);
+        assert!(scan.effects.is_empty(), "{:?}", scan.effects);
+        assert!(r.resume_blockers().is_empty());
+    }
+
+    #[test]
+    fn a_target_that_opts_out_of_the_hook_still_records_and_stops() {
+        let mut r = reactions_with(vec![policy(300, None, false)]);
+        let h = host();
+        let stuck = [(SVC + 1, record(SVC, Sysno::fsync, 0, D_STATE))];
+        let scan = r.on_scan(&stuck, 301 * MS, &h);
+        assert_eq!(shape(&scan.effects), ["stop", "record"]);
+        let (inc, run_hook, _) = recorded(&scan.effects)[0];
+        assert!(!run_hook && inc.stopped_heartbeat);
+    }
+
+    #[test]
     fn threads_of_other_processes_and_gone_threads_are_not_judged() {
         let mut r = reactions();
         let h = host();

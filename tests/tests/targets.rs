@@ -1,0 +1,265 @@
+//! Targets and reload, end to end as root: what is monitored (threads created later,
+//! processes found by name or cgroup once they start), each target's own policy, and
+//! configuration reloaded live on SIGHUP.
+use std::{collections::BTreeSet, thread, time::Duration};
+
+use watchdog_tests::*;
+
+/// The node's workload is monitored: listed, and its stall judged, as from its first
+/// syscalls (it was started after the daemon).
+fn assert_monitored_from_its_first_syscalls(node: &mut Node) {
+    let status = node.daemon.wdctl_json("status");
+    assert!(
+        status["monitored_pids"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(node.work.pid)),
+        "{status:#}"
+    );
+    node.work.send("stall-vfork 1000");
+    let tid = field(&node.work.expect("STALL", Duration::from_secs(2)), "tid");
+    thread::sleep(Duration::from_millis(500));
+    let row = thread_row(&node.daemon.wdctl_json("threads"), tid);
+    assert_eq!(
+        (row["syscall"].as_str(), row["verdict"].as_str()),
+        (Some("vfork"), Some("stalled")),
+        "{row:#}"
+    );
+}
+
+#[test]
+fn threads_created_after_start_are_monitored() {
+    let mut node = Node::start("300ms", "50ms");
+    node.work.send("idle");
+    let mut tids = BTreeSet::new();
+    for _ in 0..6 {
+        tids.insert(field(
+            &node.work.expect("IDLE", Duration::from_secs(2)),
+            "tid",
+        ));
+    }
+    thread::sleep(Duration::from_millis(200));
+    let rows = node.daemon.wdctl_json("threads");
+    let listed: BTreeSet<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["tid"].as_u64().unwrap())
+        .collect();
+    assert!(
+        tids.is_subset(&listed),
+        "new threads {tids:?} not all in {listed:?}"
+    );
+    assert!(
+        listed.contains(&(node.work.pid as u64)),
+        "main thread missing"
+    );
+    node.stop_cleanly();
+}
+
+#[test]
+fn a_comm_target_given_before_the_process_starts_is_monitored_when_it_does() {
+    // No service yet, so no heartbeat: start() returns at the first beat, once it runs.
+    let mut node = Node::build("300ms", "20ms")
+        .workload_after_daemon(Workload::spawn)
+        .opts(|o| o.targets = Some(vec!["--comm".into(), "wd-workload".into()]))
+        .start();
+    assert!(
+        node.rec.beats()[0].0 > node.work.spawned_at,
+        "heartbeat sent before the service was running"
+    );
+    assert_monitored_from_its_first_syscalls(&mut node);
+
+    // The service dies; the heartbeat is stopped; a new one starts and is monitored again,
+    // and resuming is allowed once it is healthy.
+    node.work.kill();
+    thread::sleep(Duration::from_millis(300));
+    node.work = Workload::spawn();
+    thread::sleep(Duration::from_millis(300));
+    let status = node.daemon.wdctl_json("status");
+    assert!(
+        status["monitored_pids"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(node.work.pid)),
+        "{status:#}"
+    );
+    assert_eq!(status["heartbeat"], "stopped", "{status:#}");
+    let (code, out, err) = node.daemon.wdctl(&["resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "heartbeat resumed");
+    node.stop_cleanly();
+}
+
+#[test]
+fn a_cgroup_target_monitors_processes_that_start_in_it() {
+    let cg = Cgroup2::new(&format!("wd-test-cg-{}", std::process::id()));
+    let dir = cg.dir.clone();
+    let mut node = Node::build("300ms", "20ms")
+        .workload_after_daemon(move || Workload::spawn_in_cgroup(&dir))
+        .opts(|o| o.targets = Some(vec!["--cgroup".into(), cg.dir.display().to_string()]))
+        .start();
+    assert!(
+        node.rec.beats()[0].0 > node.work.spawned_at,
+        "heartbeat sent before the service was running"
+    );
+    assert_monitored_from_its_first_syscalls(&mut node);
+    node.stop_cleanly();
+}
+
+#[test]
+fn sighup_reloads_the_budget_live_and_a_bad_config_changes_nothing() {
+    let dir = TempDir::new("config");
+    let config = dir.0.join("watchdog.toml");
+    let write = |pid: u32, budget: &str| {
+        std::fs::write(&config, format!("pids = [{pid}]\nbudget = {budget}\n")).unwrap()
+    };
+    let mut node = Node::build("unused", "20ms")
+        .opts(|o| {
+            write(o.pid, "\"5s\"");
+            o.config = Some(config.clone());
+        })
+        .start();
+    let pid = node.work.pid;
+    assert_eq!(node.daemon.wdctl_json("status")["budget_ms"], 5000);
+    let start = monotonic_ns();
+
+    // A config that fails to load leaves the running one in place, and says why.
+    write(pid, "\"soon\"");
+    node.daemon.signal(libc::SIGHUP);
+    let line = node
+        .daemon
+        .wait_log_line(Duration::from_secs(3), |l| l.contains("reload failed"));
+    assert!(
+        line.contains(&format!(
+            "{}:2:10: invalid duration 'soon'",
+            config.display()
+        )),
+        "{line}"
+    );
+    assert_eq!(node.daemon.wdctl_json("status")["budget_ms"], 5000);
+
+    write(pid, "\"300ms\"");
+    node.daemon.signal(libc::SIGHUP);
+    node.daemon.wait_log_line(Duration::from_secs(3), |l| {
+        l.contains("configuration reloaded")
+    });
+    assert_eq!(node.daemon.wdctl_json("status")["budget_ms"], 300);
+    // The heartbeat went on through both reloads.
+    assert_no_missed_beats(
+        &node.rec,
+        start,
+        monotonic_ns(),
+        Duration::from_millis(20 + 150),
+    );
+
+    // And the new budget judges: a 1.5 s stall is a verdict now (it was not at 5 s).
+    node.work.send("stall-vfork 1500");
+    let tid = field(&node.work.expect("STALL", Duration::from_secs(2)), "tid");
+    thread::sleep(Duration::from_millis(600));
+    let status = node.daemon.wdctl_json("status");
+    assert_eq!(status["stalls"][0]["tid"].as_u64(), Some(tid), "{status:#}");
+    assert_eq!(status["stalls"][0]["budget_ms"], 300);
+    node.stop_cleanly();
+}
+
+#[test]
+fn each_target_has_its_own_policy_and_targets_reload_live() {
+    let mut patient = Workload::spawn();
+    let dir = TempDir::new("targets");
+    let config = dir.0.join("watchdog.toml");
+    // The node's workload is the strict target; the config names both.
+    let mut node = Node::build("unused", "20ms")
+        .opts(|o| {
+            std::fs::write(
+                &config,
+                format!(
+                    "pids = [{}]\nbudget = \"300ms\"\n\n[[target]]\npid = {}\nbudget = \"5s\"\n",
+                    o.pid, patient.pid
+                ),
+            )
+            .unwrap();
+            o.config = Some(config.clone());
+        })
+        .start();
+    let strict = &mut node.work;
+    let start = monotonic_ns();
+
+    // Each thread is shown with its own target's budget, and judged by it: a 1 s
+    // stall is nothing for the target with 5 s.
+    patient.send("stall-vfork 1000");
+    let tid = field(&patient.expect("STALL", Duration::from_secs(2)), "tid");
+    thread::sleep(Duration::from_millis(500));
+    let rows = node.daemon.wdctl_json("threads");
+    let row = thread_row(&rows, tid);
+    assert_eq!(
+        (
+            row["syscall"].as_str(),
+            row["budget_ms"].as_u64(),
+            row["verdict"].as_str()
+        ),
+        (Some("vfork"), Some(5000), Some("ok")),
+        "{row:#}"
+    );
+    let strict_row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pid"].as_u64() == Some(strict.pid as u64))
+        .expect("the strict target's threads are listed");
+    assert_eq!(strict_row["budget_ms"], 300, "{strict_row:#}");
+    patient.expect("UNSTALLED", Duration::from_secs(2));
+    let status = node.daemon.wdctl_json("status");
+    assert_eq!(
+        (
+            status["heartbeat"].as_str(),
+            status["stalls"].as_array().map(Vec::len)
+        ),
+        (Some("sending"), Some(0)),
+        "{status:#}"
+    );
+
+    // Reload with other targets: the strict process is let go (no verdict), the patient
+    // one now follows the node-wide 300 ms, and the heartbeat goes on throughout.
+    std::fs::write(
+        &config,
+        format!("pids = [{}]\nbudget = \"300ms\"\n", patient.pid),
+    )
+    .unwrap();
+    node.daemon.signal(libc::SIGHUP);
+    node.daemon.wait_log_line(Duration::from_secs(3), |l| {
+        l.contains("configuration reloaded")
+    });
+    let status = node.daemon.wdctl_json("status");
+    assert_eq!(
+        status["monitored_pids"],
+        serde_json::json!([patient.pid]),
+        "{status:#}"
+    );
+    strict.send("stall-vfork 1000");
+    strict.expect("STALL", Duration::from_secs(2));
+    thread::sleep(Duration::from_millis(700));
+    let status = node.daemon.wdctl_json("status");
+    assert_eq!(status["heartbeat"], "sending", "{status:#}");
+    assert_no_missed_beats(
+        &node.rec,
+        start,
+        monotonic_ns(),
+        Duration::from_millis(20 + 150),
+    );
+
+    patient.send("stall-vfork 1000");
+    let tid = field(&patient.expect("STALL", Duration::from_secs(2)), "tid");
+    thread::sleep(Duration::from_millis(600));
+    let status = node.daemon.wdctl_json("status");
+    assert_eq!(status["heartbeat"], "stopped", "{status:#}");
+    assert_eq!(
+        (
+            status["stalls"][0]["tid"].as_u64(),
+            status["stalls"][0]["budget_ms"].as_u64()
+        ),
+        (Some(tid), Some(300)),
+        "{status:#}"
+    );
+    node.stop_cleanly();
+}
