@@ -154,12 +154,21 @@ fn run_hook(hook: &ExecHook, inc: &Incident, stats: &Arc<SinkStats>, running: &A
     });
 }
 
+/// Most of a failing hook's stderr kept for the log.
+const STDERR_MAX: usize = 4096;
+
+/// Run the hook and wait for it, at most its timeout. It runs in a process group of its
+/// own, and at the timeout the whole group is killed: a hook's children (a `curl` it
+/// started, a `sleep` in a pipeline) go with it. Its stdin is written and its stderr read
+/// on threads of their own, so a hook that never reads its input, or children that keep
+/// its stderr open, cannot stretch the wait past the timeout.
 fn exec(hook: &ExecHook, args: &[String; 3], body: &[u8], id: Option<i64>) -> Result<(), String> {
+    use std::os::unix::process::CommandExt as _;
     let mut cmd = Command::new(&hook.program);
+    cmd.process_group(0);
     // SAFETY: the closure runs in the child between fork and exec and only makes a
     // syscall: a hook runs at normal priority even when the daemon runs SCHED_FIFO.
     unsafe {
-        use std::os::unix::process::CommandExt as _;
         cmd.pre_exec(crate::daemon::realtime::normal_priority);
     }
     let mut child = cmd
@@ -173,26 +182,54 @@ fn exec(hook: &ExecHook, args: &[String; 3], body: &[u8], id: Option<i64>) -> Re
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run it: {e}"))?;
+    let group = child.id() as i32;
     if let Some(mut stdin) = child.stdin.take() {
+        let body = body.to_vec();
         // A hook that does not read its input is its own business.
-        let _ = stdin.write_all(body);
+        thread::spawn(move || {
+            let _ = stdin.write_all(&body);
+        });
+    }
+    // Read as it comes, so what a failing hook wrote is there even while a child of
+    // its keeps the pipe open.
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let (eof_tx, eof_rx) = mpsc::channel::<()>();
+    if let Some(mut pipe) = child.stderr.take() {
+        let stderr = stderr.clone();
+        thread::spawn(move || {
+            let _eof = eof_tx;
+            use std::io::Read as _;
+            let mut buf = [0u8; 512];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                let mut kept = stderr.lock().unwrap_or_else(|e| e.into_inner());
+                let room = STDERR_MAX.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        });
     }
     let deadline = Instant::now() + hook.timeout;
     loop {
         match child.try_wait().map_err(|e| e.to_string())? {
             Some(status) if status.success() => return Ok(()),
             Some(status) => {
-                let mut err = String::new();
-                if let Some(mut s) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = s.read_to_string(&mut err);
-                }
+                // Its stderr to the end, unless a child of its holds it open: then what
+                // came within a second (or by the deadline).
+                let bound = deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(1));
+                let _ = eof_rx.recv_timeout(bound);
+                let err = stderr.lock().unwrap_or_else(|e| e.into_inner());
+                let err = String::from_utf8_lossy(&err);
                 return Err(format!("exited with {status}: {}", err.trim()));
             }
             None if Instant::now() >= deadline => {
-                let _ = child.kill();
+                // SAFETY: kill(2) of the hook's own process group (its pgid is its pid).
+                unsafe { libc::kill(-group, libc::SIGKILL) };
                 let _ = child.wait();
-                return Err(format!("killed after the {:?} timeout", hook.timeout));
+                return Err(format!(
+                    "killed after the {:?} timeout, with its process group",
+                    hook.timeout
+                ));
             }
             None => thread::sleep(Duration::from_millis(10)),
         }
@@ -253,7 +290,61 @@ mod tests {
             None,
         )
         .unwrap_err();
-        assert_eq!(e, "killed after the 200ms timeout");
+        assert_eq!(e, "killed after the 200ms timeout, with its process group");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Whether process `pid` is gone (or a zombie nobody reaped yet).
+    fn gone(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat.rsplit(')').next().unwrap().trim_start().starts_with('Z'),
+        }
+    }
+
+    #[test]
+    fn a_hook_whose_children_hold_its_output_is_killed_at_its_timeout_with_them() {
+        let dir = std::env::temp_dir().join(format!("wd-hook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("child.pid");
+        // A child in the background keeps stderr open; the hook never reads its stdin
+        // (a body larger than a pipe holds) and sleeps past its timeout.
+        let script = format!("sleep 30 & echo $! > {}; sleep 30", pidfile.display());
+        let body = vec![b'x'; 1 << 20];
+        let started = Instant::now();
+        let e = exec(
+            &hook("/bin/sh", 300),
+            &["-c".into(), script, "x".into()],
+            &body,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("killed after the 300ms timeout"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        let child: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !gone(child) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(child), "the hook's child {child} outlived the timeout");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failing_hook_whose_child_keeps_stderr_open_is_not_waited_for() {
+        let started = Instant::now();
+        let e = exec(
+            &hook("/bin/sh", 500),
+            &["-c".into(), "echo broken >&2; sleep 30 & exit 3".into(), "x".into()],
+            b"",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e, "exited with exit status: 3: broken");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     }
 }
