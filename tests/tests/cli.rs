@@ -73,6 +73,62 @@ fn a_malformed_duration_is_refused_by_name() {
     );
 }
 
+/// `watchdog --pid 1 ARGS --heartbeat ... --interface lo`: (exit code, stderr).
+fn daemon_with(args: &[&str]) -> (i32, String) {
+    let mut all = vec!["--pid", "1"];
+    all.extend_from_slice(args);
+    all.extend(["--heartbeat", "239.255.88.1:20001", "--interface", "lo"]);
+    run("watchdog", &all)
+}
+
+#[test]
+fn durations_have_a_range_and_the_interval_a_floor() {
+    // 18446744074 s is just past u64 nanoseconds: it used to wrap to a tiny budget.
+    let (code, err) = daemon_with(&["--budget", "18446744074s"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("'18446744074s' for '--budget <DUR>': must be at most a year"),
+        "{err}"
+    );
+    let (code, err) = daemon_with(&["--interval", "1ns"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("'1ns' for '--interval <DUR>': must be at least 10ms"),
+        "{err}"
+    );
+    // The same in the config file, with where.
+    let dir = std::env::temp_dir().join(format!("wd-cli-interval-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("w.toml");
+    std::fs::write(&file, "[heartbeat]\ninterval = \"1ns\"\n").unwrap();
+    let (code, err) = daemon_with(&["--config", file.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("w.toml:2:12: invalid interval '1ns': must be at least 10ms"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_watchdog_refuses_to_monitor_itself() {
+    // sh execs the daemon, so `$$` is the daemon's own pid.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec {} --pid $$ --heartbeat 239.255.88.1:20001 --interface lo --socket /tmp/wd-cli-self.sock",
+            bin("watchdog").display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(": that is the watchdog itself, which cannot judge its own stalls"),
+        "{err}"
+    );
+}
+
 #[test]
 fn wdctl_without_a_daemon_says_where_it_looked() {
     let (code, err) = run("wdctl", &["--socket", "/nonexistent/wd.sock", "threads"]);

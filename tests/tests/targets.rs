@@ -1,7 +1,7 @@
 //! Targets and reload, end to end as root: what is monitored (threads created later,
 //! processes found by name or cgroup once they start), each target's own policy, and
 //! configuration reloaded live on SIGHUP.
-use std::{collections::BTreeSet, thread, time::Duration};
+use std::{collections::BTreeSet, process::Command, thread, time::Duration};
 
 use watchdog_tests::*;
 
@@ -262,4 +262,29 @@ fn each_target_has_its_own_policy_and_targets_reload_live() {
         "{status:#}"
     );
     node.stop_cleanly();
+}
+
+#[test]
+fn a_daemon_in_a_pid_namespace_of_its_own_refuses_to_run() {
+    require_root();
+    // A container without the host's pids: the daemon is pid 1 there, the kernel side
+    // would see other pids than it does.
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(bin("watchdog"))
+        .args([
+            "--comm",
+            "nothing-here",
+            "--heartbeat",
+            "239.255.88.2:20002",
+        ])
+        .args(["--interface", "lo", "--socket", "/tmp/wd-pidns-test.sock"])
+        .output()
+        .expect("unshare (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("watchdog: error: the watchdog runs in a pid namespace of its own (pid:["),
+        "{err}"
+    );
 }

@@ -25,12 +25,35 @@ pub fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
-/// A duration such as `300ms`, `5s` or `1m`; zero is refused.
+/// The longest duration taken anywhere: a year. Budgets, timeouts and intervals are
+/// compared in nanoseconds in a u64 (585 years), and nothing here is meant to last a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The shortest heartbeat interval: 100 datagrams a second is more than any peer needs,
+/// and a shorter one only burns the CPU and the network.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A duration such as `300ms`, `5s` or `1m`; zero, and more than a year, are refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e} (expected a duration such as 300ms, 5s or 1m)"))?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
+    }
+    if d > MAX_DURATION {
+        return Err("must be at most a year (365d)".into());
+    }
+    Ok(d)
+}
+
+/// The heartbeat interval: a duration of at least [`MIN_INTERVAL`].
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < MIN_INTERVAL {
+        return Err(format!(
+            "must be at least {}",
+            humantime::format_duration(MIN_INTERVAL)
+        ));
     }
     Ok(d)
 }
@@ -168,8 +191,8 @@ pub struct DaemonArgs {
     /// owner may read, at least 16 bytes). Default: unsigned (said at start).
     #[arg(long, value_name = "PATH")]
     pub heartbeat_key: Option<PathBuf>,
-    /// Time between two heartbeats [default: 1s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// Time between two heartbeats, at least 10ms [default: 1s].
+    #[arg(long, value_name = "DUR", value_parser = parse_interval)]
     pub interval: Option<Duration>,
     /// Control socket for wdctl, created with mode 0600 [default: /run/watchdog/watchdog.sock].
     #[arg(long, value_name = "PATH")]
@@ -556,6 +579,22 @@ mod tests {
             let e = error_with(key, value);
             assert!(e.contains(names) && e.contains(says), "{key} {value}: {e}");
         }
+    }
+
+    #[test]
+    fn durations_have_a_range_and_the_interval_a_floor() {
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        assert_eq!(
+            parse_duration("18446744074s"),
+            Err("must be at most a year (365d)".into())
+        );
+        assert_eq!(
+            parse_duration("0s"),
+            Err("must be greater than zero".into())
+        );
+        assert_eq!(parse_interval("10ms"), Ok(MIN_INTERVAL));
+        assert_eq!(parse_interval("1ns"), Err("must be at least 10ms".into()));
     }
 
     #[test]

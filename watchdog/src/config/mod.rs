@@ -42,6 +42,13 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
         .map_err(|e| D::Error::custom(format!("invalid duration '{s}': {e}")))
 }
 
+fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    cli::parse_interval(&s)
+        .map(Some)
+        .map_err(|e| D::Error::custom(format!("invalid interval '{s}': {e}")))
+}
+
 fn syscall_budgets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Duration)>, D::Error> {
     let table = std::collections::BTreeMap::<String, String>::deserialize(d)?;
     table
@@ -200,7 +207,7 @@ pub struct HeartbeatSection {
     #[serde(default, deserialize_with = "group")]
     pub group: Option<SocketAddr>,
     pub interface: Option<String>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "interval")]
     pub interval: Option<Duration>,
     pub ttl: Option<u32>,
     #[serde(default, deserialize_with = "node_id")]

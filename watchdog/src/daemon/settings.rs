@@ -7,6 +7,7 @@ use crate::{
         kmsg::{RuleSet, RulesError},
         targets::TargetTable,
     },
+    kernel::procfs,
 };
 
 use super::DaemonError;
@@ -29,6 +30,9 @@ impl Settings {
     /// Check the configuration against the system: pids and interface exist, the rules
     /// file is valid.
     pub fn from_config(c: Config) -> Result<Self, DaemonError> {
+        if let Some(ns) = procfs::own_pid_namespace() {
+            return Err(DaemonError::PidNamespace(ns));
+        }
         let targets = TargetTable::resolve(&c.targets)?;
         let interface =
             Interface::by_name(&c.interface).map_err(|source| DaemonError::Interface {

@@ -298,7 +298,12 @@ mod tests {
     fn gone(pid: u32) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => true,
-            Ok(stat) => stat.rsplit(')').next().unwrap().trim_start().starts_with('Z'),
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .trim_start()
+                .starts_with('Z'),
         }
     }
 
@@ -320,7 +325,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.starts_with("killed after the 300ms timeout"), "{e}");
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
         let child: u32 = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()
@@ -339,12 +348,20 @@ mod tests {
         let started = Instant::now();
         let e = exec(
             &hook("/bin/sh", 500),
-            &["-c".into(), "echo broken >&2; sleep 30 & exit 3".into(), "x".into()],
+            &[
+                "-c".into(),
+                "echo broken >&2; sleep 30 & exit 3".into(),
+                "x".into(),
+            ],
             b"",
             None,
         )
         .unwrap_err();
         assert_eq!(e, "exited with exit status: 3: broken");
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

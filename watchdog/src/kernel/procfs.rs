@@ -15,10 +15,16 @@ pub enum PidError {
     NotAProcess { tid: u32, tgid: u32 },
     #[error("reading /proc/{pid}/status: {source}")]
     Io { pid: u32, source: std::io::Error },
+    #[error("that is the watchdog itself, which cannot judge its own stalls")]
+    Itself,
 }
 
-/// Check that `pid` is a live process (a thread-group leader), not a thread.
+/// Check that `pid` is a live process (a thread-group leader), not a thread, and not
+/// this one.
 pub fn check_process(pid: u32) -> Result<(), PidError> {
+    if pid == std::process::id() {
+        return Err(PidError::Itself);
+    }
     let status = match fs::read_to_string(format!("/proc/{pid}/status")) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -32,6 +38,23 @@ pub fn check_process(pid: u32) -> Result<(), PidError> {
         Some(_) => Ok(()),
         None => Err(PidError::NoSuchProcess(pid)),
     }
+}
+
+/// The inode of the kernel's initial pid namespace, a constant of the kernel
+/// (`PROC_PID_INIT_INO` in include/linux/proc_ns.h, since 3.8).
+const INIT_PID_NS_INODE: u64 = 0xEFFF_FFFC;
+
+/// Whether this process runs in a pid namespace of its own (a container without the
+/// host's pids): then the pids it sees are not the ones the kernel side sees. `Some`
+/// with the namespace's name when it does.
+pub fn own_pid_namespace() -> Option<String> {
+    let link = fs::read_link("/proc/self/ns/pid").ok()?;
+    let link = link.to_string_lossy().into_owned();
+    let inode = link
+        .strip_prefix("pid:[")
+        .and_then(|l| l.strip_suffix(']'))
+        .and_then(|n| n.parse::<u64>().ok())?;
+    (inode != INIT_PID_NS_INODE).then_some(link)
 }
 
 fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
