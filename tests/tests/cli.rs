@@ -367,3 +367,17 @@ fn man_pages_and_completions_come_from_the_command_lines() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn kernel_text_with_terminal_escapes_is_shown_escaped() {
+    // A line of kernel text can carry anything a module or a writer to /dev/kmsg put in
+    // it: shown to a person, it must not clear the screen or retitle the terminal.
+    let log = "[  1.000000] BUG: unable to handle page fault \u{1b}[2J\u{1b}]0;pwned\u{7}\n\
+               [  1.000001] CPU: 0 PID: 42 Comm: evil\u{1b}[31m Not tainted 6.1.0 #1\n";
+    for command in ["classify", "incidents"] {
+        let (code, out, err) = run_stdin("wdctl", &["kmsg", command], log);
+        assert_eq!(code, 0, "{err}");
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out}");
+        assert!(out.contains("\\u{1b}[2J"), "kmsg {command}: {out}");
+    }
+}

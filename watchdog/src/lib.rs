@@ -16,5 +16,6 @@ pub mod heartbeat;
 pub mod incidents;
 pub mod judging;
 pub mod kernel;
+pub mod terminal;
 pub mod toml_file;
 pub mod wdctl;

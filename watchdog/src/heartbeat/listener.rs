@@ -1,4 +1,5 @@
 //! Listening to a heartbeat group: the reference decoder, used by `wdctl heartbeat listen`.
+use crate::terminal::printable;
 use std::{
     collections::HashMap,
     io::Write,
@@ -192,7 +193,7 @@ pub fn print_seen(out: &mut impl Write, seen: &Seen, json: bool) -> std::io::Res
         ) => writeln!(
             out,
             "beat   node={} seq={} status={} auth={} incarnation={} from={} gap_ms={}{}",
-            hb.node_id,
+            printable(&hb.node_id),
             hb.seq,
             hb.status.as_str(),
             auth.as_str(),
@@ -241,7 +242,8 @@ pub fn print_seen(out: &mut impl Write, seen: &Seen, json: bool) -> std::io::Res
         ) => writeln!(
             out,
             "REJECT node={} seq={} from={from} why={why} ({count} {why} so far)",
-            hb.node_id, hb.seq
+            printable(&hb.node_id),
+            hb.seq
         ),
         (
             Seen::Rejected {
@@ -275,7 +277,8 @@ pub fn print_seen(out: &mut impl Write, seen: &Seen, json: bool) -> std::io::Res
         ),
         (Seen::Silent { node_id, for_ }, false) => writeln!(
             out,
-            "SILENT node={node_id} no heartbeat for {} ms",
+            "SILENT node={} no heartbeat for {} ms",
+            printable(node_id),
             for_.as_millis()
         ),
         (Seen::Silent { node_id, for_ }, true) => writeln!(
@@ -375,5 +378,44 @@ mod tests {
             why(&l.on_datagram(&datagram(5, None), from)),
             Some("replayed")
         );
+    }
+
+    #[test]
+    fn a_node_id_off_the_wire_cannot_forge_a_line_of_the_text_output() {
+        let forged = "x\nbeat   node=db-1 seq=9 status=alive auth=verified\u{1b}[2J";
+        let hb = Heartbeat {
+            node_id: forged.into(),
+            incarnation: 7,
+            seq: 1,
+            sent_at_ms: 0,
+            status: Status::Alive,
+            reason: Some("evil\nreason".into()),
+        };
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut out = Vec::new();
+        for seen in [
+            Seen::Beat {
+                from,
+                hb: hb.clone(),
+                auth: Auth::Unchecked,
+                gap: None,
+            },
+            Seen::Rejected {
+                from,
+                hb: hb.clone(),
+                why: "forged",
+                count: 1,
+            },
+            Seen::Silent {
+                node_id: forged.into(),
+                for_: Duration::from_secs(3),
+            },
+        ] {
+            print_seen(&mut out, &seen, false).unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(text.contains("node=x\\nbeat   node=db-1"), "{text}");
     }
 }

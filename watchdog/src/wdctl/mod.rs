@@ -21,6 +21,7 @@ use crate::{
     heartbeat::iface::Interface,
     heartbeat::{listener, socket},
     judging::kmsg::{RuleSet, report::assemble_log, rules::BUILTIN_NAME},
+    terminal::{printable, printable_all},
 };
 
 /// Run a wdctl command, printing to `out`. Errors are for the caller to print.
@@ -30,16 +31,16 @@ pub fn run(args: WdctlArgs, out: &mut impl Write) -> anyhow::Result<()> {
             Reply::Threads(rows) if f.json => {
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?
             }
-            Reply::Threads(rows) => write!(out, "{}", render::threads(&rows))?,
+            Reply::Threads(rows) => write!(out, "{}", render::threads(&printable_all(&rows)))?,
             other => bail!("unexpected reply to threads: {other:?}"),
         },
         WdctlCommand::Status(f) => match client::call(&args.socket, &Request::Status)? {
             Reply::Status(s) if f.json => writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?,
-            Reply::Status(s) => write!(out, "{}", render::status(&s))?,
+            Reply::Status(s) => write!(out, "{}", render::status(&printable_all(&*s)))?,
             other => bail!("unexpected reply to status: {other:?}"),
         },
         WdctlCommand::Resume => match client::call(&args.socket, &Request::Resume)? {
-            Reply::Resumed(msg) => writeln!(out, "{msg}")?,
+            Reply::Resumed(msg) => writeln!(out, "{}", printable(&msg))?,
             other => bail!("unexpected reply to resume: {other:?}"),
         },
         WdctlCommand::Incidents(a) => {
@@ -47,7 +48,9 @@ pub fn run(args: WdctlArgs, out: &mut impl Write) -> anyhow::Result<()> {
                 Reply::Incidents(list) if a.json => {
                     writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?
                 }
-                Reply::Incidents(list) => write!(out, "{}", render::incidents(&list))?,
+                Reply::Incidents(list) => {
+                    write!(out, "{}", render::incidents(&printable_all(&list)))?
+                }
                 other => bail!("unexpected reply to incidents: {other:?}"),
             }
         }
@@ -56,7 +59,7 @@ pub fn run(args: WdctlArgs, out: &mut impl Write) -> anyhow::Result<()> {
                 Reply::Incident(inc) if a.json => {
                     writeln!(out, "{}", serde_json::to_string_pretty(&inc)?)?
                 }
-                Reply::Incident(inc) => write!(out, "{}", render::incident(&inc))?,
+                Reply::Incident(inc) => write!(out, "{}", render::incident(&printable_all(&*inc)))?,
                 other => bail!("unexpected reply to incident: {other:?}"),
             }
         }
@@ -130,9 +133,10 @@ fn classify(a: &KmsgArgs, out: &mut impl Write) -> anyhow::Result<()> {
         } else {
             writeln!(
                 out,
-                "{:<13} {:<24} {line}",
+                "{:<13} {:<24} {}",
                 c.class.as_str(),
-                c.rule_id().unwrap_or("-")
+                c.rule_id().unwrap_or("-"),
+                printable(line)
             )?;
         }
     }
@@ -146,7 +150,7 @@ fn incidents(a: &KmsgArgs, out: &mut impl Write) -> anyhow::Result<()> {
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&reports)?)?;
     } else {
-        write!(out, "{}", render::reports(&reports))?;
+        write!(out, "{}", render::reports(&printable_all(&reports)))?;
     }
     Ok(())
 }
