@@ -164,6 +164,71 @@ fn sighup_reloads_the_budget_live_and_a_bad_config_changes_nothing() {
 }
 
 #[test]
+fn a_reload_that_would_hurt_the_daemon_is_refused_and_it_lives_on() {
+    let dir = TempDir::new("hostile-reload");
+    let config = dir.0.join("watchdog.toml");
+    let rules = dir.0.join("rules.toml");
+    let mut node = Node::build("300ms", "20ms")
+        .opts(|o| {
+            std::fs::write(&config, format!("pids = [{}]\n", o.pid)).unwrap();
+            o.config = Some(config.clone());
+        })
+        .start();
+    let pid = node.work.pid;
+    let start = monotonic_ns();
+
+    // Rules that compile one by one but not together.
+    let text: String = (0..64)
+        .map(|i| {
+            format!(
+                "[[rule]]\nid = \"r{i}\"\nclass = \"bug\"\nregex = '\\w{{20}}x{i}'\nexamples = [{{ line = \"x\", source = \"t\" }}]\n"
+            )
+        })
+        .collect();
+    std::fs::write(&rules, text).unwrap();
+    std::fs::write(
+        &config,
+        format!("pids = [{pid}]\nrules = \"{}\"\n", rules.display()),
+    )
+    .unwrap();
+    node.daemon.signal(libc::SIGHUP);
+    let line = node.daemon.wait_log_line(Duration::from_secs(10), |l| {
+        l.contains("reload failed") && l.contains("too large")
+    });
+    assert!(
+        line.contains("rules.toml: the rules compiled together are too large"),
+        "{line}"
+    );
+
+    // A config path that is a FIFO with no writer: refused, the signal loop not wedged.
+    std::fs::remove_file(&config).unwrap();
+    let c = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    node.daemon.signal(libc::SIGHUP);
+    let line = node.daemon.wait_log_line(Duration::from_secs(3), |l| {
+        l.contains("reload failed") && l.contains("not a regular file")
+    });
+    assert!(line.contains("watchdog.toml: not a regular file"), "{line}");
+
+    // Still judging, still beating, and SIGTERM is heard at once.
+    assert_eq!(node.daemon.wdctl_json("status")["heartbeat"], "sending");
+    assert_no_missed_beats(
+        &node.rec,
+        start,
+        monotonic_ns(),
+        Duration::from_millis(20 + 150),
+    );
+    let stopping = std::time::Instant::now();
+    node.stop_cleanly();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stopping.elapsed()
+    );
+}
+
+#[test]
 fn each_target_has_its_own_policy_and_targets_reload_live() {
     let mut patient = Workload::spawn();
     let dir = TempDir::new("targets");

@@ -11,11 +11,15 @@ use serde::{Deserialize, Deserializer, de::Error as _};
 
 use crate::{
     config::cli::DaemonArgs,
+    input_file::{TomlError, line_col, parse_toml},
     judging::policy::{BudgetClass, Budgets, DEFAULT_POLICY, Policy},
     judging::syscall_table,
     judging::targets::{Selector, TargetSpec},
-    toml_file::{TomlError, line_col, parse_toml},
 };
+
+/// The largest config file read: far beyond any real one, and bounded so a wrong path
+/// (a log, a device) cannot make the daemon read without end.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/watchdog/watchdog.toml";
@@ -467,7 +471,7 @@ pub fn load(args: &DaemonArgs) -> Result<Config, ConfigError> {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
-    match std::fs::read_to_string(&path) {
+    match crate::input_file::read_regular_text(&path, MAX_CONFIG_BYTES) {
         Ok(text) => {
             let file = parse(&text, &path.display().to_string())?;
             merge(args, file, Some(path))

@@ -251,7 +251,12 @@ async fn run_bound(
                 if let Some(n) = &notifier {
                     n.notify("RELOADING=1");
                 }
-                reload::reload(&shared);
+                // Off the runtime's workers: compiling a large rules file takes a
+                // while, and the heartbeat and the event reader run on them.
+                let s = shared.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || reload::reload(&s)).await {
+                    tracing::error!(error = %e, "reload failed: keeping the running configuration");
+                }
                 if let Some(n) = &notifier {
                     n.notify("READY=1");
                 }

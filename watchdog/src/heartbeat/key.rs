@@ -30,7 +30,8 @@ pub fn load(path: &Path) -> Result<Vec<u8>, KeyError> {
             mode,
         });
     }
-    let mut key = std::fs::read(path).map_err(io)?;
+    // A key is bytes, and a few KiB at most; a FIFO or a device is no key file.
+    let mut key = crate::input_file::read_regular(path, 64 * 1024).map_err(io)?;
     if key.last() == Some(&b'\n') {
         key.pop();
     }

@@ -7,7 +7,7 @@
 //! class `none` silences what it matches.
 use std::path::Path;
 
-use regex::{Regex, RegexSet};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 
 use super::{Action, Class, Severity, prefix};
@@ -15,6 +15,19 @@ use super::{Action, Class, Severity, prefix};
 /// The built-in rules file, compiled in.
 pub const BUILTIN: &str = include_str!("../../../rules/builtin.toml");
 pub const BUILTIN_NAME: &str = "<built-in rules>";
+
+// What a rules file may cost, checked before anything is compiled: a reload must never
+// hurt the running daemon, and an operator's file is not trusted to be small.
+/// The largest rules file read.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// The most rules an operator's file may hold.
+pub const MAX_RULES: usize = 1000;
+/// The longest regex of one rule, in bytes.
+pub const MAX_REGEX_BYTES: usize = 4096;
+/// The most memory one rule's compiled regex may take.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// The most memory all rules compiled together may take.
+const SET_SIZE_LIMIT: usize = 32 << 20;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,7 +74,7 @@ pub struct Rule {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RulesError {
     #[error(transparent)]
-    Syntax(#[from] crate::toml_file::TomlError),
+    Syntax(#[from] crate::input_file::TomlError),
     #[error("{file}: rule {id}: invalid regex: {message}")]
     Regex {
         file: String,
@@ -78,18 +91,42 @@ pub enum RulesError {
     UnknownDisable { file: String, id: String },
     #[error("{file}: {message}")]
     Io { file: String, message: String },
+    #[error("{file}: {count} rules: at most {MAX_RULES} are taken")]
+    TooManyRules { file: String, count: usize },
+    #[error(
+        "{file}: rule {id}: its regex is {len} bytes long, at most {MAX_REGEX_BYTES} are taken"
+    )]
+    RegexTooLong {
+        file: String,
+        id: String,
+        len: usize,
+    },
+    #[error(
+        "{file}: the rules compiled together are too large ({message}): fewer or simpler rules"
+    )]
+    SetTooBig { file: String, message: String },
 }
 
 fn parse_file(text: &str, file: &str) -> Result<RuleFile, RulesError> {
-    Ok(crate::toml_file::parse_toml(text, file)?)
+    Ok(crate::input_file::parse_toml(text, file)?)
 }
 
 fn compile(spec: RuleSpec, file: &str) -> Result<Rule, RulesError> {
-    let regex = Regex::new(&spec.regex).map_err(|e| RulesError::Regex {
-        file: file.to_owned(),
-        id: spec.id.clone(),
-        message: e.to_string(),
-    })?;
+    if spec.regex.len() > MAX_REGEX_BYTES {
+        return Err(RulesError::RegexTooLong {
+            file: file.to_owned(),
+            id: spec.id,
+            len: spec.regex.len(),
+        });
+    }
+    let regex = RegexBuilder::new(&spec.regex)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| RulesError::Regex {
+            file: file.to_owned(),
+            id: spec.id.clone(),
+            message: e.to_string(),
+        })?;
     if spec.examples.is_empty() {
         return Err(RulesError::NoExamples {
             file: file.to_owned(),
@@ -108,6 +145,12 @@ fn compile(spec: RuleSpec, file: &str) -> Result<Rule, RulesError> {
 }
 
 fn compile_all(specs: Vec<RuleSpec>, file: &str) -> Result<Vec<Rule>, RulesError> {
+    if specs.len() > MAX_RULES {
+        return Err(RulesError::TooManyRules {
+            file: file.to_owned(),
+            count: specs.len(),
+        });
+    }
     let mut seen = std::collections::HashSet::new();
     specs
         .into_iter()
@@ -158,18 +201,24 @@ pub struct RuleSet {
 pub struct BenchFailure(pub String);
 
 impl RuleSet {
-    fn new(rules: Vec<Rule>) -> Self {
-        let set = RegexSet::new(rules.iter().map(|r| r.regex.as_str()))
-            .expect("each regex compiled on its own");
-        RuleSet { rules, set }
+    /// All `rules` in one automaton. Regexes that compile one by one may still be too
+    /// large together: that is an error (of `file`), not a panic.
+    fn new(rules: Vec<Rule>, file: &str) -> Result<Self, RulesError> {
+        let set = RegexSetBuilder::new(rules.iter().map(|r| r.regex.as_str()))
+            .size_limit(SET_SIZE_LIMIT)
+            .build()
+            .map_err(|e| RulesError::SetTooBig {
+                file: file.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(RuleSet { rules, set })
     }
 
     /// The built-in rules alone.
     pub fn builtin() -> Self {
         let file = parse_file(BUILTIN, BUILTIN_NAME).expect("built-in rules parse (tested)");
-        RuleSet::new(
-            compile_all(file.rules, BUILTIN_NAME).expect("built-in rules compile (tested)"),
-        )
+        let rules = compile_all(file.rules, BUILTIN_NAME).expect("built-in rules compile (tested)");
+        RuleSet::new(rules, BUILTIN_NAME).expect("built-in rules fit together (tested)")
     }
 
     /// The operator's rules from `text` (named `file` in errors), then the built-ins they
@@ -192,15 +241,17 @@ impl RuleSet {
             .chain(user.disable.iter().cloned())
             .collect();
         rules.extend(builtin.into_iter().filter(|r| !taken.contains(&r.id)));
-        Ok(RuleSet::new(rules))
+        RuleSet::new(rules, file)
     }
 
     /// As [`RuleSet::with_user_text`], reading the file.
     pub fn with_user_file(path: &Path) -> Result<Self, RulesError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| RulesError::Io {
-            file: file.clone(),
-            message: e.to_string(),
+        let text = crate::input_file::read_regular_text(path, MAX_FILE_BYTES).map_err(|e| {
+            RulesError::Io {
+                file: file.clone(),
+                message: e.to_string(),
+            }
         })?;
         Self::with_user_text(&text, &file)
     }
@@ -354,7 +405,7 @@ examples = [{ line = "watchdog-test: BUG: not real", source = "our tests" }]
     fn rule_file_errors_say_where() {
         let e = RuleSet::with_user_text("[[rule]]\nid = \"x\"\nclass = \"bogus\"\n", "r.toml")
             .unwrap_err();
-        let RulesError::Syntax(crate::toml_file::TomlError {
+        let RulesError::Syntax(crate::input_file::TomlError {
             line,
             column,
             message,
@@ -426,5 +477,59 @@ examples = [{ line = "watchdog-test: BUG: not real", source = "our tests" }]
                 .any(|f| f.0 == "lines.txt:2: not caught (no rule matches): all is well"),
             "{failures:#?}"
         );
+    }
+
+    fn rules_file(regexes: impl Iterator<Item = String>) -> String {
+        regexes
+            .enumerate()
+            .map(|(i, re)| {
+                format!(
+                    "[[rule]]\nid = \"r{i}\"\nclass = \"bug\"\nregex = '{re}'\nexamples = [{{ line = \"x\", source = \"test\" }}]\n"
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rules_that_compile_one_by_one_but_not_together_are_an_error_not_a_panic() {
+        // Each of these is well under the limit of one rule; 64 together are not.
+        let text = rules_file((0..64).map(|i| format!(r"\w{{20}}x{i}")));
+        let e = RuleSet::with_user_text(&text, "big.toml").unwrap_err();
+        assert!(
+            matches!(&e, RulesError::SetTooBig { file, .. } if file == "big.toml"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("big.toml: the rules compiled together are too large")
+        );
+    }
+
+    #[test]
+    fn what_a_rules_file_may_cost_is_bounded_before_compiling() {
+        let huge = "a".repeat(10 << 20);
+        let started = std::time::Instant::now();
+        let e =
+            RuleSet::with_user_text(&rules_file(std::iter::once(huge)), "huge.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "huge.toml: rule r0: its regex is {} bytes long, at most 4096 are taken",
+                10 << 20
+            )
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let many = rules_file((0..MAX_RULES + 1).map(|i| format!("line {i}")));
+        assert_eq!(
+            RuleSet::with_user_text(&many, "many.toml")
+                .unwrap_err()
+                .to_string(),
+            "many.toml: 1001 rules: at most 1000 are taken"
+        );
+        let one_too_big = rules_file(std::iter::once(r"\w{40}".to_owned()));
+        assert!(matches!(
+            RuleSet::with_user_text(&one_too_big, "one.toml").unwrap_err(),
+            RulesError::Regex { .. }
+        ));
     }
 }
