@@ -71,6 +71,15 @@ impl Node {
         self.daemon = Daemon::start(o, self.daemon.group, &self.rec);
     }
 
+    /// As `restart`, for a daemon that must not send a heartbeat: returns once its
+    /// control socket answers.
+    pub fn restart_silent(&mut self, opts: impl FnOnce(&mut DaemonOpts)) {
+        self.daemon.kill();
+        let mut o = DaemonOpts::new(self.work.pid, self.budget, self.interval);
+        opts(&mut o);
+        self.daemon = Daemon::start_silent(o, self.daemon.group);
+    }
+
     /// SIGTERM; the daemon exits 0, removes its control socket, and leaves no program of
     /// ours loaded. The daemon stays readable (`log_text`) afterwards.
     pub fn stop_cleanly(&mut self) {

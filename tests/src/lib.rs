@@ -289,6 +289,46 @@ impl Daemon {
     /// Start the daemon on `lo` and wait until its first heartbeat reaches `rec`.
     pub fn start(opts: DaemonOpts, group: SocketAddr, rec: &Recorder) -> Self {
         let before = rec.beats().len();
+        let mut d = Daemon::spawn(opts, group);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        // Beats from an earlier daemon on the same group do not count.
+        while rec.beats().len() <= before {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "watchdog exited with {status} before its first heartbeat:\n{}",
+                    d.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no heartbeat within 15 s:\n{}",
+                d.log_text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        d
+    }
+
+    /// Start the daemon for a test where it must not send a heartbeat: returns once its
+    /// control socket answers.
+    pub fn start_silent(opts: DaemonOpts, group: SocketAddr) -> Self {
+        let mut d = Daemon::spawn(opts, group);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !d.log_text().contains("watchdog running") || !d.socket.exists() {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("watchdog exited with {status}:\n{}", d.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not running within 15 s:\n{}",
+                d.log_text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        d
+    }
+
+    fn spawn(opts: DaemonOpts, group: SocketAddr) -> Self {
         let tag = format!("{}-{}", std::process::id(), group.port());
         let dir = std::env::temp_dir();
         let socket = dir.join(format!("wd-test-{tag}.sock"));
@@ -338,30 +378,13 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn watchdog");
-        let mut d = Daemon {
+        Daemon {
             child: Some(child),
             socket,
             log,
             group,
             _scratch: scratch,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        // Beats from an earlier daemon on the same group do not count.
-        while rec.beats().len() <= before {
-            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "watchdog exited with {status} before its first heartbeat:\n{}",
-                    d.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no heartbeat within 15 s:\n{}",
-                d.log_text()
-            );
-            thread::sleep(Duration::from_millis(10));
         }
-        d
     }
 
     pub fn log_text(&self) -> String {

@@ -87,7 +87,12 @@ fn a_stuck_event_reader_stops_the_heartbeat() {
     let started = monotonic_ns();
     thread::sleep(Duration::from_millis(3500));
     let status = node.daemon.wdctl_json("status");
-    assert_eq!(status["heartbeat"], "stopped", "{status:#}");
+    assert_eq!(
+        status["heartbeat"],
+        "stopped",
+        "{status:#}\n{}",
+        node.daemon.log_text()
+    );
     let reason = status["stopped_reason"].as_str().unwrap();
     assert!(
         reason.contains("kernel event reader made no progress"),
@@ -127,6 +132,55 @@ fn a_daemon_killed_by_sigkill_leaves_no_heartbeat_and_no_probe_and_restarts() {
     // A restart (which reaps the killed daemon first) on the same socket path and store
     // starts cleanly.
     node.restart(|o| o.store = Some(dir.0.join("incidents.db")));
+    assert_eq!(node.daemon.wdctl_json("status")["heartbeat"], "sending");
+    node.stop_cleanly();
+}
+
+#[test]
+fn a_verdict_holds_across_a_restart_of_the_daemon_until_resumed() {
+    let dir = TempDir::new("latch");
+    let store = dir.0.join("incidents.db");
+    let mut node = Node::build("300ms", "20ms")
+        .opts(|o| o.store = Some(store.clone()))
+        .start();
+    node.work.send("stall-vfork 1500");
+    node.work.expect("STALL", Duration::from_secs(2));
+    node.daemon.wait_log_line(Duration::from_secs(2), |l| {
+        l.contains("stopping the heartbeat")
+    });
+    // The daemon dies (a crash, an upgrade) while the heartbeat is latched off.
+    thread::sleep(Duration::from_millis(200));
+    eprintln!("FIRST LOG:\n{}", node.daemon.log_text());
+    node.daemon.signal(libc::SIGKILL);
+    thread::sleep(Duration::from_millis(1600));
+    // The stall is over, but no one resumed: the restarted daemon stays silent.
+    let restarted = monotonic_ns();
+    node.restart_silent(|o| o.store = Some(store.clone()));
+    let status = node.daemon.wdctl_json("status");
+    assert_eq!(
+        status["heartbeat"],
+        "stopped",
+        "{status:#}\n{}",
+        node.daemon.log_text()
+    );
+    let reason = status["stopped_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("stopped before the watchdog restarted and not resumed since: thread "),
+        "{reason}"
+    );
+    assert!(reason.contains("vfork"), "{reason}");
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        node.rec.last_arrival().unwrap() < restarted,
+        "the restarted daemon sent a heartbeat"
+    );
+    // The operator resumes: it beats, and a later restart no longer holds it.
+    let before = node.rec.beats().len();
+    let (code, out, err) = node.daemon.wdctl(&["resume"]);
+    assert_eq!((code, out.trim()), (0, "heartbeat resumed"), "{err}");
+    node.rec.wait_for(before + 3, Duration::from_secs(2));
+    node.daemon.signal(libc::SIGKILL);
+    node.restart(|o| o.store = Some(store.clone()));
     assert_eq!(node.daemon.wdctl_json("status")["heartbeat"], "sending");
     node.stop_cleanly();
 }

@@ -182,11 +182,21 @@ fn kernel_reports_become_incidents_that_survive_a_restart() {
     assert_eq!(status["exec_hook_failures"], 0, "{status:#}");
     node.stop_cleanly();
 
-    // A new daemon on the same store still has it (monitoring a new workload).
+    // A new daemon on the same store still has it (monitoring a new workload), and
+    // keeps the heartbeat stopped: no one resumed it after the verdict.
     node.work = Workload::spawn();
-    node.restart(|o| o.store = Some(store.clone()));
+    node.restart_silent(|o| o.store = Some(store.clone()));
     let again = node.daemon.wdctl_json_args(&["incident", &id.to_string()]);
     assert_eq!(again["report"]["first_line"], text);
     assert_eq!(again["tid"].as_u64(), Some(tid));
+    let status = node.daemon.wdctl_json("status");
+    assert_eq!(status["heartbeat"], "stopped", "{status:#}");
+    assert!(
+        status["stopped_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("stopped before the watchdog restarted and not resumed since: "),
+        "{status:#}"
+    );
     node.stop_cleanly();
 }

@@ -131,6 +131,8 @@ async fn run_bound(
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
     let initial = reload::start_targets(&mut probes, &settings.targets)?;
+    // A verdict before a restart holds until an operator resumes.
+    let latched = store.latch()?;
     let store = Arc::new(Mutex::new(store));
     let sink_stats = Arc::new(SinkStats::default());
     let sink = alert::start(
@@ -146,13 +148,16 @@ async fn run_bound(
         .iter()
         .map(|&(pid, policy)| (pid, policy, procfs::comm(pid, pid)))
         .collect();
-    let reactions = Reactions::new(
+    let mut reactions = Reactions::new(
         settings.node_id.clone(),
         settings.config.policies.clone(),
         settings.targets.clone(),
         Arc::new(settings.rules.clone()),
         &initial_named,
     );
+    if latched.is_some() {
+        reactions.latched_before_restart();
+    }
     let shared = Arc::new(Shared {
         reactions: Mutex::new(reactions),
         probes: Mutex::new(Some(probes)),
@@ -173,7 +178,12 @@ async fn run_bound(
         sink: Mutex::new(sink),
         sink_stats,
     });
-    if initial.is_empty() {
+    if let Some((reason, at_unix_ms)) = &latched {
+        let reason =
+            format!("stopped before the watchdog restarted and not resumed since: {reason}");
+        tracing::warn!(reason = %reason, at_unix_ms, "the heartbeat stays stopped until `wdctl resume`");
+        shared.gate.close(&reason);
+    } else if initial.is_empty() {
         shared
             .gate
             .close(&reload::waiting_reason(&settings.targets));

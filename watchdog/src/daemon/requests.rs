@@ -40,7 +40,7 @@ fn resume(shared: &Shared) -> Response {
     if shared.gate.is_open() {
         return Response::Ok(Reply::Resumed("the heartbeat is already being sent".into()));
     }
-    shared.gate.open();
+    shared.resume_heartbeat();
     tracing::warn!("heartbeat resumed by the operator");
     Response::Ok(Reply::Resumed("heartbeat resumed".into()))
 }

@@ -14,7 +14,12 @@ use crate::{
         liveness::Liveness,
         sender::{Gate, Sender},
     },
-    incidents::{Incident, alert::Alert, alert::SinkStats, signal_name, store::Store},
+    incidents::{
+        Incident,
+        alert::{Alert, Sink, SinkStats},
+        signal_name,
+        store::Store,
+    },
     judging::{
         reactions::{Count, Effect, Host, Reactions},
         verdict::FdKind,
@@ -61,7 +66,7 @@ pub(super) struct Shared {
     pub untracked_syscalls: AtomicU64,
     pub metrics: Metrics,
     pub store: Arc<Mutex<Store>>,
-    pub sink: Mutex<mpsc::Sender<Alert>>,
+    pub sink: Mutex<mpsc::Sender<Sink>>,
     pub sink_stats: Arc<SinkStats>,
 }
 
@@ -83,6 +88,8 @@ impl Shared {
                     if self.gate.close(&reason) {
                         tracing::warn!(reason = %reason, "stopping the heartbeat");
                         self.sender.last_gasp(&reason);
+                        // A verdict holds until an operator resumes, restarts included.
+                        self.to_sink(Sink::Latch(Some(reason)));
                     }
                 }
                 Effect::StartHeartbeat => self.gate.open(),
@@ -94,13 +101,10 @@ impl Shared {
                     if inspect {
                         inspect_stalled_thread(&mut incident);
                     }
-                    let alert = Alert {
+                    self.to_sink(Sink::Alert(Box::new(Alert {
                         incident: *incident,
                         run_hook,
-                    };
-                    if lock(&self.sink).send(alert).is_err() {
-                        tracing::error!("alert thread is gone: incident dropped");
-                    }
+                    })));
                 }
                 Effect::Signal { pid, signal } => send_stall_signal(pid, signal),
                 Effect::Follow { pid } => {
@@ -125,6 +129,20 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Hand a store write to the alert thread.
+    fn to_sink(&self, message: Sink) {
+        if lock(&self.sink).send(message).is_err() {
+            tracing::error!("alert thread is gone: incident or latch dropped");
+        }
+    }
+
+    /// Send the heartbeat again (an operator's resume, or the auto-resume), and forget
+    /// the latch.
+    pub fn resume_heartbeat(&self) {
+        self.gate.open();
+        self.to_sink(Sink::Latch(None));
     }
 
     pub fn kernel_lines(&self) -> u64 {

@@ -106,7 +106,7 @@ pub(super) async fn auto_resume(shared: Arc<Shared>) {
             daemon_blocker.as_deref(),
         );
         if resume {
-            shared.gate.open();
+            shared.resume_heartbeat();
             tracing::warn!(
                 after_ms = after.unwrap_or_default().as_millis() as u64,
                 "heartbeat resumed automatically: healthy since"

@@ -46,22 +46,45 @@ pub struct Alert {
     pub run_hook: bool,
 }
 
-/// Start the sink thread; send incidents to the returned sender.
+/// What the sink thread does: the writes to the store, in order, off the daemon's
+/// other threads.
+pub enum Sink {
+    /// Store an incident, then alert.
+    Alert(Box<Alert>),
+    /// The heartbeat was stopped by a verdict (Some, with the reason) or resumed (None):
+    /// kept in the store, so a restarted daemon keeps it stopped.
+    Latch(Option<String>),
+}
+
+/// Start the sink thread; send incidents and latches to the returned sender.
 pub fn start(
     store: Arc<Mutex<Store>>,
     hook: Option<ExecHook>,
     stats: Arc<SinkStats>,
-) -> mpsc::Sender<Alert> {
-    let (tx, rx) = mpsc::channel::<Alert>();
+) -> mpsc::Sender<Sink> {
+    let (tx, rx) = mpsc::channel::<Sink>();
     let running = Arc::new(AtomicU64::new(0));
     thread::Builder::new()
         .name("wd-alerts".into())
         .spawn(move || {
-            for Alert {
-                incident: mut inc,
-                run_hook: hook_wanted,
-            } in rx
-            {
+            for message in rx {
+                let Alert {
+                    incident: mut inc,
+                    run_hook: hook_wanted,
+                } = match message {
+                    Sink::Alert(alert) => *alert,
+                    Sink::Latch(latch) => {
+                        let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+                        let done = match &latch {
+                            Some(reason) => store.set_latch(reason, super::now_unix_ms()),
+                            None => store.clear_latch(),
+                        };
+                        if let Err(e) = done {
+                            tracing::error!(error = %e, "the heartbeat's latch is not kept: a restarted daemon may send it");
+                        }
+                        continue;
+                    }
+                };
                 match store
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

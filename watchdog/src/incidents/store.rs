@@ -1,6 +1,9 @@
 //! Durable incident store: SQLite (rusqlite), one row per incident with its JSON body.
 //! Bounded: beyond `max` incidents, the oldest are deleted.
-use std::path::{Path, PathBuf};
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -30,6 +33,9 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     max: u64,
+    /// (device, inode) of the database file as opened: a file deleted or replaced
+    /// under the daemon is noticed by it, not written to in vain.
+    file: (u64, u64),
 }
 
 const SCHEMA: &str = "
@@ -45,6 +51,13 @@ CREATE TABLE IF NOT EXISTS incidents (
     stopped_heartbeat INTEGER NOT NULL,
     summary TEXT NOT NULL,
     body TEXT NOT NULL
+);
+-- The heartbeat stopped by a verdict, until an operator resumes it: a restarted
+-- daemon keeps it stopped (one row at most).
+CREATE TABLE IF NOT EXISTS latch (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    reason TEXT NOT NULL,
+    at_unix_ms INTEGER NOT NULL
 );";
 
 impl Store {
@@ -70,11 +83,65 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(2))
             .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        let meta = std::fs::metadata(path).map_err(|source| StoreError::Dir {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(Store {
             conn,
             path: path.to_owned(),
             max: max.max(1),
+            file: (meta.dev(), meta.ino()),
         })
+    }
+
+    /// If the database file was deleted or replaced since it was opened, open it again
+    /// (creating it) and say so loudly: what follows is stored, not lost in a file that
+    /// is gone. True when it was reopened.
+    pub fn reopen_if_gone(&mut self) -> Result<bool, StoreError> {
+        let same = std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.file);
+        if same {
+            return Ok(false);
+        }
+        tracing::error!(
+            store = %self.path.display(),
+            "the incident store was deleted or replaced while the daemon ran: creating it again (what it held before is not in the new one)"
+        );
+        *self = Store::open(&self.path, self.max)?;
+        Ok(true)
+    }
+
+    /// Keep the heartbeat stopped across restarts, with the reason.
+    pub fn set_latch(&mut self, reason: &str, at_unix_ms: u64) -> Result<(), StoreError> {
+        self.reopen_if_gone()?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO latch (id, reason, at_unix_ms) VALUES (1, ?1, ?2)",
+                params![reason, at_unix_ms as i64],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    /// The operator resumed the heartbeat.
+    pub fn clear_latch(&mut self) -> Result<(), StoreError> {
+        self.reopen_if_gone()?;
+        self.conn
+            .execute("DELETE FROM latch", [])
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    /// Why the heartbeat was stopped and not resumed before this start, if it was.
+    pub fn latch(&self) -> Result<Option<(String, u64)>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT reason, at_unix_ms FROM latch WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+            )
+            .optional()
+            .map_err(self.sql())
     }
 
     fn sql(&self) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
@@ -86,6 +153,7 @@ impl Store {
 
     /// Store an incident; sets and returns its id.
     pub fn insert(&mut self, inc: &mut Incident) -> Result<i64, StoreError> {
+        self.reopen_if_gone()?;
         let tx = self.conn.transaction().map_err(|source| StoreError::Sql {
             path: self.path.clone(),
             source,
@@ -241,5 +309,42 @@ mod tests {
                 .starts_with("incident store /proc/watchdog/incidents.db"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_store_deleted_under_the_daemon_is_created_again_and_keeps_storing() {
+        let dir = std::env::temp_dir().join(format!("wd-store-gone-{}", std::process::id()));
+        let path = dir.join("incidents.db");
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = Store::open(&path, 10).unwrap();
+        s.insert(&mut incident(1)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(s.reopen_if_gone().unwrap(), "the deletion is noticed");
+        assert!(!s.reopen_if_gone().unwrap(), "once");
+        std::fs::remove_file(&path).unwrap();
+        s.insert(&mut incident(2)).unwrap();
+        // What was stored after the deletion is in the file at the path.
+        let again = Store::open(&path, 10).unwrap();
+        let list = again.list(10).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].summary, "stall 2");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_latch_survives_reopening_until_cleared() {
+        let dir = std::env::temp_dir().join(format!("wd-store-latch-{}", std::process::id()));
+        let path = dir.join("incidents.db");
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut s = Store::open(&path, 10).unwrap();
+            assert_eq!(s.latch().unwrap(), None);
+            s.set_latch("thread 7 stalled", 1_000).unwrap();
+        }
+        let mut s = Store::open(&path, 10).unwrap();
+        assert_eq!(s.latch().unwrap(), Some(("thread 7 stalled".into(), 1_000)));
+        s.clear_latch().unwrap();
+        assert_eq!(Store::open(&path, 10).unwrap().latch().unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

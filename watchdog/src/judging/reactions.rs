@@ -178,6 +178,13 @@ impl Reactions {
         self.rules = rules;
     }
 
+    /// The heartbeat was stopped by a verdict before the daemon restarted, and no one
+    /// resumed it: it stays stopped until an operator does, even when the service's
+    /// first process appears.
+    pub fn latched_before_restart(&mut self) {
+        self.awaiting_first = false;
+    }
+
     /// Whether the heartbeat waits for a first process of the service.
     pub fn awaiting_first(&self) -> bool {
         self.awaiting_first
