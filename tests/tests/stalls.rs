@@ -362,3 +362,46 @@ fn a_syscall_budget_of_its_own_and_the_keepalived_track_file() {
     );
     node.stop_cleanly();
 }
+
+#[test]
+fn a_syscall_stuck_before_the_daemon_started_is_judged_from_its_start() {
+    // The workload is stuck in vfork (its child sleeps) before the probes attach: no
+    // entry event will ever come for that syscall.
+    let stuck_at = std::cell::Cell::new(0);
+    let mut node = Node::build("300ms", "20ms")
+        .workload(|| {
+            let mut work = Workload::spawn();
+            work.send("stall-vfork 4000");
+            stuck_at.set(field(&work.expect("STALL", Duration::from_secs(2)), "tid"));
+            thread::sleep(Duration::from_millis(200));
+            work
+        })
+        .start();
+    let tid = stuck_at.get();
+    let started = monotonic_ns();
+    let line = node.daemon.wait_log_line(Duration::from_secs(2), |l| {
+        l.contains("stopping the heartbeat")
+    });
+    assert!(
+        line.contains("vfork") && line.contains("in flight since before the watchdog started"),
+        "{line}"
+    );
+    // Judged within the budget and a scan period of the daemon's start.
+    thread::sleep(Duration::from_millis(200));
+    let last = node.rec.last_arrival().unwrap();
+    assert!(
+        last <= started + 300 * MS + 150 * MS,
+        "heartbeat still sent {} ms after the daemon started",
+        (last - started) / MS
+    );
+    let row = thread_row(&node.daemon.wdctl_json("threads"), tid);
+    assert_eq!(row["syscall"], "vfork", "{row:#}");
+    assert_eq!(row["verdict"], "stalled", "{row:#}");
+    let (code, _, err) = node.daemon.wdctl(&["resume"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("thread {tid} of pid {} is stalled", node.work.pid)),
+        "{err}"
+    );
+    node.stop_cleanly();
+}

@@ -158,6 +158,9 @@ async fn run_bound(
     if latched.is_some() {
         reactions.latched_before_restart();
     }
+    // Syscalls already in flight when the probes attached are judged too.
+    let running: Vec<u32> = initial.iter().map(|(pid, _)| *pid).collect();
+    reactions.adopt_running(&running, monotonic_ns(), &ProcHost);
     let shared = Arc::new(Shared {
         reactions: Mutex::new(reactions),
         probes: Mutex::new(Some(probes)),

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use super::{
     DaemonError,
     settings::load_rules,
-    shared::{Shared, lock},
+    shared::{ProcHost, Shared, lock},
 };
 use crate::{
     config,
     judging::{policy::DEFAULT_POLICY, targets::TargetTable},
     kernel::{
+        clock::monotonic_ns,
         probes::{EbpfError, Probes},
         procfs,
     },
@@ -140,7 +141,7 @@ fn retarget(shared: &Shared, new: &TargetTable) -> Result<(), EbpfError> {
     }
     drop(probes_guard);
     let mut effects = Vec::new();
-    for (pid, policy) in running {
+    for &(pid, policy) in &running {
         let comm = procfs::comm(pid, pid).unwrap_or_default();
         effects.extend(shared.reactions().new_target(
             pid,
@@ -149,6 +150,11 @@ fn retarget(shared: &Shared, new: &TargetTable) -> Result<(), EbpfError> {
             "picked by the reloaded targets",
         ));
     }
+    // They ran before the kernel side watched them: syscalls already in flight count.
+    let pids: Vec<u32> = running.iter().map(|(pid, _)| *pid).collect();
+    shared
+        .reactions()
+        .adopt_running(&pids, monotonic_ns(), &ProcHost);
     shared.apply(effects);
     // Nothing left to monitor while the heartbeat is sent: wait for the service, as at
     // a start. (A heartbeat stopped by a verdict stays stopped.)

@@ -46,6 +46,18 @@ impl Host for ProcHost {
     fn fd_kind(&self, tgid: u32, fd: u64) -> Option<FdKind> {
         procfs::fd_kind(tgid, fd)
     }
+    fn threads(&self, tgid: u32) -> Vec<u32> {
+        procfs::threads(tgid)
+    }
+    fn syscall_now(&self, tgid: u32, tid: u32) -> Option<(u32, u64)> {
+        procfs::syscall_now(tgid, tid)
+    }
+    fn state(&self, tgid: u32, tid: u32) -> Option<char> {
+        procfs::state(tgid, tid)?.chars().next()
+    }
+    fn run_stats(&self, tgid: u32, tid: u32) -> Option<(u64, u64)> {
+        procfs::run_stats(tgid, tid)
+    }
 }
 
 /// State shared by the daemon's tasks.

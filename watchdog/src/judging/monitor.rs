@@ -464,6 +464,11 @@ impl Monitor {
         v
     }
 
+    /// Whether the kernel side (or a look at /proc) gave thread `tid` a record.
+    pub fn has_record(&self, tid: u32) -> bool {
+        self.threads.get(&tid).is_some_and(|st| st.latest.is_some())
+    }
+
     /// The process a thread id belongs to, as far as this monitor knows.
     pub fn known_tgid(&self, tid: u32) -> Option<u32> {
         if self.targets.contains(&tid) {

@@ -5,13 +5,13 @@
 //! it asks through [`Host`], which the tests fake. The daemon holds one of these behind
 //! one lock and only carries out what it returns.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, LazyLock},
     time::Duration,
 };
 
 use regex::Regex;
-use watchdog_common::InFlight;
+use watchdog_common::{InFlight, NOT_IN_SYSCALL, sched};
 
 use crate::{
     events::{KernelLine, TaskEvent, TaskEventKind, ThreadExit},
@@ -23,6 +23,7 @@ use crate::{
         },
         monitor::{LineVerdict, Monitor, Stall},
         policy::{DEFAULT_POLICY, Policy},
+        syscall_table::{self, SyscallClass},
         targets::TargetTable,
         verdict::FdKind,
     },
@@ -52,6 +53,111 @@ pub trait Host {
     fn cgroup_id(&self, pid: u32) -> Option<u64>;
     /// What file descriptor `fd` of process `tgid` is.
     fn fd_kind(&self, tgid: u32, fd: u64) -> Option<FdKind>;
+    /// The threads of process `tgid`.
+    fn threads(&self, tgid: u32) -> Vec<u32>;
+    /// The syscall a thread is in now (its number and first argument), if it is in one.
+    fn syscall_now(&self, tgid: u32, tid: u32) -> Option<(u32, u64)>;
+    /// A thread's scheduler state letter (`D`, `S`, `R`, `T`, ...).
+    fn state(&self, tgid: u32, tid: u32) -> Option<char>;
+    /// A thread's time on a CPU (ns) and how many times it was switched in.
+    fn run_stats(&self, tgid: u32, tid: u32) -> Option<(u64, u64)>;
+}
+
+/// The first gap between two looks at a thread idle in a wait since before the probes
+/// attached, and the longest (it doubles while nothing changes): a thousand such threads
+/// cost a few reads of /proc a second, not thousands.
+const QUIET_FIRST_GAP_NS: u64 = 1_000_000_000;
+const QUIET_MAX_GAP_NS: u64 = 8_000_000_000;
+
+/// A thread that was inside a syscall when it was first monitored: the syscall began
+/// before the probes could see it, so the kernel side has no record of it until the
+/// thread's next syscall. Until then it is judged from /proc, conservatively: its time
+/// in flight counts from the first look (a lower bound), its sleep from the last time it
+/// was seen to wake.
+#[derive(Clone, Copy, Debug)]
+struct BeforeAttach {
+    /// When it was first seen in the syscall.
+    since_ns: u64,
+    /// Its time on a CPU and its switch count at the first look, and the count at the
+    /// last look.
+    run_base_ns: u64,
+    switches: u64,
+    /// Since when it has slept without being switched in (its count unchanged).
+    asleep_since_ns: u64,
+    next_look_ns: u64,
+    gap_ns: u64,
+    /// What the last look showed, as the kernel side would have recorded it.
+    record: InFlight,
+}
+
+impl BeforeAttach {
+    /// Look at thread `tid` of `tgid` at `now_ns` (`seen`: the earlier look, if any).
+    /// None when it is no longer in the syscall it was first seen in.
+    fn look(
+        tgid: u32,
+        tid: u32,
+        seen: Option<&BeforeAttach>,
+        now_ns: u64,
+        host: &impl Host,
+    ) -> Option<BeforeAttach> {
+        let (nr, arg0) = host.syscall_now(tgid, tid)?;
+        if seen.is_some_and(|b| b.record.nr != nr) {
+            return None;
+        }
+        let state = host.state(tgid, tid)?;
+        let (run_ns, switches) = host.run_stats(tgid, tid).unwrap_or((0, 0));
+        let since_ns = seen.map_or(now_ns, |b| b.since_ns);
+        let run_base_ns = seen.map_or(run_ns, |b| b.run_base_ns);
+        let woke = seen.is_some_and(|b| b.switches != switches);
+        let asleep_since_ns = match seen {
+            Some(b) if !woke => b.asleep_since_ns,
+            _ => now_ns,
+        };
+        let (sched_state, on_cpu) = match state {
+            'D' => (sched::UNINTERRUPTIBLE, 0),
+            'S' | 'I' => (sched::INTERRUPTIBLE, 0),
+            'T' | 't' => (sched::STOPPED, 0),
+            _ => (0, 1),
+        };
+        let ran_ns = run_ns.saturating_sub(run_base_ns);
+        let asleep_ns = if on_cpu == 0 {
+            now_ns.saturating_sub(asleep_since_ns)
+        } else {
+            0
+        };
+        let quiet_wait = state == 'S' && !woke && syscall_table::class(nr) != SyscallClass::Bounded;
+        let gap_ns = match seen {
+            Some(b) if quiet_wait => (b.gap_ns * 2).clamp(QUIET_FIRST_GAP_NS, QUIET_MAX_GAP_NS),
+            None if quiet_wait => QUIET_FIRST_GAP_NS,
+            // Asleep in D, running, or in a bounded syscall: at every scan.
+            _ => 0,
+        };
+        Some(BeforeAttach {
+            since_ns,
+            run_base_ns,
+            switches,
+            asleep_since_ns,
+            next_look_ns: now_ns + gap_ns,
+            gap_ns,
+            record: InFlight {
+                tgid,
+                nr,
+                enter_ns: since_ns,
+                arg0,
+                last_nr: NOT_IN_SYSCALL,
+                tid,
+                last_duration_ns: 0,
+                completed: 0,
+                sleep_ns: now_ns
+                    .saturating_sub(since_ns)
+                    .saturating_sub(ran_ns)
+                    .saturating_sub(asleep_ns),
+                switch_ns: if on_cpu == 0 { asleep_since_ns } else { now_ns },
+                sched_state,
+                on_cpu,
+            },
+        })
+    }
 }
 
 /// Something a metric counts.
@@ -119,6 +225,8 @@ pub struct Reactions {
     clear_since_ns: Option<u64>,
     /// Kernel messages taken in.
     kernel_lines: u64,
+    /// Threads in a syscall since before the probes attached, by tid.
+    before_attach: BTreeMap<u32, BeforeAttach>,
 }
 
 impl Reactions {
@@ -150,6 +258,23 @@ impl Reactions {
             awaiting_first: initial.is_empty(),
             clear_since_ns: None,
             kernel_lines: 0,
+            before_attach: BTreeMap::new(),
+        }
+    }
+
+    /// Processes that ran before the probes attached (found at start, or by a reload's
+    /// targets) may have threads inside a syscall that began unseen: find them, and judge
+    /// them from now on (see [`BeforeAttach`]).
+    pub fn adopt_running(&mut self, pids: &[u32], now_ns: u64, host: &impl Host) {
+        for &tgid in pids {
+            for tid in host.threads(tgid) {
+                if self.before_attach.contains_key(&tid) || self.monitor.has_record(tid) {
+                    continue;
+                }
+                if let Some(b) = BeforeAttach::look(tgid, tid, None, now_ns, host) {
+                    self.before_attach.insert(tid, b);
+                }
+            }
         }
     }
 
@@ -279,6 +404,8 @@ impl Reactions {
                 continue;
             }
             seen.insert(*tid);
+            // The kernel side has seen it now: its syscall before attach is over.
+            self.before_attach.remove(tid);
             // Each thread's last completed syscall, once, for the histogram.
             if self.monitor.completed_since_observed(*tid, rec)
                 && let Some(name) = self.monitor.program(rec.tgid)
@@ -297,6 +424,7 @@ impl Reactions {
             );
             stalls.extend(stall);
         }
+        self.judge_before_attach(now_ns, host, &mut seen, &mut stalls);
         self.monitor.retain_threads(|tid| seen.contains(&tid));
         for stall in &stalls {
             self.on_budget_stall(stall, &mut effects);
@@ -304,6 +432,46 @@ impl Reactions {
         Scan {
             effects,
             next_deadline: self.monitor.next_deadline(now_ns),
+        }
+    }
+
+    /// Judge the threads in a syscall since before the probes attached, looking at those
+    /// that are due in /proc again.
+    fn judge_before_attach(
+        &mut self,
+        now_ns: u64,
+        host: &impl Host,
+        seen: &mut HashSet<u32>,
+        stalls: &mut Vec<Stall>,
+    ) {
+        let tids: Vec<u32> = self.before_attach.keys().copied().collect();
+        for tid in tids {
+            let b = self.before_attach[&tid];
+            let tgid = b.record.tgid;
+            let current = if now_ns < b.next_look_ns {
+                Some(b)
+            } else {
+                BeforeAttach::look(tgid, tid, Some(&b), now_ns, host)
+            };
+            let Some(current) = current.filter(|_| self.monitor.is_target(tgid)) else {
+                self.before_attach.remove(&tid);
+                continue;
+            };
+            self.before_attach.insert(tid, current);
+            seen.insert(tid);
+            let stall = self.monitor.observe(
+                tid,
+                &current.record,
+                now_ns,
+                |tgid, fd| host.fd_kind(tgid, fd),
+                |tgid, tid| host.comm(tgid, tid),
+            );
+            if let Some(mut stall) = stall {
+                stall
+                    .reason
+                    .push_str(" (in flight since before the watchdog started: at least that long)");
+                stalls.push(stall);
+            }
         }
     }
 
@@ -541,6 +709,7 @@ impl Reactions {
     pub fn on_exit(&mut self, exit: ThreadExit, host: &impl Host) -> Vec<Effect> {
         let mut out = Vec::new();
         self.monitor.forget(exit.tid);
+        self.before_attach.remove(&exit.tid);
         if !exit.group_dead || !self.monitor.is_target(exit.tgid) {
             return out;
         }
@@ -651,6 +820,8 @@ mod tests {
         comms: BTreeMap<u32, String>,
         statuses: BTreeMap<u32, String>,
         cgroups: BTreeMap<u32, u64>,
+        /// Threads in a syscall: (nr, state, run_ns, switches).
+        in_syscall: std::cell::RefCell<BTreeMap<u32, (u32, char, u64, u64)>>,
     }
 
     impl Host for FakeHost {
@@ -668,6 +839,22 @@ mod tests {
         }
         fn fd_kind(&self, _tgid: u32, _fd: u64) -> Option<FdKind> {
             Some(FdKind::Stream)
+        }
+        fn threads(&self, tgid: u32) -> Vec<u32> {
+            self.tgids
+                .iter()
+                .filter(|(_, t)| **t == tgid)
+                .map(|(tid, _)| *tid)
+                .collect()
+        }
+        fn syscall_now(&self, _tgid: u32, tid: u32) -> Option<(u32, u64)> {
+            self.in_syscall.borrow().get(&tid).map(|(nr, ..)| (*nr, 3))
+        }
+        fn state(&self, _tgid: u32, tid: u32) -> Option<char> {
+            Some(self.in_syscall.borrow().get(&tid).map_or('S', |s| s.1))
+        }
+        fn run_stats(&self, _tgid: u32, tid: u32) -> Option<(u64, u64)> {
+            self.in_syscall.borrow().get(&tid).map(|s| (s.2, s.3))
         }
     }
 
@@ -870,6 +1057,69 @@ mod tests {
         let scan = r.on_scan(&idle, 60_000 * MS, &h);
         assert!(scan.effects.is_empty(), "{:?}", scan.effects);
         assert!(r.resume_blockers().is_empty());
+    }
+
+    #[test]
+    fn a_syscall_stuck_since_before_the_probes_attached_is_judged_from_attach() {
+        let mut r = reactions();
+        let h = host();
+        // Thread 101 sleeps in D in vfork, thread 100 idles in epoll_wait: both began
+        // before the probes attached, so the kernel side has no record of either.
+        h.in_syscall
+            .borrow_mut()
+            .insert(SVC + 1, (Sysno::vfork as u32, 'D', 1_000, 7));
+        h.in_syscall
+            .borrow_mut()
+            .insert(SVC, (Sysno::epoll_wait as u32, 'S', 5_000, 40));
+        r.adopt_running(&[SVC], 10_000 * MS, &h);
+        let scan = r.on_scan(&[], 10_200 * MS, &h);
+        assert!(scan.effects.is_empty(), "{:?}", scan.effects);
+        assert_eq!(scan.next_deadline, Some(10_300 * MS), "judged from attach");
+        let scan = r.on_scan(&[], 10_301 * MS, &h);
+        assert_eq!(shape(&scan.effects), ["stop", "record"]);
+        let reason = stop_reason(&scan.effects).unwrap();
+        assert!(
+            reason.starts_with("thread 101 (stuck) of pid 100: vfork"),
+            "{reason}"
+        );
+        assert!(
+            reason.ends_with("(in flight since before the watchdog started: at least that long)"),
+            "{reason}"
+        );
+        assert!(r.resume_blockers()[0].contains("thread 101 of pid 100 is stalled"));
+        // The idle wait is never a stall; once its thread makes a syscall the kernel
+        // side records, /proc is no longer asked.
+        let scan = r.on_scan(&[], 60_000 * MS, &h);
+        assert!(shape(&scan.effects).is_empty());
+        let mut rec = record(SVC, Sysno::epoll_wait, 60_001 * MS, S_STATE);
+        rec.tid = SVC;
+        h.in_syscall.borrow_mut().clear();
+        r.on_scan(&[(SVC, rec)], 60_002 * MS, &h);
+        assert!(!r.before_attach.contains_key(&SVC));
+        // The stuck thread returned: no longer in the syscall, no longer stalled.
+        r.on_scan(&[(SVC, rec)], 70_000 * MS, &h);
+        assert!(r.before_attach.is_empty());
+        assert!(r.resume_blockers().is_empty(), "{:?}", r.resume_blockers());
+    }
+
+    #[test]
+    fn a_thread_that_woke_since_the_first_look_is_asleep_only_since_then() {
+        let mut r = reactions();
+        let h = host();
+        h.in_syscall
+            .borrow_mut()
+            .insert(SVC + 1, (Sysno::fsync as u32, 'D', 0, 7));
+        r.adopt_running(&[SVC], 0, &h);
+        // It woke (its switch count moved) and slept again in the same syscall: a
+        // bounded syscall past its budget is a stall whatever its state.
+        h.in_syscall
+            .borrow_mut()
+            .insert(SVC + 1, (Sysno::fsync as u32, 'D', 0, 9));
+        let scan = r.on_scan(&[], 250 * MS, &h);
+        assert!(scan.effects.is_empty());
+        let scan = r.on_scan(&[], 301 * MS, &h);
+        assert_eq!(shape(&scan.effects), ["stop", "record"]);
+        assert!(stop_reason(&scan.effects).unwrap().contains("fsync"));
     }
 
     #[test]

@@ -174,6 +174,29 @@ fn task_file(tgid: u32, tid: u32, name: &str) -> Option<String> {
     fs::read_to_string(format!("/proc/{tgid}/task/{tid}/{name}")).ok()
 }
 
+/// The syscall a thread is in now, as `/proc/PID/task/TID/syscall` shows it: its number
+/// and first argument; None when it runs in user space, is not in a syscall, or is gone.
+pub fn syscall_now(tgid: u32, tid: u32) -> Option<(u32, u64)> {
+    let s = task_file(tgid, tid, "syscall")?;
+    let mut fields = s.split_whitespace();
+    let nr = fields.next()?.parse::<i64>().ok().filter(|&n| n >= 0)? as u32;
+    let arg0 = fields
+        .next()
+        .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0);
+    Some((nr, arg0))
+}
+
+/// A thread's time on a CPU (ns) and how many times it was switched in, from
+/// `/proc/PID/task/TID/schedstat`: the count moving tells it woke up.
+pub fn run_stats(tgid: u32, tid: u32) -> Option<(u64, u64)> {
+    let s = task_file(tgid, tid, "schedstat")?;
+    let mut fields = s.split_whitespace().map(|f| f.parse::<u64>().ok());
+    let run_ns = fields.next()??;
+    let switches = fields.nth(1)??;
+    Some((run_ns, switches))
+}
+
 /// Scheduler state letter of a thread (`D`, `S`, `R`, `T`, ...).
 pub fn state(tgid: u32, tid: u32) -> Option<String> {
     let stat = task_file(tgid, tid, "stat")?;
