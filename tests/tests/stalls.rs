@@ -405,3 +405,44 @@ fn a_syscall_stuck_before_the_daemon_started_is_judged_from_its_start() {
     );
     node.stop_cleanly();
 }
+
+#[test]
+fn a_service_frozen_past_the_stopped_budget_is_stalled_and_resumable_after() {
+    let mut node = Node::build("300ms", "20ms")
+        .opts(|o| o.extra = vec!["--stopped-budget".into(), "1s".into()])
+        .start();
+    node.work.send("idle");
+    node.work.expect("IDLE", Duration::from_secs(2));
+    thread::sleep(Duration::from_millis(200));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(node.work.pid as i32, libc::SIGSTOP) };
+    let stopped = monotonic_ns();
+    let line = node.daemon.wait_log_line(Duration::from_secs(3), |l| {
+        l.contains("stopping the heartbeat")
+    });
+    assert!(line.contains("over the 1000 ms stopped budget"), "{line}");
+    thread::sleep(Duration::from_millis(200));
+    let last = node.rec.last_arrival().unwrap();
+    assert!(
+        last <= stopped + 1000 * MS + 150 * MS,
+        "heartbeat still sent {} ms after the stop",
+        (last - stopped) / MS
+    );
+    let status = node.daemon.wdctl_json("status");
+    let stalls = status["stalls"].as_array().unwrap();
+    assert_eq!(
+        stalls.len(),
+        1,
+        "one verdict for the whole process: {status:#}"
+    );
+    assert_eq!(stalls[0]["cause"], "stopped", "{status:#}");
+    let (code, _, err) = node.daemon.wdctl(&["resume"]);
+    assert_ne!(code, 0, "resumed while frozen");
+    assert!(err.contains("stopped (by a signal or a tracer)"), "{err}");
+    // SAFETY: as above.
+    unsafe { libc::kill(node.work.pid as i32, libc::SIGCONT) };
+    thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = node.daemon.wdctl(&["resume"]);
+    assert_eq!((code, out.trim()), (0, "heartbeat resumed"), "{err}");
+    node.stop_cleanly();
+}

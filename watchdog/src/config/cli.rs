@@ -181,6 +181,10 @@ pub struct DaemonArgs {
     /// runtimes for a thread dump or core), once per process. Default: none.
     #[arg(long, value_name = "SIG", value_parser = parse_signal)]
     pub stall_signal: Option<i32>,
+    /// Longest a monitored thread may stay stopped, by a signal (SIGSTOP) or a tracer,
+    /// before it is stalled [default: 5s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub stopped_budget: Option<Duration>,
     /// Multicast group and port the heartbeat is sent to.
     #[arg(long, value_name = "GROUP:PORT", value_parser = parse_group)]
     pub heartbeat: Option<SocketAddr>,

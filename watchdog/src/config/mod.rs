@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, de::Error as _};
 use crate::{
     config::cli::DaemonArgs,
     input_file::{TomlError, line_col, parse_toml},
-    judging::policy::{BudgetClass, Budgets, DEFAULT_POLICY, Policy},
+    judging::policy::{BudgetClass, Budgets, DEFAULT_POLICY, DEFAULT_STOPPED_BUDGET, Policy},
     judging::syscall_table,
     judging::targets::{Selector, TargetSpec},
 };
@@ -126,6 +126,8 @@ pub struct FileConfig {
     pub auto_resume_after: Option<Duration>,
     #[serde(default, deserialize_with = "signal")]
     pub stall_signal: Option<i32>,
+    #[serde(default, deserialize_with = "duration")]
+    pub stopped_budget: Option<Duration>,
     pub socket: Option<PathBuf>,
     /// Prometheus metrics endpoint, `ADDR:PORT` (off when not set).
     pub metrics: Option<SocketAddr>,
@@ -166,6 +168,8 @@ pub struct TargetSection {
     pub class_budgets: BTreeMap<BudgetClass, Duration>,
     #[serde(default, deserialize_with = "signal")]
     pub stall_signal: Option<i32>,
+    #[serde(default, deserialize_with = "duration")]
+    pub stopped_budget: Option<Duration>,
     /// Whether this target's incidents run the exec hook [default: as configured
     /// node-wide, i.e. yes when `[exec_hook] program` is set].
     pub exec_hook: Option<bool>,
@@ -335,6 +339,10 @@ pub fn merge(
         },
         stall_signal: args.stall_signal.or(file.stall_signal),
         exec_hook: true,
+        stopped_budget: args
+            .stopped_budget
+            .or(file.stopped_budget)
+            .unwrap_or(DEFAULT_STOPPED_BUDGET),
     };
     let exec_hook = args.exec_hook.clone().or(file.exec_hook.program);
     let mut policies = vec![node];
@@ -366,6 +374,7 @@ pub fn merge(
                 budgets: node.budgets.overlay(t.budget, &own),
                 stall_signal: t.stall_signal.or(node.stall_signal),
                 exec_hook: t.exec_hook.unwrap_or(node.exec_hook),
+                stopped_budget: t.stopped_budget.unwrap_or(node.stopped_budget),
             });
             targets.push(TargetSpec {
                 selector,
@@ -596,7 +605,7 @@ mod tests {
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `socket`, `metrics`, `probe_stats`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `stopped_budget`, `socket`, `metrics`, `probe_stats`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),
@@ -775,7 +784,7 @@ bounded = "500ms"
         );
         assert_eq!(
             err("[[target]]\ncomm = \"a\"\nbudgt = \"1s\"\n"),
-            "w.toml:3:1: unknown field `budgt`, expected one of `pid`, `comm`, `cgroup`, `budget`, `budgets`, `class_budgets`, `stall_signal`, `exec_hook`"
+            "w.toml:3:1: unknown field `budgt`, expected one of `pid`, `comm`, `cgroup`, `budget`, `budgets`, `class_budgets`, `stall_signal`, `stopped_budget`, `exec_hook`"
         );
         assert_eq!(
             err("[class_budgets]\nio = \"1s\"\n"),

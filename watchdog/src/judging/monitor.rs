@@ -91,6 +91,8 @@ struct ThreadState {
     /// enter_ns of the syscall this thread was found stalled in, so one stuck syscall
     /// gives one verdict, not one per scan.
     stalled_in: Option<u64>,
+    /// switch_ns of the stop this thread was found stopped too long in.
+    stopped_in: Option<u64>,
     /// A kernel fault this thread hit: it stays stalled, whatever it does next.
     kernel_fault: Option<String>,
     /// What the fd of the in-flight read is (by the syscall's enter_ns): asked of /proc
@@ -100,6 +102,25 @@ struct ThreadState {
     /// The reason `why` was last formatted from.
     reason: Option<verdict::Reason>,
     why: String,
+}
+
+/// Whether a record shows its thread stopped (by a signal or a tracer) now.
+fn is_stopped(rec: &InFlight) -> bool {
+    rec.on_cpu == 0 && RunState::from_switch(false, rec.sched_state) == RunState::Stopped
+}
+
+impl ThreadState {
+    /// Whether the thread is stalled now: the kernel reported it broken, its syscall in
+    /// flight was judged stalled, or it is still in a stop judged too long.
+    fn stalled_now(&self) -> bool {
+        self.kernel_fault.is_some()
+            || self
+                .current
+                .is_some_and(|c| self.stalled_in == Some(c.enter_ns))
+            || self
+                .latest
+                .is_some_and(|l| is_stopped(&l) && self.stopped_in == Some(l.switch_ns))
+    }
 }
 
 pub struct Monitor {
@@ -289,6 +310,15 @@ impl Monitor {
     ) -> Option<Stall> {
         let budget = self.budget_for(rec.tgid, rec.nr);
         let budget_ms = budget.as_millis() as u64;
+        let stopped_budget = self.policy(rec.tgid).stopped_budget;
+        // One verdict for a process stopped whole, not one per thread.
+        let process_stopped_stalled = self.threads.iter().any(|(t, other)| {
+            *t != tid
+                && other.tgid == rec.tgid
+                && other.latest.is_some_and(|l| is_stopped(&l))
+                && other.stopped_in.is_some()
+                && other.stalled_now()
+        });
         let st = self.threads.entry(tid).or_default();
         st.tgid = rec.tgid;
         st.latest = Some(*rec);
@@ -297,6 +327,43 @@ impl Monitor {
         }
         if rec.last_nr != NOT_IN_SYSCALL {
             st.last = Some((rec.last_nr, rec.last_duration_ns));
+        }
+        if is_stopped(rec) && st.kernel_fault.is_none() {
+            let in_syscall = (rec.nr != NOT_IN_SYSCALL).then_some(*rec);
+            if st.stopped_in == Some(rec.switch_ns) {
+                // Still in the stop already judged.
+                st.current = in_syscall;
+                return None;
+            }
+            let stopped_ns = now_ns.saturating_sub(rec.switch_ns);
+            if stopped_ns > stopped_budget.as_nanos() as u64 {
+                st.stopped_in = Some(rec.switch_ns);
+                st.current = in_syscall;
+                st.reason = None;
+                st.why = format!(
+                    "stopped (by a signal or a tracer) for {} ms, over the {} ms stopped budget",
+                    stopped_ns / 1_000_000,
+                    stopped_budget.as_millis()
+                );
+                if process_stopped_stalled {
+                    return None;
+                }
+                let stall = Stall {
+                    pid: rec.tgid,
+                    tid,
+                    comm: st.comm.clone().unwrap_or_default(),
+                    syscall: in_syscall
+                        .and_then(|c| syscall_table::name(c.nr))
+                        .map(str::to_owned),
+                    elapsed_ms: Some(stopped_ns / 1_000_000),
+                    budget_ms: stopped_budget.as_millis() as u64,
+                    reason: st.why.clone(),
+                    cause: "stopped".into(),
+                    at_ns: now_ns,
+                };
+                self.stalls.push(stall.clone());
+                return Some(stall);
+            }
         }
         if rec.nr == NOT_IN_SYSCALL {
             st.current = None;
@@ -387,19 +454,23 @@ impl Monitor {
     /// become stalled later, by spinning or by falling into D; the periodic scan, at a
     /// quarter of the budget, catches those.)
     pub fn next_deadline(&self, now_ns: u64) -> Option<u64> {
-        self.threads
-            .values()
-            .filter_map(|st| {
-                let cur = st.current?;
-                let deadline = cur
-                    .enter_ns
-                    .saturating_add(self.budget_for(cur.tgid, cur.nr).as_nanos() as u64);
-                (st.stalled_in != Some(cur.enter_ns)
-                    && st.kernel_fault.is_none()
-                    && deadline > now_ns)
-                    .then_some(deadline)
-            })
-            .min()
+        let in_flight = self.threads.values().filter_map(|st| {
+            let cur = st.current?;
+            let deadline = cur
+                .enter_ns
+                .saturating_add(self.budget_for(cur.tgid, cur.nr).as_nanos() as u64);
+            (st.stalled_in != Some(cur.enter_ns) && st.kernel_fault.is_none() && deadline > now_ns)
+                .then_some(deadline)
+        });
+        // A stop runs out of its budget too.
+        let stopped = self.threads.values().filter_map(|st| {
+            let l = st.latest.filter(is_stopped)?;
+            let deadline = l
+                .switch_ns
+                .saturating_add(self.policy(st.tgid).stopped_budget.as_nanos() as u64);
+            (st.stopped_in != Some(l.switch_ns) && deadline > now_ns).then_some(deadline)
+        });
+        in_flight.chain(stopped).min()
     }
 
     /// A monitored process is gone (`how`: exited with status N, killed by SIGX): the
@@ -447,11 +518,7 @@ impl Monitor {
             .map(|(pid, (name, how))| format!("process {pid} is gone: {name} {how}"))
             .collect();
         for (tid, st) in &self.threads {
-            let stalled_now = st.kernel_fault.is_some()
-                || st
-                    .current
-                    .is_some_and(|c| st.stalled_in == Some(c.enter_ns));
-            if stalled_now {
+            if st.stalled_now() {
                 v.push(format!(
                     "thread {tid} of pid {} is stalled: {}",
                     st.tgid, st.why
@@ -607,29 +674,20 @@ impl Monitor {
         tids.into_iter()
             .map(|(tid, tgid)| match self.threads.get(&tid) {
                 Some(st) => {
-                    let stalled = st.kernel_fault.is_some()
-                        || st
-                            .current
-                            .is_some_and(|c| st.stalled_in == Some(c.enter_ns));
+                    let stalled = st.stalled_now();
                     let time = st.current.map(|c| SyscallTime::of(&c, now_ns));
-                    let stopped = |l: &InFlight| {
-                        l.on_cpu == 0
-                            && RunState::from_switch(false, l.sched_state) == RunState::Stopped
-                    };
                     let state = match (time, st.latest) {
                         (Some(t), _) => Some(t.state),
-                        (None, Some(l)) if stopped(&l) => Some(RunState::Stopped),
+                        (None, Some(l)) if is_stopped(&l) => Some(RunState::Stopped),
                         (None, Some(_)) => Some(RunState::User),
                         (None, None) => None,
                     };
-                    let why = if state == Some(RunState::Stopped)
-                        && st.current.is_none()
-                        && st.kernel_fault.is_none()
-                    {
-                        "stopped by a signal or tracer, not stalled".to_owned()
-                    } else {
-                        st.why.clone()
-                    };
+                    let why =
+                        if state == Some(RunState::Stopped) && st.current.is_none() && !stalled {
+                            "stopped by a signal or tracer, not stalled".to_owned()
+                        } else {
+                            st.why.clone()
+                        };
                     ThreadRow {
                         pid: tgid,
                         tid,

@@ -95,7 +95,14 @@ pub struct Policy {
     pub stall_signal: Option<i32>,
     /// Whether its incidents run the exec hook (when one is configured).
     pub exec_hook: bool,
+    /// Longest a thread may stay stopped (by a signal or a tracer) before it is stalled:
+    /// a debugger's short stop is fine, a frozen service serves nobody.
+    pub stopped_budget: Duration,
 }
+
+/// The stopped budget unless configured: longer than a tracer's stop to take a stack or
+/// a core, far shorter than any HA manager's patience.
+pub const DEFAULT_STOPPED_BUDGET: Duration = Duration::from_secs(5);
 
 impl Policy {
     pub fn uniform(budget: Duration) -> Policy {
@@ -103,6 +110,7 @@ impl Policy {
             budgets: Budgets::uniform(budget),
             stall_signal: None,
             exec_hook: true,
+            stopped_budget: DEFAULT_STOPPED_BUDGET,
         }
     }
 }

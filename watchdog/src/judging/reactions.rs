@@ -876,6 +876,7 @@ mod tests {
             budgets: Budgets::uniform(Duration::from_millis(budget_ms)),
             stall_signal,
             exec_hook,
+            stopped_budget: Duration::from_secs(5),
         }
     }
 
@@ -1123,13 +1124,54 @@ mod tests {
     }
 
     #[test]
-    fn a_stopped_thread_is_not_stalled_however_long() {
+    fn a_stop_is_fine_within_its_budget_and_a_stall_past_it_once_per_process() {
         let mut r = reactions();
         let h = host();
-        let stopped = record(SVC, Sysno::read, 0, watchdog_common::sched::STOPPED);
-        let scan = r.on_scan(&[(SVC + 1, stopped)], 60_000 * MS, &h);
+        let stop = |tid: u32, nr: Option<Sysno>| {
+            let mut rec = record(SVC, Sysno::read, 0, watchdog_common::sched::STOPPED);
+            rec.tid = tid;
+            rec.switch_ns = 1_000 * MS;
+            if nr.is_none() {
+                rec.nr = NOT_IN_SYSCALL;
+            }
+            (tid, rec)
+        };
+        // SIGSTOP: one thread stopped in a read, one in user space. A tracer's short
+        // stop, and a read over its syscall budget while stopped, are no stall.
+        let both = [stop(SVC, Some(Sysno::read)), stop(SVC + 1, None)];
+        let scan = r.on_scan(&both, 5_900 * MS, &h);
         assert!(scan.effects.is_empty(), "{:?}", scan.effects);
-        assert!(r.resume_blockers().is_empty());
+        assert_eq!(
+            scan.next_deadline,
+            Some(6_000 * MS),
+            "the stop's budget ends"
+        );
+        // Frozen past the stopped budget (5 s): one verdict for the process.
+        let scan = r.on_scan(&both, 6_001 * MS, &h);
+        assert_eq!(shape(&scan.effects), ["stop", "record"]);
+        let reason = stop_reason(&scan.effects).unwrap();
+        assert!(
+            reason.contains(
+                "stopped (by a signal or a tracer) for 5001 ms, over the 5000 ms stopped budget"
+            ),
+            "{reason}"
+        );
+        assert!(
+            scan.effects
+                .contains(&Effect::Count(Count::Verdict("stopped".into())))
+        );
+        assert_eq!(r.resume_blockers().len(), 2, "{:?}", r.resume_blockers());
+        assert!(r.on_scan(&both, 9_000 * MS, &h).effects.is_empty(), "once");
+        // SIGCONT: running again, nothing blocks resuming.
+        let mut running = both;
+        for (_, rec) in running.iter_mut() {
+            rec.on_cpu = 1;
+            rec.sched_state = 0;
+            rec.switch_ns = 9_100 * MS;
+            rec.nr = NOT_IN_SYSCALL;
+        }
+        r.on_scan(&running, 9_200 * MS, &h);
+        assert!(r.resume_blockers().is_empty(), "{:?}", r.resume_blockers());
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub const WAIT_SYSCALLS: &[&str] = &[
     "msgrcv",
     "mq_timedreceive",
     "semtimedop",
+    // A sleep interrupted by a signal (SIGSTOP/SIGCONT, a tracer's stop) goes on in
+    // restart_syscall: nanosleep, clock_nanosleep, poll and futex waits with a timeout.
+    "restart_syscall",
 ];
 
 /// Syscalls that wait only on a stream fd (their first argument).
@@ -99,6 +102,7 @@ mod tests {
         assert_eq!(class(Sysno::futex as u32), SyscallClass::Wait);
         assert_eq!(class(Sysno::accept4 as u32), SyscallClass::Wait);
         assert_eq!(class(Sysno::clock_nanosleep as u32), SyscallClass::Wait);
+        assert_eq!(class(Sysno::restart_syscall as u32), SyscallClass::Wait);
         assert_eq!(class(Sysno::read as u32), SyscallClass::WaitOnStreamFd);
         assert_eq!(class(Sysno::write as u32), SyscallClass::Bounded);
         assert_eq!(class(Sysno::fsync as u32), SyscallClass::Bounded);

@@ -327,7 +327,9 @@ mod tests {
     #[test]
     fn this_process_is_a_process_and_its_threads_are_listed() {
         let me = std::process::id();
-        check_process(me).unwrap();
+        // SAFETY: getppid has no preconditions.
+        check_process(unsafe { libc::getppid() } as u32).unwrap();
+        assert!(matches!(check_process(me), Err(PidError::Itself)));
         assert!(threads(me).contains(&me));
         assert!(comm(me, me).is_some());
     }
