@@ -200,3 +200,77 @@ fn kernel_reports_become_incidents_that_survive_a_restart() {
     );
     node.stop_cleanly();
 }
+
+/// Write `lines` lines to /dev/kmsg as fast as the kernel takes them: each open file
+/// may write 10 lines per 5 s (printk_devkmsg=ratelimit), so a file per 10 lines.
+fn flood_kmsg(lines: usize) {
+    use std::io::Write as _;
+    for batch in 0..lines.div_ceil(10) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/kmsg")
+            .expect("open /dev/kmsg");
+        for i in 0..10 {
+            let _ = writeln!(f, "watchdog-test: flood {}", batch * 10 + i);
+        }
+    }
+}
+
+#[test]
+fn what_the_full_event_ring_dropped_is_found_again_in_the_log_and_in_proc() {
+    let mut other = Workload::spawn();
+    let other_pid = other.pid;
+    let mut node = Node::build("5s", "20ms")
+        .opts(|o| o.extra = vec!["--pid".into(), other_pid.to_string()])
+        .start();
+    // The daemon cannot read for half a second, and the ring (512 KiB, about 900
+    // messages) overflows: then a monitored thread prints a BUG line and the other
+    // monitored process is killed. Both events are dropped by the full ring.
+    node.daemon.signal(libc::SIGSTOP);
+    flood_kmsg(1500);
+    node.work
+        .send("kmsg watchdog-test: BUG: simulated kernel fault while the ring was full");
+    node.work.expect("KMSG", Duration::from_secs(2));
+    other.kill();
+    thread::sleep(Duration::from_millis(500));
+    node.daemon.signal(libc::SIGCONT);
+
+    // The BUG line is read back from the kernel's log: it names no one, so it stops the
+    // heartbeat (it may have been a monitored thread, and it was).
+    let inc = node.daemon.wait_incident(Duration::from_secs(6), |i| {
+        i["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("simulated kernel fault while the ring was full"))
+    });
+    assert!(
+        inc["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("read back from the kernel log (the event ring dropped it): "),
+        "{inc:#}"
+    );
+    assert_eq!(inc["class"], "bug", "{inc:#}");
+    assert_eq!(inc["stopped_heartbeat"], true, "{inc:#}");
+    // The killed process is found gone in /proc, and no longer monitored.
+    let gone = node.daemon.wait_log_line(Duration::from_secs(6), |l| {
+        l.contains("monitored process is gone")
+    });
+    assert!(gone.contains(&format!("pid={other_pid}")), "{gone}");
+    let status = node.daemon.wdctl_json("status");
+    assert!(status["lost_events"].as_u64().unwrap() > 0, "{status:#}");
+    assert_eq!(status["heartbeat"], "stopped", "{status:#}");
+    let pids = status["monitored_pids"].as_array().unwrap();
+    assert!(
+        !pids
+            .iter()
+            .any(|p| p.as_u64() == Some(u64::from(other_pid))),
+        "{status:#}"
+    );
+    let (code, _, err) = node.daemon.wdctl(&["resume"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("process {other_pid} is gone")),
+        "{err}"
+    );
+    node.stop_cleanly();
+}

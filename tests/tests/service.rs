@@ -30,6 +30,7 @@ fn capability_bit(name: &str) -> u32 {
         "CAP_IPC_LOCK" => 14,
         "CAP_PERFMON" => 38,
         "CAP_BPF" => 39,
+        "CAP_SYSLOG" => 34,
         other => panic!("unit grants {other}: add its bit here"),
     }
 }

@@ -353,3 +353,30 @@ fn a_daemon_in_a_pid_namespace_of_its_own_refuses_to_run() {
         "{err}"
     );
 }
+
+#[test]
+fn thousands_of_short_lived_children_leave_no_dead_pid_monitored() {
+    // A service found by name follows what it forks; children that end before the
+    // daemon hears of them must not stay monitored (a later process given the pid
+    // would be judged as the service's).
+    let mut node = Node::build("300ms", "20ms")
+        .opts(|o| o.targets = Some(vec!["--comm".into(), "wd-workload".into()]))
+        .start();
+    node.work.send("forks 3000");
+    node.work.expect("FORKS", Duration::from_secs(60));
+    // The sweep finds a gone child within two of its one-second rounds.
+    thread::sleep(Duration::from_millis(2500));
+    let status = node.daemon.wdctl_json("status");
+    let pids: Vec<u64> = status["monitored_pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_u64())
+        .collect();
+    assert_eq!(pids, [u64::from(node.work.pid)], "{status:#}");
+    assert_eq!(
+        status["heartbeat"], "sending",
+        "a child's end is no verdict: {status:#}"
+    );
+    node.stop_cleanly();
+}

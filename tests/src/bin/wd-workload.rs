@@ -20,6 +20,8 @@
 //! - `threads N`: N more threads park, each in a read of a pipe. Prints `THREADS n=N`.
 //! - `rate R`: a thread named `busy` makes R getppid() syscalls a second, paced each
 //!   millisecond. Prints `RATE tid=T`.
+//! - `forks N`: a thread named `forker` forks N children one after another, each
+//!   exiting at once, and reaps them. Prints `FORKS n=N`.
 //! - `segv`: a thread named `crasher` prints `SEGV tid=T` and writes through a null
 //!   pointer: the kernel kills the process with SIGSEGV.
 //!
@@ -227,6 +229,24 @@ fn spin_read() {
     });
 }
 
+fn forks(n: u32) {
+    spawn("forker", move || {
+        for _ in 0..n {
+            // SAFETY: the child only calls _exit.
+            match unsafe { libc::fork() } {
+                0 => unsafe { libc::_exit(0) },
+                pid if pid > 0 => {
+                    let mut status = 0;
+                    // SAFETY: reaping our own child.
+                    unsafe { libc::waitpid(pid, &mut status, 0) };
+                }
+                _ => break,
+            }
+        }
+        say(&format!("FORKS n={n}"));
+    });
+}
+
 fn segv() {
     spawn("crasher", || {
         say(&format!("SEGV tid={} at_ns={}", tid(), monotonic_ns()));
@@ -292,6 +312,7 @@ fn main() {
             "kmsg" => kmsg(rest.to_owned()),
             "work" => work(),
             "segv" => segv(),
+            "forks" => forks(rest.trim().parse().unwrap_or(1)),
             "spin-read" => spin_read(),
             "exit" => std::process::exit(rest.trim().parse().unwrap_or(0)),
             "alloc" => alloc(rest.trim().parse().unwrap_or(256)),

@@ -220,7 +220,7 @@ async fn run_bound(
             TestHooks::from_env(),
         )),
         tokio::spawn(tasks::scan(shared.clone(), channels.inflight)),
-        tokio::spawn(tasks::watch_counters(shared.clone(), channels.counters)),
+        tokio::spawn(tasks::watch_losses(shared.clone(), channels.counters)),
         tokio::spawn(tasks::expire_reports(shared.clone())),
         tokio::spawn(tasks::auto_resume(shared.clone())),
         tokio::spawn(heartbeat::sender::run(

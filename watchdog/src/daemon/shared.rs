@@ -58,6 +58,9 @@ impl Host for ProcHost {
     fn run_stats(&self, tgid: u32, tid: u32) -> Option<(u64, u64)> {
         procfs::run_stats(tgid, tid)
     }
+    fn alive(&self, pid: u32) -> bool {
+        procfs::process_alive(pid)
+    }
 }
 
 /// State shared by the daemon's tasks.

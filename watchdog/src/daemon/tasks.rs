@@ -12,9 +12,10 @@ use crate::{
     daemon::sdnotify::{self, Notifier},
     events::{self, Event},
     heartbeat::liveness::Part,
-    judging::reactions::REPORT_QUIET,
+    judging::reactions::{Effect, REPORT_QUIET},
     kernel::{
         clock::monotonic_ns,
+        kmsg::KmsgReader,
         probes::{Counters, InFlightTable},
         ring,
     },
@@ -115,20 +116,49 @@ pub(super) async fn auto_resume(shared: Arc<Shared>) {
     }
 }
 
-/// Report kernel-side losses as they grow.
-pub(super) async fn watch_counters(shared: Arc<Shared>, counters: Counters) {
+/// Every second: report kernel-side losses as they grow, and look for what a loss may
+/// have taken: problem lines in the kernel's log that the ring never delivered, and
+/// monitored processes gone without their exit event. Without the kernel's log, a loss
+/// stops the heartbeat: what was lost cannot be known.
+pub(super) async fn watch_losses(shared: Arc<Shared>, counters: Counters) {
+    let mut kmsg = match KmsgReader::open_at_end() {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read /dev/kmsg: a loss of kernel events will stop the heartbeat, since the lost lines cannot be read back");
+            None
+        }
+    };
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         ticker.tick().await;
+        let now = monotonic_ns();
         let lost = counters.lost_events();
         let before = shared.lost_events.swap(lost, Ordering::Relaxed);
+        let mut effects = Vec::new();
         if lost > before {
             tracing::warn!(
                 lost_events = lost,
                 new = lost - before,
-                "kernel events lost: ring buffer full"
+                "kernel events lost: ring buffer full; looking for what they were"
             );
+            shared.reactions().events_lost(now);
+            if kmsg.is_none() {
+                effects.push(Effect::StopHeartbeat {
+                    reason: format!(
+                        "{} kernel events were lost and /dev/kmsg cannot be read to find what they were",
+                        lost - before
+                    ),
+                });
+            }
         }
+        if let Some(k) = kmsg.as_mut() {
+            let lines = k.drain();
+            let mut r = shared.reactions();
+            r.on_kernel_log(&lines, now);
+            effects.extend(r.check_unseen(now, &ProcHost));
+        }
+        effects.extend(shared.reactions().sweep(now, &ProcHost));
+        shared.apply(effects);
         let untracked = counters.untracked_syscalls();
         let before = shared.untracked_syscalls.swap(untracked, Ordering::Relaxed);
         if untracked > before {

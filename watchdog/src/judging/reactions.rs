@@ -5,7 +5,7 @@
 //! it asks through [`Host`], which the tests fake. The daemon holds one of these behind
 //! one lock and only carries out what it returns.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{Arc, LazyLock},
     time::Duration,
 };
@@ -18,8 +18,8 @@ use crate::{
     incidents::{Incident, Kind, SignalDetails, StallDetails, signal_code_meaning, signal_name},
     judging::{
         kmsg::{
-            Action, RuleSet,
-            report::{Assembler, Line, Printer, Report},
+            Action, Class, RuleSet, prefix,
+            report::{Assembler, Line, Printer, Report, assemble_log, line_subject},
         },
         monitor::{LineVerdict, Monitor, Stall},
         policy::{DEFAULT_POLICY, Policy},
@@ -61,6 +61,28 @@ pub trait Host {
     fn state(&self, tgid: u32, tid: u32) -> Option<char>;
     /// A thread's time on a CPU (ns) and how many times it was switched in.
     fn run_stats(&self, tgid: u32, tid: u32) -> Option<(u64, u64)>;
+    /// Whether process `pid` still runs (not gone, not a zombie).
+    fn alive(&self, pid: u32) -> bool;
+}
+
+/// A problem line the kernel's log has that the event ring has not delivered is taken
+/// as dropped by the ring this long after it was read from the log, when events were
+/// lost meanwhile.
+const RING_GRACE_NS: u64 = 2_000_000_000;
+/// Problem lines from the ring remembered to match the log's copies against.
+const RING_SEEN_MAX: usize = 4096;
+
+/// A problem line read from the kernel's log that the event ring has not delivered yet.
+#[derive(Clone, Debug)]
+struct Unseen {
+    key: String,
+    text: String,
+    logged_ns: u64,
+}
+
+/// The text two copies of one kernel line share: prefixes stripped, trailing space cut.
+fn line_key(text: &str) -> String {
+    prefix::strip(text).text.trim_end().to_owned()
 }
 
 /// The first gap between two looks at a thread idle in a wait since before the probes
@@ -227,6 +249,16 @@ pub struct Reactions {
     kernel_lines: u64,
     /// Threads in a syscall since before the probes attached, by tid.
     before_attach: BTreeMap<u32, BeforeAttach>,
+    /// Problem lines the ring delivered lately (their keys): the log's copies of them
+    /// are not lost.
+    ring_seen: VecDeque<String>,
+    /// Problem lines of the kernel's log the ring has not delivered (yet).
+    unseen: Vec<Unseen>,
+    /// When the kernel side last reported events it could not put in the ring.
+    lost_at_ns: Option<u64>,
+    /// Monitored processes the last sweep found gone: gone for good if the next one
+    /// does too and their exit event has not come meanwhile.
+    seen_gone: HashSet<u32>,
 }
 
 impl Reactions {
@@ -259,6 +291,10 @@ impl Reactions {
             clear_since_ns: None,
             kernel_lines: 0,
             before_attach: BTreeMap::new(),
+            ring_seen: VecDeque::new(),
+            unseen: Vec::new(),
+            lost_at_ns: None,
+            seen_gone: HashSet::new(),
         }
     }
 
@@ -526,6 +562,21 @@ impl Reactions {
             }
             LineVerdict::Ordinary => {}
         }
+        if class.class != Class::None {
+            let key = line_key(&line.text);
+            // Delivered after the log showed it: not lost.
+            match self.unseen.iter().position(|u| u.key == key) {
+                Some(i) => {
+                    self.unseen.remove(i);
+                }
+                None => {
+                    if self.ring_seen.len() == RING_SEEN_MAX {
+                        self.ring_seen.pop_front();
+                    }
+                    self.ring_seen.push_back(key);
+                }
+            }
+        }
         if self.monitor.is_target(line.tgid) && FAULT_LINE.is_match(&line.text) {
             self.fault_lines.insert(line.tgid, line.text.clone());
         }
@@ -544,6 +595,143 @@ impl Reactions {
         );
         for r in reports {
             out.push(self.on_report(r, host));
+        }
+        out
+    }
+
+    /// The kernel side could not put some events in the ring (it was full): what was
+    /// lost is looked for, in the kernel's log ([`Reactions::on_kernel_log`]) and in
+    /// `/proc` ([`Reactions::sweep`]).
+    pub fn events_lost(&mut self, now_ns: u64) {
+        self.lost_at_ns = Some(now_ns);
+    }
+
+    /// Lines read from the kernel's log (`/dev/kmsg`) since the last call. The problem
+    /// lines the ring delivered are matched off; the others wait a grace period for the
+    /// ring, then, if events were lost meanwhile, are taken as lost from it and judged
+    /// here (see [`Reactions::check_unseen`]).
+    pub fn on_kernel_log(&mut self, lines: &[String], now_ns: u64) {
+        for text in lines {
+            let class = self.rules.classify(text).class;
+            if class == Class::None {
+                continue;
+            }
+            let key = line_key(text);
+            if let Some(i) = self.ring_seen.iter().position(|k| *k == key) {
+                self.ring_seen.remove(i);
+                continue;
+            }
+            self.unseen.push(Unseen {
+                key,
+                text: text.clone(),
+                logged_ns: now_ns,
+            });
+        }
+    }
+
+    /// Problem lines of the kernel's log that the ring never delivered: when events
+    /// were lost since shortly before they were logged, they are judged as the ring
+    /// would have had them judged, as far as their text tells whom they are about. One
+    /// that says it stops the heartbeat but names no one stops it: when in doubt, stop.
+    pub fn check_unseen(&mut self, now_ns: u64, host: &impl Host) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let (due, waiting): (Vec<Unseen>, Vec<Unseen>) = std::mem::take(&mut self.unseen)
+            .into_iter()
+            .partition(|u| now_ns.saturating_sub(u.logged_ns) > RING_GRACE_NS);
+        self.unseen = waiting;
+        for u in due {
+            let lost = self
+                .lost_at_ns
+                .is_some_and(|at| at + RING_GRACE_NS >= u.logged_ns);
+            if lost {
+                self.on_lost_line(&u.text, now_ns, host, &mut out);
+            }
+        }
+        out
+    }
+
+    /// A problem line the ring dropped, read back from the kernel's log.
+    fn on_lost_line(&mut self, text: &str, now_ns: u64, host: &impl Host, out: &mut Vec<Effect>) {
+        let rules = self.rules.clone();
+        let c = rules.classify(text);
+        let stripped = prefix::strip(text).text;
+        out.push(Effect::Count(Count::KernelReport(
+            c.class.as_str().to_owned(),
+        )));
+        let subject = line_subject(c.class, stripped, None);
+        let tgid = subject.as_ref().and_then(|s| self.tgid_of(s.pid, host));
+        let monitored = tgid.is_some_and(|t| self.monitor.is_target(t));
+        let stops = c.action == Action::StopHeartbeat;
+        let rule = c.rule_id().unwrap_or("-");
+        let mut inc = self.incident(
+            Kind::KernelReport,
+            c.class.as_str(),
+            format!("read back from the kernel log (the event ring dropped it): {stripped}"),
+        );
+        inc.monitored = monitored;
+        inc.pid = tgid;
+        inc.tid = subject.as_ref().map(|s| s.pid);
+        inc.comm = subject.as_ref().and_then(|s| s.comm.clone());
+        inc.report = assemble_log(&rules, text).into_iter().next();
+        match (&subject, tgid) {
+            (Some(subject), Some(tgid)) if monitored && stops => {
+                let reason = format!(
+                    "kernel reported {} (rule {rule}) naming this thread, read back from the kernel log after events were lost: {stripped}",
+                    c.class
+                );
+                let stall = self.monitor.kernel_stall(
+                    subject.pid,
+                    tgid,
+                    subject.comm.clone(),
+                    c.class.as_str(),
+                    reason,
+                    now_ns,
+                );
+                if let Some(stall) = stall {
+                    self.kernel_verdict(&stall, out);
+                    inc.stopped_heartbeat = true;
+                }
+            }
+            (None, _) if stops => {
+                out.push(Effect::Count(Count::Verdict(c.class.as_str().to_owned())));
+                out.push(Effect::StopHeartbeat {
+                    reason: format!(
+                        "kernel events were lost, and the kernel reported {} (rule {rule}) in a line that does not say about whom, so it may have been a monitored thread: {stripped}",
+                        c.class
+                    ),
+                });
+                inc.stopped_heartbeat = true;
+            }
+            _ => {}
+        }
+        out.push(self.record(inc, false));
+    }
+
+    /// Monitored processes that are gone without their exit being seen (the ring
+    /// dropped it): gone at two sweeps in a row (the ring's own exit event, with the
+    /// signal that explains it, is given that long to come), each is gone as if the exit
+    /// had come.
+    pub fn sweep(&mut self, now_ns: u64, host: &impl Host) -> Vec<Effect> {
+        let gone_now: HashSet<u32> = self
+            .monitor
+            .targets()
+            .filter(|pid| !host.alive(*pid))
+            .collect();
+        let gone: Vec<u32> = gone_now.intersection(&self.seen_gone).copied().collect();
+        self.seen_gone = gone_now;
+        let mut out = Vec::new();
+        for pid in gone {
+            let comm = self.monitor.program(pid).unwrap_or("?").to_owned();
+            out.extend(self.on_exit(
+                ThreadExit {
+                    tgid: pid,
+                    tid: pid,
+                    comm,
+                    ts_ns: now_ns,
+                    group_dead: true,
+                },
+                host,
+            ));
         }
         out
     }
@@ -638,7 +826,12 @@ impl Reactions {
             TaskEventKind::Forked => {
                 // Threads of a target are measured already; a new process is measured
                 // too, as a child: its exit is not the service's.
-                if host.tgid_of(ev.target) != Some(ev.target) || self.monitor.is_target(ev.target) {
+                // A child that ended already (short-lived helpers often have by the time
+                // we hear of them) is not followed: no exit event would ever come for it.
+                if host.tgid_of(ev.target) != Some(ev.target)
+                    || self.monitor.is_target(ev.target)
+                    || !host.alive(ev.target)
+                {
                     return out;
                 }
                 self.monitor.add_child(ev.target, ev.by_tgid);
@@ -822,6 +1015,8 @@ mod tests {
         cgroups: BTreeMap<u32, u64>,
         /// Threads in a syscall: (nr, state, run_ns, switches).
         in_syscall: std::cell::RefCell<BTreeMap<u32, (u32, char, u64, u64)>>,
+        /// Processes gone from /proc.
+        dead: std::cell::RefCell<HashSet<u32>>,
     }
 
     impl Host for FakeHost {
@@ -855,6 +1050,9 @@ mod tests {
         }
         fn run_stats(&self, _tgid: u32, tid: u32) -> Option<(u64, u64)> {
             self.in_syscall.borrow().get(&tid).map(|s| (s.2, s.3))
+        }
+        fn alive(&self, pid: u32) -> bool {
+            !self.dead.borrow().contains(&pid)
         }
     }
 
@@ -1121,6 +1319,87 @@ mod tests {
         let scan = r.on_scan(&[], 301 * MS, &h);
         assert_eq!(shape(&scan.effects), ["stop", "record"]);
         assert!(stop_reason(&scan.effects).unwrap().contains("fsync"));
+    }
+
+    #[test]
+    fn a_monitored_process_gone_without_its_exit_event_is_found_by_the_sweep() {
+        let mut r = reactions();
+        let h = host();
+        assert!(r.sweep(0, &h).is_empty());
+        h.dead.borrow_mut().insert(SVC);
+        assert!(
+            r.sweep(1_000 * MS, &h).is_empty(),
+            "its exit event may still come"
+        );
+        let out = r.sweep(2_000 * MS, &h);
+        assert_eq!(shape(&out), ["stop", "unfollow"]);
+        assert!(
+            stop_reason(&out)
+                .unwrap()
+                .contains("monitored process 100 (svc) exited")
+        );
+        assert!(r.sweep(3_000 * MS, &h).is_empty(), "once");
+    }
+
+    #[test]
+    fn log_lines_the_ring_delivered_are_not_lost_whatever_the_order() {
+        let mut r = reactions();
+        let h = host();
+        let bug = "watchdog-test: BUG: kernel NULL pointer dereference, address: 0000000000000008";
+        // The ring first, then the log; and the log first, then the ring.
+        r.on_kernel_line(&kernel_line(OTHER, OTHER, "other", 0, bug), &h);
+        r.events_lost(0);
+        r.on_kernel_log(&[format!("[    1.000000] {bug}"), bug.to_owned()], 0);
+        r.on_kernel_line(&kernel_line(OTHER, OTHER, "other", 0, bug), &h);
+        let out = r.check_unseen(3_000 * MS, &h);
+        assert!(out.is_empty(), "{out:?}");
+        // Benign lines are never kept.
+        r.on_kernel_log(&["eth0: link up".to_owned()], 4_000 * MS);
+        assert!(r.unseen.is_empty());
+    }
+
+    #[test]
+    fn a_problem_line_the_ring_dropped_is_judged_from_the_log() {
+        let h = host();
+        let hung = "INFO: task stuck:101 blocked for more than 120 seconds.";
+        let bug = "watchdog-test: BUG: kernel NULL pointer dereference, address: 0000000000000008";
+        // No loss: a line the ring has not delivered yet is only late, not lost.
+        let mut r = reactions();
+        r.on_kernel_log(&[bug.to_owned()], 0);
+        assert!(r.check_unseen(3_000 * MS, &h).is_empty());
+        // Events lost: a line naming a monitored thread stalls it, as from the ring.
+        let mut r = reactions();
+        r.on_kernel_log(&[hung.to_owned()], 1_000 * MS);
+        r.events_lost(1_500 * MS);
+        assert!(
+            r.check_unseen(2_000 * MS, &h).is_empty(),
+            "within the grace period"
+        );
+        let out = r.check_unseen(3_100 * MS, &h);
+        assert_eq!(shape(&out), ["stop", "record"], "{out:?}");
+        assert!(
+            stop_reason(&out)
+                .unwrap()
+                .starts_with("thread 101 (stuck) of pid 100")
+        );
+        assert!(
+            stop_reason(&out)
+                .unwrap()
+                .contains("read back from the kernel log")
+        );
+        // A line that stops the heartbeat but names no one: when in doubt, stop.
+        let mut r = reactions();
+        r.events_lost(0);
+        r.on_kernel_log(&[bug.to_owned()], 500 * MS);
+        let out = r.check_unseen(2_600 * MS, &h);
+        assert_eq!(shape(&out), ["stop", "record"], "{out:?}");
+        assert!(
+            stop_reason(&out)
+                .unwrap()
+                .starts_with("kernel events were lost, and the kernel reported bug")
+        );
+        let (inc, _, _) = recorded(&out)[0];
+        assert!(inc.stopped_heartbeat);
     }
 
     #[test]

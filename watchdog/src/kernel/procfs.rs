@@ -174,6 +174,19 @@ fn task_file(tgid: u32, tid: u32, name: &str) -> Option<String> {
     fs::read_to_string(format!("/proc/{tgid}/task/{tid}/{name}")).ok()
 }
 
+/// Whether process `pid` still runs: it is in /proc and not a zombie (a zombie leader
+/// with threads still running is a running process).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let zombie = status_field(&status, "State:").is_some_and(|s| s.starts_with('Z'));
+    let threads = status_field(&status, "Threads:")
+        .and_then(|t| t.parse::<u32>().ok())
+        .unwrap_or(1);
+    !zombie || threads > 1
+}
+
 /// The syscall a thread is in now, as `/proc/PID/task/TID/syscall` shows it: its number
 /// and first argument; None when it runs in user space, is not in a syscall, or is gone.
 pub fn syscall_now(tgid: u32, tid: u32) -> Option<(u32, u64)> {
