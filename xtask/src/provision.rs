@@ -11,13 +11,15 @@ use crate::cmd;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Debian packages: LLVM 22 to build bpf-linker; bpftool for the tests' detach check;
-/// systemd for `systemd-analyze verify` of the unit file.
+/// systemd for `systemd-analyze verify` of the unit file; python3 (its sqlite3) for a
+/// test that locks the incident store as another process would.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
     "bpftool",
     "systemd",
+    "python3",
 ];
 
 pub fn all() -> anyhow::Result<()> {

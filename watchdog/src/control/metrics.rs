@@ -209,7 +209,11 @@ pub async fn serve(listener: TcpListener, render: impl Fn() -> String + Send + S
             }
             let head = String::from_utf8_lossy(&buf[..len]);
             let reply = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
-                let body = render();
+                // Off the runtime's workers: the snapshot reads /proc.
+                let render = render.clone();
+                let Ok(body) = tokio::task::spawn_blocking(move || render()).await else {
+                    return;
+                };
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -217,7 +221,8 @@ pub async fn serve(listener: TcpListener, render: impl Fn() -> String + Send + S
             } else {
                 "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
             };
-            let _ = stream.write_all(reply.as_bytes()).await;
+            let write = stream.write_all(reply.as_bytes());
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
             let _ = stream.shutdown().await;
         });
     }

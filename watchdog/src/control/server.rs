@@ -66,14 +66,37 @@ pub fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, ServerError
     Ok(listener)
 }
 
-/// Serve requests until the task is dropped, each as `access` allows its peer.
+/// Requests worked on at once, at most (the others wait their turn): each may read
+/// /proc for every thread of the service, or wait for the store.
+pub const MAX_WORKING: usize = 4;
+/// Bytes of replies not yet read by their clients, at most: a `threads` listing of a
+/// large service is a megabyte or more, and clients that never read must not make the
+/// daemon hold hundreds of them. A reply that does not fit is refused, briefly.
+pub const MAX_UNREAD_BYTES: usize = 8 << 20;
+/// Longest a client may take to read its reply before it is dropped.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the connections share: turns at the handler, and the bytes of unread replies.
+struct Limits {
+    working: tokio::sync::Semaphore,
+    unread: std::sync::atomic::AtomicUsize,
+}
+
+/// Serve requests until the task is dropped, each as `access` allows its peer. The
+/// handler runs on the blocking pool (it may wait for the store or read /proc), never on
+/// the runtime's workers, which the event reader and the scanner need.
 pub async fn serve(listener: UnixListener, handler: Handler, access: Access) {
+    let limits = Arc::new(Limits {
+        working: tokio::sync::Semaphore::new(MAX_WORKING),
+        unread: std::sync::atomic::AtomicUsize::new(0),
+    });
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let handler = handler.clone();
+                let limits = limits.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(stream, handler, access).await {
+                    if let Err(e) = answer(stream, handler, access, &limits).await {
                         tracing::debug!(error = %e, "control connection ended with an error");
                     }
                 });
@@ -86,7 +109,13 @@ pub async fn serve(listener: UnixListener, handler: Handler, access: Access) {
     }
 }
 
-async fn answer(stream: UnixStream, handler: Handler, access: Access) -> io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    handler: Handler,
+    access: Access,
+    limits: &Limits,
+) -> io::Result<()> {
+    use std::sync::atomic::Ordering;
     let cred = stream.peer_cred()?;
     let peer = Peer {
         uid: cred.uid(),
@@ -104,7 +133,12 @@ async fn answer(stream: UnixStream, handler: Handler, access: Access) -> io::Res
         Ok(Err(e)) => return Err(e),
         Ok(Ok(_)) => match parse_request(line.trim_ascii_end()) {
             Ok(req) => match access::authorize(access, peer, &req, access::proc_in_group) {
-                Ok(()) => handler(req),
+                Ok(()) => {
+                    let _turn = limits.working.acquire().await.map_err(io::Error::other)?;
+                    tokio::task::spawn_blocking(move || handler(req))
+                        .await
+                        .unwrap_or_else(|e| Response::Error(format!("the request failed: {e}")))
+                }
                 Err(why) => {
                     tracing::warn!(uid = peer.uid, pid = ?peer.pid, request = req.name(), "control request denied");
                     Response::Error(why)
@@ -115,6 +149,23 @@ async fn answer(stream: UnixStream, handler: Handler, access: Access) -> io::Res
     };
     let mut out = serde_json::to_vec(&response).map_err(io::Error::other)?;
     out.push(b'\n');
-    write.write_all(&out).await?;
+    let held = limits.unread.fetch_add(out.len(), Ordering::AcqRel) + out.len();
+    if held > MAX_UNREAD_BYTES && out.len() > 4096 {
+        limits.unread.fetch_sub(out.len(), Ordering::AcqRel);
+        let busy = Response::Error(format!(
+            "other clients have not read {} MiB of replies yet: try again",
+            (held - out.len()) >> 20
+        ));
+        out = serde_json::to_vec(&busy).map_err(io::Error::other)?;
+        out.push(b'\n');
+        limits.unread.fetch_add(out.len(), Ordering::AcqRel);
+    }
+    // A client that does not read its reply is dropped, and its reply with it.
+    let written = tokio::time::timeout(REPLY_TIMEOUT, write.write_all(&out)).await;
+    limits.unread.fetch_sub(out.len(), Ordering::AcqRel);
+    match written {
+        Ok(written) => written?,
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "reply not read")),
+    }
     write.shutdown().await
 }

@@ -211,6 +211,13 @@ async fn run_bound(
         );
     }
 
+    let beating = heartbeat::sender::start(
+        shared.sender.clone(),
+        settings.config.interval,
+        shared.gate.clone(),
+        shared.liveness.clone(),
+        settings.config.track_file.clone(),
+    )?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let tasks = [
@@ -223,13 +230,6 @@ async fn run_bound(
         tokio::spawn(tasks::watch_losses(shared.clone(), channels.counters)),
         tokio::spawn(tasks::expire_reports(shared.clone())),
         tokio::spawn(tasks::auto_resume(shared.clone())),
-        tokio::spawn(heartbeat::sender::run(
-            shared.sender.clone(),
-            settings.config.interval,
-            shared.gate.clone(),
-            shared.liveness.clone(),
-            settings.config.track_file.clone(),
-        )),
         tokio::spawn(server::serve(
             listener,
             requests::handler(shared.clone()),
@@ -282,6 +282,8 @@ async fn run_bound(
     for t in [notify_task, metrics_task].into_iter().flatten() {
         t.abort();
     }
+    // No beat after the daemon was told to stop.
+    beating.stop();
     tracing::info!(signal, "stopping: detaching probes");
     for t in &tasks {
         t.abort();

@@ -165,24 +165,67 @@ fn track(path: Option<&std::path::Path>, stopped: bool) {
     }
 }
 
+/// The heartbeat's own thread: nothing else runs on it, so no other work of the daemon
+/// (a slow store, a large reply, a reload) can delay a beat. Stopped by [`Beating::stop`].
+pub struct Beating {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Beating {
+    /// No further datagram leaves: returns once the thread has ended.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Send a heartbeat every `interval` while `gate` is open; stay silent while it is
 /// closed. Before every send, the parts that decide verdicts must have made progress
 /// lately (`liveness`); if one has not, the gate closes (fail closed). `track_file`, if
 /// given, follows the same state.
-pub async fn run(
+pub fn start(
     sender: Arc<Sender>,
     interval: Duration,
     gate: Arc<Gate>,
     liveness: Arc<crate::heartbeat::liveness::Liveness>,
     track_file: Option<std::path::PathBuf>,
+) -> std::io::Result<Beating> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("wd-heartbeat".into())
+        .spawn(move || beat(&sender, interval, &gate, &liveness, track_file, &stopping))?;
+    Ok(Beating {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn beat(
+    sender: &Sender,
+    interval: Duration,
+    gate: &Gate,
+    liveness: &crate::heartbeat::liveness::Liveness,
+    track_file: Option<std::path::PathBuf>,
+    stop: &std::sync::atomic::AtomicBool,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = BytesMut::with_capacity(128);
     let mut silent = !gate.is_open();
     track(track_file.as_deref(), silent);
+    let mut next = std::time::Instant::now();
     loop {
-        ticker.tick().await;
+        // On a fixed schedule; a beat that came late is not made up for with a burst.
+        let now = std::time::Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        next = next.max(now) + interval;
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(why) = liveness.blocker(crate::kernel::clock::monotonic_ns())
             && gate.close(&why)
         {
