@@ -118,7 +118,7 @@ async fn run_bound(
     args: &DaemonArgs,
     sock: std::net::UdpSocket,
     listener: tokio::net::UnixListener,
-    store: Store,
+    mut store: Store,
 ) -> Result<(), DaemonError> {
     let (mut probes, channels) = Probes::load()?;
     // Held for the daemon's lifetime: the statistics are on while it is open.
@@ -133,6 +133,8 @@ async fn run_bound(
     let initial = reload::start_targets(&mut probes, &settings.targets)?;
     // A verdict before a restart holds until an operator resumes.
     let latched = store.latch()?;
+    // Never smaller than the last start's, whatever the clock says now.
+    let incarnation = store.next_incarnation(heartbeat::sender::incarnation)?;
     let store = Arc::new(Mutex::new(store));
     let sink_stats = Arc::new(SinkStats::default());
     let sink = alert::start(
@@ -172,6 +174,7 @@ async fn run_bound(
             sock,
             settings.node_id.clone(),
             settings.heartbeat_key.clone(),
+            incarnation,
         )),
         node_id: settings.node_id.clone(),
         lost_events: AtomicU64::new(0),

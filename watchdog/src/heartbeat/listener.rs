@@ -123,11 +123,15 @@ impl Listener {
                 Auth::Unsigned | Auth::Unchecked => return self.reject(from, hb, "unsigned"),
             }
         }
-        // Not newer than the last datagram of its node: a replay (or a duplicate).
-        if let Some(st) = self.nodes.get(&hb.node_id)
-            && (hb.incarnation, hb.seq) <= (st.incarnation, st.seq)
-        {
-            return self.reject(from, hb, "replayed");
+        // Not newer than the last datagram of its node: a replay (or a duplicate). An
+        // earlier incarnation is never taken back (docs/heartbeat.md, "Incarnations").
+        if let Some(st) = self.nodes.get(&hb.node_id) {
+            if hb.incarnation < st.incarnation {
+                return self.reject(from, hb, "incarnation-went-back");
+            }
+            if (hb.incarnation, hb.seq) <= (st.incarnation, st.seq) {
+                return self.reject(from, hb, "replayed");
+            }
         }
         let now = Instant::now();
         let gap = match self.nodes.get_mut(&hb.node_id) {
@@ -378,6 +382,34 @@ mod tests {
             why(&l.on_datagram(&datagram(5, None), from)),
             Some("replayed")
         );
+    }
+
+    #[test]
+    fn an_incarnation_that_goes_back_is_never_taken_and_is_named() {
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut l = listener(Some(KEY));
+        let at = |incarnation: u64, seq: u64| {
+            let hb = Heartbeat {
+                node_id: "db-1".into(),
+                incarnation,
+                seq,
+                sent_at_ms: 0,
+                status: Status::Alive,
+                reason: None,
+            };
+            let mut b = BytesMut::new();
+            hb.encode(Some(KEY), &mut b);
+            b.to_vec()
+        };
+        assert_eq!(why(&l.on_datagram(&at(100, 5), from)), None);
+        // Restarted with a clock stepped back (and its store lost), or an old datagram
+        // replayed: the same to a receiver, and never believed.
+        assert_eq!(
+            why(&l.on_datagram(&at(90, 1), from)),
+            Some("incarnation-went-back")
+        );
+        assert_eq!(why(&l.on_datagram(&at(100, 5), from)), Some("replayed"));
+        assert_eq!(why(&l.on_datagram(&at(101, 1), from)), None, "a restart");
     }
 
     #[test]

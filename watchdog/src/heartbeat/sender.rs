@@ -77,15 +77,23 @@ pub struct Sender {
     sending: Mutex<()>,
 }
 
+/// This start's incarnation: the wall clock in unix ns, or one more than the last one
+/// used (`last`, kept across restarts), whichever is larger, so that a node restarted
+/// with its clock stepped back is not taken for a replay of itself.
+pub fn incarnation(last: Option<u64>) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    now.max(last.map_or(0, |l| l.saturating_add(1)))
+}
+
 /// Datagrams of a last gasp.
 pub const LAST_GASP: usize = 3;
 
 impl Sender {
-    pub fn new(sock: UdpSocket, node_id: String, key: Option<Vec<u8>>) -> Self {
-        let incarnation = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+    /// A sender of `incarnation` (see [`incarnation`]).
+    pub fn new(sock: UdpSocket, node_id: String, key: Option<Vec<u8>>, incarnation: u64) -> Self {
         Sender {
             sock,
             node_id,
@@ -263,6 +271,16 @@ mod tests {
         write_track_file(&path, false).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "0\n");
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn an_incarnation_never_goes_back_across_restarts() {
+        let now = incarnation(None);
+        assert!(now > 1_700_000_000_000_000_000, "unix ns");
+        // The last start's was ahead of the clock (the clock was stepped back since).
+        let ahead = now + 3_600_000_000_000;
+        assert_eq!(incarnation(Some(ahead)), ahead + 1);
+        assert!(incarnation(Some(1)) >= now);
     }
 
     #[test]

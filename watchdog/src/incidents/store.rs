@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS incidents (
     summary TEXT NOT NULL,
     body TEXT NOT NULL
 );
+-- Facts the daemon keeps across restarts, by name (the heartbeat's last incarnation).
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 -- The heartbeat stopped by a verdict, until an operator resumes it: a restarted
 -- daemon keeps it stopped (one row at most).
 CREATE TABLE IF NOT EXISTS latch (
@@ -109,6 +114,31 @@ impl Store {
         );
         *self = Store::open(&self.path, self.max)?;
         Ok(true)
+    }
+
+    /// The heartbeat's incarnation for this start, from `choose(last one used)`, kept
+    /// for the next start.
+    pub fn next_incarnation(
+        &mut self,
+        choose: impl FnOnce(Option<u64>) -> u64,
+    ) -> Result<u64, StoreError> {
+        let last: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'incarnation'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql())?;
+        let next = choose(last.map(|v| v as u64));
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('incarnation', ?1)",
+                params![next as i64],
+            )
+            .map_err(self.sql())?;
+        Ok(next)
     }
 
     /// Keep the heartbeat stopped across restarts, with the reason.
@@ -345,6 +375,27 @@ mod tests {
         assert_eq!(s.latch().unwrap(), Some(("thread 7 stalled".into(), 1_000)));
         s.clear_latch().unwrap();
         assert_eq!(Store::open(&path, 10).unwrap().latch().unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_incarnation_is_kept_for_the_next_start() {
+        let dir = std::env::temp_dir().join(format!("wd-store-inc-{}", std::process::id()));
+        let path = dir.join("incidents.db");
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = Store::open(&path, 10).unwrap();
+        assert_eq!(
+            s.next_incarnation(|last| last.map_or(1_000, |l| l + 1))
+                .unwrap(),
+            1_000
+        );
+        drop(s);
+        let mut s = Store::open(&path, 10).unwrap();
+        assert_eq!(
+            s.next_incarnation(|last| last.map_or(1_000, |l| l + 1))
+                .unwrap(),
+            1_001
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
