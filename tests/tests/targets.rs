@@ -380,3 +380,42 @@ fn thousands_of_short_lived_children_leave_no_dead_pid_monitored() {
     );
     node.stop_cleanly();
 }
+
+#[test]
+fn another_users_program_of_the_watched_name_is_not_the_service() {
+    let dir = TempDir::new("identity");
+    let config = dir.0.join("watchdog.toml");
+    std::fs::write(
+        &config,
+        "[[target]]\ncomm = \"wd-workload\"\nuser = \"root\"\n",
+    )
+    .unwrap();
+    let mut node = Node::build("300ms", "20ms")
+        .opts(|o| o.config = Some(config.clone()))
+        .start();
+    let service = u64::from(node.work.pid);
+    // Any local user can run a program of that name: here uid 65534 runs ours.
+    let mut impostor = Workload::spawn_as_user(65534);
+    let impostor_pid = impostor.pid;
+    node.daemon.wait_log_line(Duration::from_secs(3), |l| {
+        l.contains("not the service") && l.contains(&format!("pid={impostor_pid}"))
+    });
+    let status = node.daemon.wdctl_json("status");
+    let pids: Vec<u64> = status["monitored_pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_u64())
+        .collect();
+    assert_eq!(pids, [service], "{status:#}");
+    // Its death is no verdict; its stall neither.
+    impostor.kill();
+    thread::sleep(Duration::from_millis(2500));
+    let status = node.daemon.wdctl_json("status");
+    assert_eq!(status["heartbeat"], "sending", "{status:#}");
+    assert!(
+        status["stalls"].as_array().unwrap().is_empty(),
+        "{status:#}"
+    );
+    node.stop_cleanly();
+}

@@ -14,7 +14,7 @@ use crate::{
     input_file::{TomlError, line_col, parse_toml},
     judging::policy::{BudgetClass, Budgets, DEFAULT_POLICY, DEFAULT_STOPPED_BUDGET, Policy},
     judging::syscall_table,
-    judging::targets::{Selector, TargetSpec},
+    judging::targets::{Identity, Selector, TargetSpec},
 };
 
 /// The largest config file read: far beyond any real one, and bounded so a wrong path
@@ -170,6 +170,10 @@ pub struct TargetSection {
     pub stall_signal: Option<i32>,
     #[serde(default, deserialize_with = "duration")]
     pub stopped_budget: Option<Duration>,
+    /// A `comm` target's processes must run as this user (a name or a uid).
+    pub user: Option<String>,
+    /// A `comm` target's processes must run this executable (the same file).
+    pub exe: Option<PathBuf>,
     /// Whether this target's incidents run the exec hook [default: as configured
     /// node-wide, i.e. yes when `[exec_hook] program` is set].
     pub exec_hook: Option<bool>,
@@ -376,9 +380,20 @@ pub fn merge(
                 exec_hook: t.exec_hook.unwrap_or(node.exec_hook),
                 stopped_budget: t.stopped_budget.unwrap_or(node.stopped_budget),
             });
+            let identity = Identity {
+                user: t.user.clone(),
+                exe: t.exe.clone(),
+            };
+            if !identity.is_empty() && !matches!(selector, Selector::Comm(_)) {
+                return Err(ConfigError::Missing(format!(
+                    "{}: `user` and `exe` narrow a target by program name (`comm`), not one by pid or cgroup",
+                    where_("[[target]]")
+                )));
+            }
             targets.push(TargetSpec {
                 selector,
                 policy: policies.len() - 1,
+                identity,
             });
         }
     }
@@ -470,6 +485,7 @@ fn shorthand_targets(pids: &[u32], comms: &[String], cgroups: &[PathBuf]) -> Vec
         .map(|selector| TargetSpec {
             selector,
             policy: DEFAULT_POLICY,
+            identity: Identity::default(),
         })
         .collect()
 }
@@ -555,7 +571,8 @@ mod tests {
             c.targets,
             [TargetSpec {
                 selector: Selector::Pid(4242),
-                policy: DEFAULT_POLICY
+                policy: DEFAULT_POLICY,
+                identity: Identity::default(),
             }]
         );
         assert_eq!(c.policies, [Policy::uniform(DEFAULT_BUDGET)]);
@@ -784,7 +801,7 @@ bounded = "500ms"
         );
         assert_eq!(
             err("[[target]]\ncomm = \"a\"\nbudgt = \"1s\"\n"),
-            "w.toml:3:1: unknown field `budgt`, expected one of `pid`, `comm`, `cgroup`, `budget`, `budgets`, `class_budgets`, `stall_signal`, `stopped_budget`, `exec_hook`"
+            "w.toml:3:1: unknown field `budgt`, expected one of `pid`, `comm`, `cgroup`, `budget`, `budgets`, `class_budgets`, `stall_signal`, `stopped_budget`, `user`, `exe`, `exec_hook`"
         );
         assert_eq!(
             err("[class_budgets]\nio = \"1s\"\n"),

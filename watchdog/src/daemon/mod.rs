@@ -208,6 +208,12 @@ async fn run_bound(
         signed = settings.heartbeat_key.is_some(),
         "watchdog running"
     );
+    for comm in settings.targets.comms_without_identity() {
+        tracing::warn!(
+            comm,
+            "a target by program name alone: any user's program of that name is taken for the service, and its death for the service's; give the [[target]] a `user` or an `exe`"
+        );
+    }
     if settings.heartbeat_key.is_none() {
         tracing::warn!(
             "the heartbeat is not authenticated (no --heartbeat-key): anyone on the network can forge or replay it"

@@ -123,7 +123,12 @@ fn retarget(shared: &Shared, new: &TargetTable) -> Result<(), EbpfError> {
         r.monitor_mut().retarget(
             |tgid| {
                 let comm = procfs::comm(tgid, tgid);
-                new.policy_for(tgid, comm.as_deref(), || procfs::cgroup_id_of(tgid))
+                new.policy_for(
+                    tgid,
+                    comm.as_deref(),
+                    || procfs::cgroup_id_of(tgid),
+                    || procfs::identity(tgid),
+                )
             },
             // A dead service blocks resuming while a target would pick it again (a
             // cgroup cannot be asked about a dead process: it keeps blocking).

@@ -22,6 +22,7 @@ use crate::{
     },
     judging::{
         reactions::{Count, Effect, Host, Reactions},
+        targets::ProcIdentity,
         verdict::FdKind,
     },
     kernel::{probes::Probes, procfs},
@@ -60,6 +61,9 @@ impl Host for ProcHost {
     }
     fn alive(&self, pid: u32) -> bool {
         procfs::process_alive(pid)
+    }
+    fn identity(&self, pid: u32) -> Option<ProcIdentity> {
+        procfs::identity(pid)
     }
 }
 

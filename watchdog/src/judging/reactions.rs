@@ -22,9 +22,9 @@ use crate::{
             report::{Assembler, Line, Printer, Report, assemble_log, line_subject},
         },
         monitor::{LineVerdict, Monitor, Stall},
-        policy::{DEFAULT_POLICY, Policy},
+        policy::Policy,
         syscall_table::{self, SyscallClass},
-        targets::TargetTable,
+        targets::{ProcIdentity, TargetTable},
         verdict::FdKind,
     },
 };
@@ -63,6 +63,8 @@ pub trait Host {
     fn run_stats(&self, tgid: u32, tid: u32) -> Option<(u64, u64)>;
     /// Whether process `pid` still runs (not gone, not a zombie).
     fn alive(&self, pid: u32) -> bool;
+    /// Who process `pid` is: its real uid and its executable.
+    fn identity(&self, pid: u32) -> Option<ProcIdentity>;
 }
 
 /// A problem line the kernel's log has that the event ring has not delivered is taken
@@ -811,11 +813,24 @@ impl Reactions {
                 out.push(self.record(inc, false));
             }
             TaskEventKind::NewTarget => {
-                // The kernel side made it a target at exec, before its first syscall.
-                let policy = self
-                    .targets
-                    .policy_for(ev.target, Some(&ev.by_comm), || host.cgroup_id(ev.target))
-                    .unwrap_or(DEFAULT_POLICY);
+                // The kernel side made it a target at exec, before its first syscall, by
+                // its name or cgroup: it is the service only if it is who the target
+                // says (a name is no identity: any user may run a program of any name).
+                let policy = self.targets.policy_for(
+                    ev.target,
+                    Some(&ev.by_comm),
+                    || host.cgroup_id(ev.target),
+                    || host.identity(ev.target),
+                );
+                let Some(policy) = policy else {
+                    tracing::info!(
+                        pid = ev.target,
+                        comm = %ev.by_comm,
+                        "a program of a watched name that is not the service (another user, or another executable): not monitored"
+                    );
+                    out.push(Effect::Unfollow { pid: ev.target });
+                    return out;
+                };
                 out.extend(self.new_target(
                     ev.target,
                     &ev.by_comm,
@@ -998,8 +1013,8 @@ mod tests {
 
     use super::*;
     use crate::judging::{
-        policy::Budgets,
-        targets::{Selector, TargetSpec},
+        policy::{Budgets, DEFAULT_POLICY},
+        targets::{Identity, Selector, TargetSpec},
     };
 
     const MS: u64 = 1_000_000;
@@ -1053,6 +1068,12 @@ mod tests {
         }
         fn alive(&self, pid: u32) -> bool {
             !self.dead.borrow().contains(&pid)
+        }
+        fn identity(&self, pid: u32) -> Option<ProcIdentity> {
+            Some(ProcIdentity {
+                uid: if pid == OTHER { 1000 } else { 0 },
+                exe: (1, 1),
+            })
         }
     }
 
@@ -1667,6 +1688,10 @@ mod tests {
         let spec = TargetSpec {
             selector: Selector::Comm("svc".into()),
             policy: 1,
+            identity: Identity {
+                user: Some("0".into()),
+                exe: None,
+            },
         };
         let table = TargetTable::resolve(&[spec]).unwrap();
         let mut r = Reactions::new(
@@ -1691,7 +1716,11 @@ mod tests {
         );
         // The next one only joins.
         ev.target = 201;
-        assert!(r.on_task_event(ev, &h).is_empty());
+        assert!(r.on_task_event(ev.clone(), &h).is_empty());
+        // Another user's program of that name is not the service: let go, no verdict.
+        ev.target = OTHER;
+        assert_eq!(r.on_task_event(ev, &h), [Effect::Unfollow { pid: OTHER }]);
+        assert!(!r.monitor().is_target(OTHER));
     }
 
     #[test]

@@ -174,6 +174,44 @@ fn task_file(tgid: u32, tid: u32, name: &str) -> Option<String> {
     fs::read_to_string(format!("/proc/{tgid}/task/{tid}/{name}")).ok()
 }
 
+/// The uid of user `user` (a name, or a number).
+pub fn uid_of_user(user: &str) -> Option<u32> {
+    if let Ok(uid) = user.parse::<u32>() {
+        return Some(uid);
+    }
+    let name = std::ffi::CString::new(user).ok()?;
+    // SAFETY: getpwnam_r with a NUL-terminated name and buffers of the sizes given.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
+    }
+}
+
+/// Who process `pid` is: its real uid, and the device and inode of its executable.
+pub fn identity(pid: u32) -> Option<crate::judging::targets::ProcIdentity> {
+    use std::os::unix::fs::MetadataExt as _;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uid = status_field(&status, "Uid:")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let exe = fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some(crate::judging::targets::ProcIdentity {
+        uid,
+        exe: (exe.dev(), exe.ino()),
+    })
+}
+
 /// Whether process `pid` still runs: it is in /proc and not a zombie (a zombie leader
 /// with threads still running is a running process).
 pub fn process_alive(pid: u32) -> bool {
