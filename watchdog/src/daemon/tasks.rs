@@ -98,6 +98,13 @@ pub(super) async fn auto_resume(shared: Arc<Shared>) {
     loop {
         ticker.tick().await;
         let after = lock(&shared.config).auto_resume_after;
+        if after.is_none() {
+            shared.reactions().auto_resume(0, None, false, None);
+            // Not configured (a reload may turn it on): look again in a second, not ten
+            // times a second.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
         let now = monotonic_ns();
         let daemon_blocker = shared.liveness.blocker(now);
         let resume = shared.reactions().auto_resume(

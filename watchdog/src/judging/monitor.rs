@@ -311,14 +311,23 @@ impl Monitor {
         let budget = self.budget_for(rec.tgid, rec.nr);
         let budget_ms = budget.as_millis() as u64;
         let stopped_budget = self.policy(rec.tgid).stopped_budget;
-        // One verdict for a process stopped whole, not one per thread.
-        let process_stopped_stalled = self.threads.iter().any(|(t, other)| {
-            *t != tid
-                && other.tgid == rec.tgid
-                && other.latest.is_some_and(|l| is_stopped(&l))
-                && other.stopped_in.is_some()
-                && other.stalled_now()
-        });
+        // One verdict for a process stopped whole, not one per thread. Asked only when
+        // this thread's stop runs past its budget (once per thread and stop), so a scan
+        // of a thousand threads does not look at a thousand others for each.
+        let stop_over_budget = is_stopped(rec)
+            && now_ns.saturating_sub(rec.switch_ns) > stopped_budget.as_nanos() as u64
+            && self
+                .threads
+                .get(&tid)
+                .is_none_or(|st| st.stopped_in != Some(rec.switch_ns));
+        let process_stopped_stalled = stop_over_budget
+            && self.threads.iter().any(|(t, other)| {
+                *t != tid
+                    && other.tgid == rec.tgid
+                    && other.latest.is_some_and(|l| is_stopped(&l))
+                    && other.stopped_in.is_some()
+                    && other.stalled_now()
+            });
         let st = self.threads.entry(tid).or_default();
         st.tgid = rec.tgid;
         st.latest = Some(*rec);
