@@ -80,6 +80,19 @@ impl Node {
         self.daemon = Daemon::start_silent(o, self.daemon.group);
     }
 
+    /// Since `from_ns`, every heartbeat came, none later than the interval plus 150 ms
+    /// after the one before, and the daemon still says it is sending.
+    pub fn assert_beating_since(&self, from_ns: u64) {
+        let interval = watchdog::config::cli::parse_duration(self.interval).expect("interval");
+        assert_no_missed_beats(
+            &self.rec,
+            from_ns,
+            crate::monotonic_ns(),
+            interval + Duration::from_millis(150),
+        );
+        assert_eq!(self.daemon.wdctl_json("status")["heartbeat"], "sending");
+    }
+
     /// SIGTERM; the daemon exits 0, removes its control socket, and leaves no program of
     /// ours loaded. The daemon stays readable (`log_text`) afterwards.
     pub fn stop_cleanly(&mut self) {

@@ -423,6 +423,19 @@ impl Daemon {
         cmd
     }
 
+    /// The processes the daemon monitors now (`wdctl status`), and the whole status.
+    pub fn monitored_pids(&self) -> (Vec<u32>, serde_json::Value) {
+        let status = self.wdctl_json("status");
+        let pids = status["monitored_pids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p.as_u64())
+            .map(|p| p as u32)
+            .collect();
+        (pids, status)
+    }
+
     /// Run `wdctl ARGS...` against this daemon: (exit code, stdout, stderr).
     pub fn wdctl(&self, args: &[&str]) -> (i32, String, String) {
         run_for_output(self.wdctl_command(args))

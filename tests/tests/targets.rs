@@ -212,13 +212,7 @@ fn a_reload_that_would_hurt_the_daemon_is_refused_and_it_lives_on() {
     assert!(line.contains("watchdog.toml: not a regular file"), "{line}");
 
     // Still judging, still beating, and SIGTERM is heard at once.
-    assert_eq!(node.daemon.wdctl_json("status")["heartbeat"], "sending");
-    assert_no_missed_beats(
-        &node.rec,
-        start,
-        monotonic_ns(),
-        Duration::from_millis(20 + 150),
-    );
+    node.assert_beating_since(start);
     let stopping = std::time::Instant::now();
     node.stop_cleanly();
     assert!(
@@ -366,14 +360,8 @@ fn thousands_of_short_lived_children_leave_no_dead_pid_monitored() {
     node.work.expect("FORKS", Duration::from_secs(60));
     // The sweep finds a gone child within two of its one-second rounds.
     thread::sleep(Duration::from_millis(2500));
-    let status = node.daemon.wdctl_json("status");
-    let pids: Vec<u64> = status["monitored_pids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p.as_u64())
-        .collect();
-    assert_eq!(pids, [u64::from(node.work.pid)], "{status:#}");
+    let (pids, status) = node.daemon.monitored_pids();
+    assert_eq!(pids, [node.work.pid], "{status:#}");
     assert_eq!(
         status["heartbeat"], "sending",
         "a child's end is no verdict: {status:#}"
@@ -393,20 +381,14 @@ fn another_users_program_of_the_watched_name_is_not_the_service() {
     let mut node = Node::build("300ms", "20ms")
         .opts(|o| o.config = Some(config.clone()))
         .start();
-    let service = u64::from(node.work.pid);
+    let service = node.work.pid;
     // Any local user can run a program of that name: here uid 65534 runs ours.
     let mut impostor = Workload::spawn_as_user(65534);
     let impostor_pid = impostor.pid;
     node.daemon.wait_log_line(Duration::from_secs(3), |l| {
         l.contains("not the service") && l.contains(&format!("pid={impostor_pid}"))
     });
-    let status = node.daemon.wdctl_json("status");
-    let pids: Vec<u64> = status["monitored_pids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p.as_u64())
-        .collect();
+    let (pids, status) = node.daemon.monitored_pids();
     assert_eq!(pids, [service], "{status:#}");
     // Its death is no verdict; its stall neither.
     impostor.kill();

@@ -759,7 +759,7 @@ mod tests {
     use syscalls::Sysno;
 
     use super::*;
-    use crate::judging::kmsg::RuleSet;
+    use crate::judging::{kmsg::RuleSet, test_records::in_flight};
 
     const MS: u64 = 1_000_000;
 
@@ -773,22 +773,9 @@ mod tests {
         m.on_kernel_line(&rules.classify_text(&l.text), l, tgid_of)
     }
 
+    /// Asleep in S since it began, unless a test says otherwise.
     fn rec(tgid: u32, nr: Option<Sysno>, enter_ns: u64) -> InFlight {
-        InFlight {
-            tgid,
-            nr: nr.map(|n| n as u32).unwrap_or(NOT_IN_SYSCALL),
-            enter_ns,
-            arg0: 3,
-            last_nr: NOT_IN_SYSCALL,
-            tid: 0,
-            last_duration_ns: 0,
-            completed: 0,
-            sleep_ns: 0,
-            switch_ns: enter_ns,
-            // Asleep in S since it began, unless a test says otherwise.
-            sched_state: 0x01,
-            on_cpu: 0,
-        }
+        in_flight(tgid, nr.map(|n| n as u32), enter_ns, 0x01)
     }
 
     fn monitor() -> Monitor {

@@ -1015,6 +1015,7 @@ mod tests {
     use crate::judging::{
         policy::{Budgets, DEFAULT_POLICY},
         targets::{Identity, Selector, TargetSpec},
+        test_records::in_flight,
     };
 
     const MS: u64 = 1_000_000;
@@ -1115,20 +1116,7 @@ mod tests {
     }
 
     fn record(tgid: u32, nr: Sysno, enter_ns: u64, sched_state: u32) -> InFlight {
-        InFlight {
-            tgid,
-            nr: nr as u32,
-            enter_ns,
-            arg0: 3,
-            last_nr: NOT_IN_SYSCALL,
-            tid: 0,
-            last_duration_ns: 0,
-            completed: 0,
-            sleep_ns: 0,
-            switch_ns: enter_ns,
-            sched_state,
-            on_cpu: 0,
-        }
+        in_flight(tgid, Some(nr as u32), enter_ns, sched_state)
     }
 
     fn kernel_line(tgid: u32, tid: u32, comm: &str, ts_ns: u64, text: &str) -> KernelLine {
