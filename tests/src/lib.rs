@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: the real daemon, the real wdctl, a real workload
 //! process, and a heartbeat listener on `lo`. Waits use deadlines, never blind sleeps.
 mod fixture;
+pub mod keepalived;
 
 pub use fixture::*;
 use std::{
