@@ -110,46 +110,68 @@ impl KeepalivedPair {
             node_a_config(track_file, socket, advert_int),
             node_b_config(advert_int),
         ];
-        let mut keepalived = Vec::new();
-        for (i, (ns, config)) in namespaces.iter().zip(configs).enumerate() {
-            let file = dir.0.join(format!("keepalived-{i}.conf"));
-            std::fs::write(&file, config).unwrap();
-            let pid = |what: &str| dir.0.join(format!("{what}-{i}.pid"));
-            let log = std::fs::File::create(dir.0.join(format!("keepalived-{i}.log"))).unwrap();
-            // Own pid files: with the defaults the second instance would think the first
-            // is itself and exit 0 (../shared/research/ha-managers-here.md).
-            let child = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    ns,
-                    "keepalived",
-                    "-n",
-                    "-l",
-                    "-D",
-                    "-G",
-                    "-f",
-                ])
-                .arg(&file)
-                .arg("-p")
-                .arg(pid("keepalived"))
-                .arg("-r")
-                .arg(pid("vrrp"))
-                .arg("-c")
-                .arg(pid("checkers"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("keepalived (installed by cargo xtask test)");
-            keepalived.push(child);
+        for (i, config) in configs.into_iter().enumerate() {
+            std::fs::write(dir.0.join(format!("keepalived-{i}.conf")), config).unwrap();
         }
-        KeepalivedPair {
+        let mut pair = KeepalivedPair {
             dir,
             namespaces,
-            keepalived,
+            keepalived: Vec::new(),
             track_file: track_file.to_owned(),
-        }
+        };
+        pair.keepalived = vec![pair.spawn(0), pair.spawn(1)];
+        pair
+    }
+
+    /// keepalived of node `i` (0: A, 1: B), in its namespace, logging to a file.
+    fn spawn(&self, i: usize) -> Child {
+        let file = self.dir.0.join(format!("keepalived-{i}.conf"));
+        let pid = |what: &str| self.dir.0.join(format!("{what}-{i}.pid"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.0.join(format!("keepalived-{i}.log")))
+            .unwrap();
+        // Own pid files: with the defaults the second instance would think the first
+        // is itself and exit 0 (../shared/research/ha-managers-here.md).
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.namespaces[i],
+                "keepalived",
+                "-n",
+                "-l",
+                "-D",
+                "-G",
+                "-f",
+            ])
+            .arg(&file)
+            .arg("-p")
+            .arg(pid("keepalived"))
+            .arg("-r")
+            .arg(pid("vrrp"))
+            .arg("-c")
+            .arg(pid("checkers"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("keepalived (installed by cargo xtask test)")
+    }
+
+    /// Stop node A's keepalived with SIGTERM: its own clean hand-over, a priority-0
+    /// advert. (It takes about a second more to exit; [`KeepalivedPair::start_node_a`]
+    /// waits for that.)
+    pub fn stop_node_a(&mut self) {
+        // SAFETY: signalling our own child (`ip netns exec` execs keepalived).
+        unsafe { libc::kill(self.keepalived[0].id() as i32, libc::SIGTERM) };
+    }
+
+    /// Start node A's keepalived again, once the stopped one has exited.
+    pub fn start_node_a(&mut self) {
+        let _ = self.keepalived[0].wait();
+        self.keepalived[0] = self.spawn(0);
     }
 
     fn namespace(&self, node: HaNode) -> &str {

@@ -13,9 +13,12 @@
 //! - Footprint: the daemon's CPU and memory while monitoring 1,000 idle threads, and
 //!   while a monitored thread makes 1 M syscalls a second.
 //! - Printk flood: 10,000 kernel lines a second for 10 s; lines read, lines lost.
+//! - Failover: a real keepalived pair (two network namespaces, VRRPv3 at 0.1 s and 1 s
+//!   adverts); from a monitored thread's stall to the virtual address on the peer, against
+//!   keepalived's own hand-over (node A's keepalived stopped with SIGTERM).
 //!
 //! `wd-bench [--quick] [SECTION...]`: sections syscalls, detection, oops, footprint,
-//! flood (all by default).
+//! flood, failover (all by default).
 //!
 //! Everything goes to loopback; kernel lines written start with `watchdog-bench:`.
 //! When run as the daemon's exec hook (WATCHDOG_INCIDENT_ID is set), it only notes the
@@ -39,6 +42,7 @@ struct Plan {
     oops_trials: usize,
     footprint_secs: u64,
     flood_secs: u64,
+    failover_trials: usize,
 }
 
 const FULL: Plan = Plan {
@@ -48,6 +52,7 @@ const FULL: Plan = Plan {
     oops_trials: 20,
     footprint_secs: 10,
     flood_secs: 10,
+    failover_trials: 20,
 };
 
 const QUICK: Plan = Plan {
@@ -57,6 +62,7 @@ const QUICK: Plan = Plan {
     oops_trials: 2,
     footprint_secs: 1,
     flood_secs: 1,
+    failover_trials: 2,
 };
 
 fn main() {
@@ -74,12 +80,13 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let sections: [(&str, Section); 5] = [
+    let sections: [(&str, Section); 6] = [
         ("syscalls", syscall_cost),
         ("detection", detection_latency),
         ("oops", oops_latency),
         ("footprint", footprint),
         ("flood", printk_flood),
+        ("failover", failover),
     ];
     if let Some(bad) = named.iter().find(|n| !sections.iter().any(|(s, _)| s == n)) {
         eprintln!(
@@ -649,4 +656,72 @@ fn printk_flood(plan: &Plan, out: &mut String) {
         written.saturating_sub(read + lost),
         if alive { "sending" } else { "STOPPED" }
     );
+}
+
+// ---------------------------------------------------------------------------------
+// Failover with keepalived
+
+fn failover(plan: &Plan, out: &mut String) {
+    use watchdog_tests::keepalived::{HaNode, KeepalivedPair};
+    let _ = writeln!(
+        out,
+        "## Failover with keepalived\n\nA real keepalived pair in two network namespaces (unicast VRRP over a veth), node A master with the watchdog's track file and `vrrp_script wdctl status` (packaging/keepalived/keepalived.conf), budget 300 ms. \
+         From the moment a monitored thread sticks in vfork until the virtual address is on node B; baseline: node A's keepalived stopped with SIGTERM (keepalived's own clean hand-over), until the address is on B.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| advert_int | until the address is on B | trials | p50 | p99 | max |\n|---|---|---|---|---|---|"
+    );
+    for advert_int in ["0.1", "1"] {
+        let dir = TempDir::new("bench-failover");
+        let track = dir.0.join("keepalived.track");
+        let mut work = Workload::spawn();
+        let group = unique_group();
+        let rec = Recorder::start(group);
+        let mut opts = DaemonOpts::new(work.pid, "300ms", "100ms");
+        opts.extra = vec!["--track-file".into(), track.display().to_string()];
+        let mut daemon = Daemon::start(opts, group, &rec);
+        let mut pair = KeepalivedPair::start(&track, &daemon.socket, advert_int);
+        let settle = Duration::from_secs(15);
+        pair.wait_master(HaNode::A, settle);
+        let (mut stall, mut baseline) = (Vec::new(), Vec::new());
+        for _ in 0..plan.failover_trials {
+            // Both nodes settled: A master, B backup and in step.
+            thread::sleep(Duration::from_secs(1));
+            work.send("stall-vfork 1200");
+            let began = field(&work.expect("STALL", Duration::from_secs(2)), "at_ns");
+            pair.wait_master(HaNode::B, Duration::from_secs(10));
+            stall.push((monotonic_ns() - began) as f64 / MS as f64);
+            work.expect("UNSTALLED", Duration::from_secs(3));
+            resume(&daemon, &rec);
+            pair.wait_master(HaNode::A, settle);
+
+            let stopping = monotonic_ns();
+            pair.stop_node_a();
+            pair.wait_master(HaNode::B, Duration::from_secs(10));
+            baseline.push((monotonic_ns() - stopping) as f64 / MS as f64);
+            pair.start_node_a();
+            pair.wait_master(HaNode::A, settle);
+            thread::sleep(Duration::from_secs(1));
+        }
+        let _ = writeln!(
+            out,
+            "{}",
+            summary(
+                &format!("{advert_int} s | a thread stuck (budget 300 ms)"),
+                &mut stall
+            )
+        );
+        let _ = writeln!(
+            out,
+            "{}",
+            summary(
+                &format!("{advert_int} s | baseline: keepalived A stopped (SIGTERM)"),
+                &mut baseline
+            )
+        );
+        drop(pair);
+        daemon.stop();
+    }
+    let _ = writeln!(out);
 }
