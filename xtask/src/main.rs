@@ -21,8 +21,9 @@ usage: cargo xtask <command>
                   end-to-end tests against the real kernel (as root)
   bench [--quick] [SECTION...]
                   provision (and bpftrace), build, run the benchmarks as root (results:
-                  BENCHMARKS.md); sections: syscalls, detection, oops, footprint, flood
-                  (default: all); --quick: one short round of each, to check the bench
+                  BENCHMARKS.md); sections: syscalls, detection, oops, footprint, flood,
+                  failover (default: all); --quick: one short round of each, to check
+                  the bench
   install [--root DIR]
                   provision, build, then install (as root) the binaries in /usr/local/bin,
                   the systemd unit, /etc/watchdog/watchdog.toml (kept if present), man
