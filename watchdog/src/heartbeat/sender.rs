@@ -2,7 +2,7 @@
 use std::{
     net::UdpSocket,
     sync::{
-        Arc, Mutex,
+        Arc, Condvar, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -21,6 +21,9 @@ pub struct Gate {
     reason: Mutex<Option<String>>,
     /// CLOCK_MONOTONIC ns of the last closing (0: never closed).
     closed_at_ns: AtomicU64,
+    /// Told at every change, so that what follows the gate (the track file) follows it at
+    /// once, not at the next beat.
+    changed: Condvar,
 }
 
 impl Gate {
@@ -37,7 +40,14 @@ impl Gate {
         self.closed_at_ns
             .store(crate::kernel::clock::monotonic_ns(), Ordering::Release);
         *slot = Some(reason.to_owned());
+        self.changed.notify_all();
         true
+    }
+
+    /// Wait until the gate changes, at most `timeout`.
+    pub fn wait_change(&self, timeout: Duration) {
+        let slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.changed.wait_timeout(slot, timeout);
     }
 
     /// When it was closed (CLOCK_MONOTONIC ns), while it is closed.
@@ -53,6 +63,7 @@ impl Gate {
         let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         *slot = None;
         self.closed.store(false, Ordering::Release);
+        self.changed.notify_all();
     }
 
     pub fn reason(&self) -> Option<String> {
@@ -177,6 +188,7 @@ fn track(path: Option<&std::path::Path>, stopped: bool) {
 /// (a slow store, a large reply, a reload) can delay a beat. Stopped by [`Beating::stop`].
 pub struct Beating {
     stop: Arc<std::sync::atomic::AtomicBool>,
+    gate: Arc<Gate>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -184,6 +196,8 @@ impl Beating {
     /// No further datagram leaves: returns once the thread has ended.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Release);
+        // Wake it from its wait for the next beat.
+        self.gate.changed.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -203,11 +217,13 @@ pub fn start(
 ) -> std::io::Result<Beating> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopping = stop.clone();
+    let woken = gate.clone();
     let thread = std::thread::Builder::new()
         .name("wd-heartbeat".into())
         .spawn(move || beat(&sender, interval, &gate, &liveness, track_file, &stopping))?;
     Ok(Beating {
         stop,
+        gate: woken,
         thread: Some(thread),
     })
 }
@@ -225,12 +241,18 @@ fn beat(
     track(track_file.as_deref(), silent);
     let mut next = std::time::Instant::now();
     loop {
-        // On a fixed schedule; a beat that came late is not made up for with a burst.
-        let now = std::time::Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
+        // Until the next beat, follow the gate at once: a verdict reaches the track file
+        // without waiting for the beat (a peer's keepalived hands over that much sooner).
+        loop {
+            let now = std::time::Instant::now();
+            if now >= next || stop.load(Ordering::Acquire) {
+                break;
+            }
+            gate.wait_change(next - now);
+            follow(gate, sender, &mut silent, track_file.as_deref());
         }
-        next = next.max(now) + interval;
+        // On a fixed schedule; a beat that came late is not made up for with a burst.
+        next = next.max(std::time::Instant::now()) + interval;
         if stop.load(Ordering::Acquire) {
             return;
         }
@@ -242,21 +264,32 @@ fn beat(
         }
         // Checked right before each send: a verdict reached between two ticks means
         // no further datagram leaves this node.
-        let open = gate.is_open();
-        if open == silent {
-            silent = !open;
-            track(track_file.as_deref(), silent);
-            if silent {
-                let reason = gate.reason().unwrap_or_default();
-                tracing::warn!(reason = %reason, sent = sender.sent(), "heartbeat stopped");
-            } else {
-                tracing::warn!(sent = sender.sent(), "heartbeat resumed");
-            }
-        }
-        if open {
+        if follow(gate, sender, &mut silent, track_file.as_deref()) {
             sender.send_one(&mut buf);
         }
     }
+}
+
+/// Bring what follows the gate (the track file, the log) in line with it. Returns
+/// whether the gate is open.
+fn follow(
+    gate: &Gate,
+    sender: &Sender,
+    silent: &mut bool,
+    track_file: Option<&std::path::Path>,
+) -> bool {
+    let open = gate.is_open();
+    if open == *silent {
+        *silent = !open;
+        track(track_file, *silent);
+        if *silent {
+            let reason = gate.reason().unwrap_or_default();
+            tracing::warn!(reason = %reason, sent = sender.sent(), "heartbeat stopped");
+        } else {
+            tracing::warn!(sent = sender.sent(), "heartbeat resumed");
+        }
+    }
+    open
 }
 
 #[cfg(test)]
@@ -281,6 +314,61 @@ mod tests {
         let ahead = now + 3_600_000_000_000;
         assert_eq!(incarnation(Some(ahead)), ahead + 1);
         assert!(incarnation(Some(1)) >= now);
+    }
+
+    #[test]
+    fn the_track_file_follows_the_gate_at_once_not_at_the_next_beat() {
+        let dir = std::env::temp_dir().join(format!("wd-follow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let track = dir.join("track");
+        // Loopback only; a beat every 10 s, so only a change can explain a quick write.
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.connect(sock.local_addr().unwrap()).unwrap();
+        let sender = Arc::new(Sender::new(sock, "n".into(), None, 1));
+        let gate = Arc::new(Gate::default());
+        let now = crate::kernel::clock::monotonic_ns();
+        let liveness = Arc::new(crate::heartbeat::liveness::Liveness::new(
+            Duration::from_secs(3600),
+            now,
+        ));
+        let beating = start(
+            sender,
+            Duration::from_secs(10),
+            gate.clone(),
+            liveness,
+            Some(track.clone()),
+        )
+        .unwrap();
+        let read = || std::fs::read_to_string(&track).unwrap_or_default();
+        let wait_for = |want: &str| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while read() != want {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "track file {:?}",
+                    read()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        wait_for("0\n");
+        let closed = std::time::Instant::now();
+        gate.close("stalled");
+        wait_for("1\n");
+        assert!(
+            closed.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            closed.elapsed()
+        );
+        gate.open();
+        wait_for("0\n");
+        let stopping = std::time::Instant::now();
+        beating.stop();
+        assert!(
+            stopping.elapsed() < Duration::from_secs(1),
+            "stop waited for the beat"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
