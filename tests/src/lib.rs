@@ -2,6 +2,7 @@
 //! process, and a heartbeat listener on `lo`. Waits use deadlines, never blind sleeps.
 mod fixture;
 pub mod keepalived;
+pub mod pacemaker;
 
 pub use fixture::*;
 use std::{

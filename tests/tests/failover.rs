@@ -104,3 +104,60 @@ fn a_dead_watchdog_hands_the_virtual_address_over_whatever_the_service_does() {
     pair.wait_master(HaNode::A, Duration::from_secs(3));
     node.stop_cleanly();
 }
+
+/// The shipped state hook for Pacemaker.
+fn node_health_hook() -> String {
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/pacemaker/watchdog-node-health"
+    )
+    .into()
+}
+
+#[test]
+fn pacemaker_stops_the_resource_on_a_stall_and_starts_it_on_resume() {
+    use watchdog_tests::pacemaker::Pacemaker;
+    let cluster = Pacemaker::start();
+    let dir = TempDir::new("pacemaker-node");
+    let opts = |o: &mut DaemonOpts| {
+        o.extra = vec!["--state-hook".into(), node_health_hook()];
+        o.store = Some(dir.0.join("incidents.db"));
+    };
+    let mut node = Node::build("300ms", "20ms").opts(opts).start();
+    // Told `sending` at start: green.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cluster.health().contains("value=\"green\"") {
+        assert!(Instant::now() < deadline, "{}", cluster.health());
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(cluster.resource_running());
+    // A stall: the node turns red and the resource stops.
+    node.work.send("stall-vfork 1500");
+    let began = Instant::now();
+    node.work.expect("STALL", Duration::from_secs(2));
+    let stopped = cluster.wait_resource(false, Duration::from_secs(10));
+    eprintln!("stall began -> resource stopped: {:?}", stopped - began);
+    assert!(
+        cluster.health().contains("value=\"red\""),
+        "{}",
+        cluster.health()
+    );
+    // A restarted cluster forgets the attribute; a restarted watchdog says it again.
+    node.work.expect("UNSTALLED", Duration::from_secs(3));
+    cluster.forget_health();
+    cluster.wait_resource(true, Duration::from_secs(10));
+    node.daemon.signal(libc::SIGKILL);
+    node.restart_silent(opts);
+    cluster.wait_resource(false, Duration::from_secs(10));
+    // Resumed: green, and the resource runs again.
+    let (code, out, err) = node.daemon.wdctl(&["resume"]);
+    assert_eq!((code, out.trim()), (0, "heartbeat resumed"), "{err}");
+    cluster.wait_resource(true, Duration::from_secs(10));
+    assert!(
+        cluster.health().contains("value=\"green\""),
+        "{}",
+        cluster.health()
+    );
+    node.stop_cleanly();
+    drop(cluster);
+}

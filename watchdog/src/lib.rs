@@ -17,5 +17,6 @@ pub mod incidents;
 pub mod input_file;
 pub mod judging;
 pub mod kernel;
+pub mod program;
 pub mod terminal;
 pub mod wdctl;

@@ -12,8 +12,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Debian packages: LLVM 22 to build bpf-linker; bpftool for the tests' detach check;
 /// systemd for `systemd-analyze verify` of the unit file; python3 (its sqlite3) for a
-/// test that locks the incident store as another process would; keepalived, which the
-/// failover tests run for real.
+/// test that locks the incident store as another process would; keepalived and Pacemaker
+/// with corosync, which the failover tests run for real.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libzstd-dev",
@@ -22,6 +22,9 @@ const APT_PACKAGES: &[&str] = &[
     "systemd",
     "python3",
     "keepalived",
+    "pacemaker",
+    "corosync",
+    "pacemaker-cli-utils",
 ];
 
 pub fn all() -> anyhow::Result<()> {

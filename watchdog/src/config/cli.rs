@@ -225,6 +225,12 @@ pub struct DaemonArgs {
     /// on stdin.
     #[arg(long, value_name = "PROGRAM")]
     pub exec_hook: Option<PathBuf>,
+    /// Program run when the heartbeat stops (`PROGRAM stopped REASON`) and when it is
+    /// sent again (`PROGRAM sending`), and for the state at start: for an HA manager
+    /// that does not listen to the heartbeat (Pacemaker's node health). Never holds up
+    /// the heartbeat; a failed run is retried.
+    #[arg(long, value_name = "PROGRAM")]
+    pub state_hook: Option<PathBuf>,
     /// Lock the daemon's memory (mlockall), so that memory pressure cannot page out
     /// what sends the heartbeat or judges threads. Costs resident memory: every page of
     /// the binary and the thread stacks stays in RAM (about 30 MiB).

@@ -122,6 +122,8 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "class_budgets")]
     pub class_budgets: BTreeMap<BudgetClass, Duration>,
     pub track_file: Option<PathBuf>,
+    /// Program run when the heartbeat stops and when it resumes.
+    pub state_hook: Option<PathBuf>,
     #[serde(default, deserialize_with = "duration")]
     pub auto_resume_after: Option<Duration>,
     #[serde(default, deserialize_with = "signal")]
@@ -272,6 +274,7 @@ pub struct Config {
     pub store_max: u64,
     pub exec_hook: Option<PathBuf>,
     pub exec_hook_timeout: Duration,
+    pub state_hook: Option<PathBuf>,
 }
 
 /// Parse a config file's text (`file` names it in errors).
@@ -471,6 +474,7 @@ pub fn merge(
             .exec_hook_timeout
             .or(file.exec_hook.timeout)
             .unwrap_or(DEFAULT_HOOK_TIMEOUT),
+        state_hook: args.state_hook.clone().or(file.state_hook),
     })
 }
 
@@ -550,6 +554,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if (&old.exec_hook, old.exec_hook_timeout) != (&new.exec_hook, new.exec_hook_timeout) {
         v.push("exec_hook");
     }
+    if old.state_hook != new.state_hook {
+        v.push("state_hook");
+    }
     v
 }
 
@@ -622,7 +629,7 @@ mod tests {
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `auto_resume_after`, `stall_signal`, `stopped_budget`, `socket`, `metrics`, `probe_stats`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `state_hook`, `auto_resume_after`, `stall_signal`, `stopped_budget`, `socket`, `metrics`, `probe_stats`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),

@@ -23,7 +23,12 @@ pub use settings::Settings;
 use crate::{
     config::{ConfigError, cli::DaemonArgs},
     control::{access::Access, metrics, server},
-    heartbeat::{self, liveness::Liveness, sender::Gate},
+    heartbeat::{
+        self,
+        liveness::Liveness,
+        sender::{Followers, Gate},
+        state_hook::StateHook,
+    },
     incidents::{
         alert::{self, ExecHook, SinkStats},
         store::{Store, StoreError},
@@ -220,12 +225,21 @@ async fn run_bound(
         );
     }
 
+    let state_hook = settings
+        .config
+        .state_hook
+        .clone()
+        .map(|program| StateHook::start(program, settings.config.exec_hook_timeout))
+        .transpose()?;
     let beating = heartbeat::sender::start(
         shared.sender.clone(),
         settings.config.interval,
         shared.gate.clone(),
         shared.liveness.clone(),
-        settings.config.track_file.clone(),
+        Followers {
+            track_file: settings.config.track_file.clone(),
+            state_hook,
+        },
     )?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

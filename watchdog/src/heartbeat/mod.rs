@@ -7,5 +7,6 @@ pub mod liveness;
 pub mod packet;
 pub mod sender;
 pub mod socket;
+pub mod state_hook;
 
 pub use packet::{Auth, DecodeError, Heartbeat, Status};

@@ -10,7 +10,10 @@ use std::{
 
 use bytes::BytesMut;
 
-use super::packet::{Heartbeat, Status};
+use super::{
+    packet::{Heartbeat, Status},
+    state_hook::{HeartbeatState, StateHook},
+};
 
 /// Whether the node may still say it is alive. Closed on the first verdict and never
 /// reopened by itself: peers have taken over by then, and a node that comes back on
@@ -204,23 +207,44 @@ impl Beating {
     }
 }
 
+/// What follows the gate besides the heartbeat itself: the keepalived track file, and
+/// the state hook (told the state at start, and at every change).
+#[derive(Default)]
+pub struct Followers {
+    pub track_file: Option<std::path::PathBuf>,
+    pub state_hook: Option<StateHook>,
+}
+
+impl Followers {
+    /// Bring them in line with the gate: `stopped`, with the gate's reason.
+    fn tell(&self, gate: &Gate, stopped: bool) {
+        track(self.track_file.as_deref(), stopped);
+        if let Some(hook) = &self.state_hook {
+            hook.tell(match stopped {
+                true => HeartbeatState::Stopped(gate.reason().unwrap_or_default()),
+                false => HeartbeatState::Sending,
+            });
+        }
+    }
+}
+
 /// Send a heartbeat every `interval` while `gate` is open; stay silent while it is
 /// closed. Before every send, the parts that decide verdicts must have made progress
-/// lately (`liveness`); if one has not, the gate closes (fail closed). `track_file`, if
-/// given, follows the same state.
+/// lately (`liveness`); if one has not, the gate closes (fail closed). `followers` follow
+/// the same state.
 pub fn start(
     sender: Arc<Sender>,
     interval: Duration,
     gate: Arc<Gate>,
     liveness: Arc<crate::heartbeat::liveness::Liveness>,
-    track_file: Option<std::path::PathBuf>,
+    followers: Followers,
 ) -> std::io::Result<Beating> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopping = stop.clone();
     let woken = gate.clone();
     let thread = std::thread::Builder::new()
         .name("wd-heartbeat".into())
-        .spawn(move || beat(&sender, interval, &gate, &liveness, track_file, &stopping))?;
+        .spawn(move || beat(&sender, interval, &gate, &liveness, &followers, &stopping))?;
     Ok(Beating {
         stop,
         gate: woken,
@@ -233,12 +257,12 @@ fn beat(
     interval: Duration,
     gate: &Gate,
     liveness: &crate::heartbeat::liveness::Liveness,
-    track_file: Option<std::path::PathBuf>,
+    followers: &Followers,
     stop: &std::sync::atomic::AtomicBool,
 ) {
     let mut buf = BytesMut::with_capacity(128);
     let mut silent = !gate.is_open();
-    track(track_file.as_deref(), silent);
+    followers.tell(gate, silent);
     let mut next = std::time::Instant::now();
     loop {
         // Until the next beat, follow the gate at once: a verdict reaches the track file
@@ -249,7 +273,7 @@ fn beat(
                 break;
             }
             gate.wait_change(next - now);
-            follow(gate, sender, &mut silent, track_file.as_deref());
+            follow(gate, sender, &mut silent, followers);
         }
         // On a fixed schedule; a beat that came late is not made up for with a burst.
         next = next.max(std::time::Instant::now()) + interval;
@@ -264,7 +288,7 @@ fn beat(
         }
         // Checked right before each send: a verdict reached between two ticks means
         // no further datagram leaves this node.
-        if follow(gate, sender, &mut silent, track_file.as_deref()) {
+        if follow(gate, sender, &mut silent, followers) {
             sender.send_one(&mut buf);
         }
     }
@@ -272,16 +296,11 @@ fn beat(
 
 /// Bring what follows the gate (the track file, the log) in line with it. Returns
 /// whether the gate is open.
-fn follow(
-    gate: &Gate,
-    sender: &Sender,
-    silent: &mut bool,
-    track_file: Option<&std::path::Path>,
-) -> bool {
+fn follow(gate: &Gate, sender: &Sender, silent: &mut bool, followers: &Followers) -> bool {
     let open = gate.is_open();
     if open == *silent {
         *silent = !open;
-        track(track_file, *silent);
+        followers.tell(gate, *silent);
         if *silent {
             let reason = gate.reason().unwrap_or_default();
             tracing::warn!(reason = %reason, sent = sender.sent(), "heartbeat stopped");
@@ -336,7 +355,10 @@ mod tests {
             Duration::from_secs(10),
             gate.clone(),
             liveness,
-            Some(track.clone()),
+            Followers {
+                track_file: Some(track.clone()),
+                state_hook: None,
+            },
         )
         .unwrap();
         let read = || std::fs::read_to_string(&track).unwrap_or_default();
