@@ -181,6 +181,15 @@ impl Pacemaker {
         run("attrd_updater", &["-n", "#health-watchdog", "-Q"], &[]).1
     }
 
+    /// Set the node's health by hand (`red`, `green`).
+    pub fn set_health(&self, value: &str) {
+        must(
+            "attrd_updater",
+            &["-n", "#health-watchdog", "-U", value],
+            &[],
+        );
+    }
+
     /// Forget the node's health, as a cluster restart does (transient attribute).
     pub fn forget_health(&self) {
         must("attrd_updater", &["-n", "#health-watchdog", "-D"], &[]);

@@ -15,7 +15,9 @@
 //! - Printk flood: 10,000 kernel lines a second for 10 s; lines read, lines lost.
 //! - Failover: a real keepalived pair (two network namespaces, VRRPv3 at 0.1 s and 1 s
 //!   adverts); from a monitored thread's stall to the virtual address on the peer, against
-//!   keepalived's own hand-over (node A's keepalived stopped with SIGTERM).
+//!   keepalived's own hand-over (node A's keepalived stopped with SIGTERM); and a real
+//!   single-node Pacemaker told by the state hook: from the stall until the resource
+//!   is stopped, against the node health set red by hand.
 //!
 //! `wd-bench [--quick] [SECTION...]`: sections syscalls, detection, oops, footprint,
 //! flood, failover (all by default).
@@ -723,5 +725,61 @@ fn failover(plan: &Plan, out: &mut String) {
         drop(pair);
         daemon.stop();
     }
+    pacemaker_failover(plan, out);
+}
+
+fn pacemaker_failover(plan: &Plan, out: &mut String) {
+    use watchdog_tests::pacemaker::Pacemaker;
+    let cluster = Pacemaker::start();
+    let hook = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/pacemaker/watchdog-node-health"
+    );
+    let mut work = Workload::spawn();
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "300ms", "100ms");
+    opts.extra = vec!["--state-hook".into(), hook.into()];
+    let mut daemon = Daemon::start(opts, group, &rec);
+    let (mut stall, mut baseline) = (Vec::new(), Vec::new());
+    let settle = Duration::from_secs(15);
+    for _ in 0..plan.failover_trials {
+        cluster.wait_resource(true, settle);
+        thread::sleep(Duration::from_secs(1));
+        work.send("stall-vfork 1200");
+        let began = field(&work.expect("STALL", Duration::from_secs(2)), "at_ns");
+        cluster.wait_resource(false, Duration::from_secs(10));
+        stall.push((monotonic_ns() - began) as f64 / MS as f64);
+        work.expect("UNSTALLED", Duration::from_secs(3));
+        resume(&daemon, &rec);
+        cluster.wait_resource(true, settle);
+        thread::sleep(Duration::from_secs(1));
+        // Baseline: the node set red by hand, as the hook does.
+        let red = monotonic_ns();
+        cluster.set_health("red");
+        cluster.wait_resource(false, Duration::from_secs(10));
+        baseline.push((monotonic_ns() - red) as f64 / MS as f64);
+        cluster.set_health("green");
+    }
+    let _ = writeln!(
+        out,
+        "\nPacemaker 2.1.5 with corosync on 127.0.0.1 (one node), node-health-strategy=migrate-on-red, an ocf:pacemaker:Dummy resource; the watchdog's state hook is packaging/pacemaker/watchdog-node-health. From the stall until the Dummy agent has stopped; baseline: `attrd_updater -U red` by hand, until the same.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| until the resource is stopped | trials | p50 | p99 | max |\n|---|---|---|---|---|"
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        summary("a thread stuck (budget 300 ms)", &mut stall)
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        summary("baseline: health set red by hand", &mut baseline)
+    );
     let _ = writeln!(out);
+    daemon.stop();
+    drop(cluster);
 }
