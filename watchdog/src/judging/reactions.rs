@@ -82,6 +82,21 @@ struct Unseen {
     logged_ns: u64,
 }
 
+/// A problem line as the ring delivered it: its key, and whether the ring cut it (a line
+/// longer than a ring record holds, whose log copy is longer).
+#[derive(Clone, Debug)]
+struct RingSeen {
+    key: String,
+    cut: bool,
+}
+
+impl RingSeen {
+    /// Whether `key` (of a line in the kernel's log) is this line.
+    fn is(&self, key: &str) -> bool {
+        self.key == key || (self.cut && key.starts_with(&self.key))
+    }
+}
+
 /// The text two copies of one kernel line share: prefixes stripped, trailing space cut.
 fn line_key(text: &str) -> String {
     prefix::strip(text).text.trim_end().to_owned()
@@ -253,7 +268,7 @@ pub struct Reactions {
     before_attach: BTreeMap<u32, BeforeAttach>,
     /// Problem lines the ring delivered lately (their keys): the log's copies of them
     /// are not lost.
-    ring_seen: VecDeque<String>,
+    ring_seen: VecDeque<RingSeen>,
     /// Problem lines of the kernel's log the ring has not delivered (yet).
     unseen: Vec<Unseen>,
     /// When the kernel side last reported events it could not put in the ring.
@@ -565,9 +580,12 @@ impl Reactions {
             LineVerdict::Ordinary => {}
         }
         if class.class != Class::None {
-            let key = line_key(&line.text);
+            let seen = RingSeen {
+                key: line_key(&line.text),
+                cut: line.truncated,
+            };
             // Delivered after the log showed it: not lost.
-            match self.unseen.iter().position(|u| u.key == key) {
+            match self.unseen.iter().position(|u| seen.is(&u.key)) {
                 Some(i) => {
                     self.unseen.remove(i);
                 }
@@ -575,7 +593,7 @@ impl Reactions {
                     if self.ring_seen.len() == RING_SEEN_MAX {
                         self.ring_seen.pop_front();
                     }
-                    self.ring_seen.push_back(key);
+                    self.ring_seen.push_back(seen);
                 }
             }
         }
@@ -619,7 +637,7 @@ impl Reactions {
                 continue;
             }
             let key = line_key(text);
-            if let Some(i) = self.ring_seen.iter().position(|k| *k == key) {
+            if let Some(i) = self.ring_seen.iter().position(|seen| seen.is(&key)) {
                 self.ring_seen.remove(i);
                 continue;
             }
@@ -1362,6 +1380,13 @@ mod tests {
         r.on_kernel_line(&kernel_line(OTHER, OTHER, "other", 0, bug), &h);
         let out = r.check_unseen(3_000 * MS, &h);
         assert!(out.is_empty(), "{out:?}");
+        // A line longer than a ring record: the ring's copy is cut, the log's is whole.
+        let long = format!("{bug} {}", "x".repeat(600));
+        let mut cut = kernel_line(OTHER, OTHER, "other", 0, &long[..500]);
+        cut.truncated = true;
+        r.on_kernel_line(&cut, &h);
+        r.on_kernel_log(std::slice::from_ref(&long), 0);
+        assert!(r.check_unseen(3_000 * MS, &h).is_empty());
         // Benign lines are never kept.
         r.on_kernel_log(&["eth0: link up".to_owned()], 4_000 * MS);
         assert!(r.unseen.is_empty());
