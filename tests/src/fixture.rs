@@ -65,19 +65,38 @@ impl Node {
     /// the same budget and interval, changed by `opts`. The previous daemon has been
     /// stopped or killed by the test; it is reaped first, as its socket path is reused.
     pub fn restart(&mut self, opts: impl FnOnce(&mut DaemonOpts)) {
-        self.daemon.kill();
-        let mut o = DaemonOpts::new(self.work.pid, self.budget, self.interval);
-        opts(&mut o);
+        let o = self.reap_for_restart(opts);
         self.daemon = Daemon::start(o, self.daemon.group, &self.rec);
     }
 
     /// As `restart`, for a daemon that must not send a heartbeat: returns once its
     /// control socket answers.
     pub fn restart_silent(&mut self, opts: impl FnOnce(&mut DaemonOpts)) {
+        let o = self.reap_for_restart(opts);
+        self.daemon = Daemon::start_silent(o, self.daemon.group);
+    }
+
+    /// Reap the previous daemon; the next one's options, changed by `opts`.
+    fn reap_for_restart(&mut self, opts: impl FnOnce(&mut DaemonOpts)) -> DaemonOpts {
         self.daemon.kill();
         let mut o = DaemonOpts::new(self.work.pid, self.budget, self.interval);
         opts(&mut o);
-        self.daemon = Daemon::start_silent(o, self.daemon.group);
+        o
+    }
+
+    /// The heartbeat is stopped (the daemon's log says why if not); the reason.
+    pub fn assert_stopped(&self) -> String {
+        let status = self.daemon.wdctl_json("status");
+        assert_eq!(
+            status["heartbeat"],
+            "stopped",
+            "{status:#}\n{}",
+            self.daemon.log_text()
+        );
+        status["stopped_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Since `from_ns`, every heartbeat came, none later than the interval plus 150 ms

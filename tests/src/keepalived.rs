@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{TempDir, bin};
+use crate::{TempDir, bin, command, must_succeed};
 
 /// The virtual address the pair hands over.
 pub const VIP: &str = "192.0.2.100";
@@ -31,11 +31,7 @@ pub struct KeepalivedPair {
 }
 
 fn run(args: &[&str]) {
-    let status = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(status.success(), "{args:?}: {status}");
+    must_succeed(command(args));
 }
 
 /// The shipped configuration of node A, with this test's paths.

@@ -629,6 +629,25 @@ impl Drop for Cgroup2 {
     }
 }
 
+/// `argv[0]` with the rest of `argv` as its arguments.
+pub fn command(argv: &[&str]) -> Command {
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
+/// Run `cmd` to completion and fail the test unless it exits 0; its stdout and stderr.
+pub fn must_succeed(cmd: Command) -> String {
+    let what = format!(
+        "{:?} {:?}",
+        cmd.get_program(),
+        cmd.get_args().collect::<Vec<_>>()
+    );
+    let (code, out, err) = run_for_output(cmd);
+    assert_eq!(code, 0, "{what}: {out}{err}");
+    out + &err
+}
+
 /// Run `cmd` to completion: (exit code, stdout, stderr), lossily decoded.
 pub fn run_for_output(mut cmd: Command) -> (i32, String, String) {
     let out = cmd

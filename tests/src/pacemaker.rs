@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::TempDir;
+use crate::{TempDir, must_succeed, run_for_output};
 
 /// The resource the tests watch move.
 pub const RESOURCE: &str = "wd-dummy";
@@ -50,21 +50,20 @@ pub struct Pacemaker {
     pacemakerd: Child,
 }
 
+fn pacemaker_command(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args).envs(envs.iter().copied());
+    cmd
+}
+
+/// Whether `program ARGS` succeeds, and what it printed.
 fn run(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> (bool, String) {
-    let out = Command::new(program)
-        .args(args)
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e} (installed by cargo xtask test)"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    let (code, out, err) = run_for_output(pacemaker_command(program, args, envs));
+    (code == 0, out + &err)
 }
 
 fn must(program: &str, args: &[&str], envs: &[(&str, &Path)]) {
-    let (ok, out) = run(program, args, envs);
-    assert!(ok, "{program} {args:?}: {out}");
+    must_succeed(pacemaker_command(program, args, envs));
 }
 
 fn wait(what: &str, within: Duration, mut done: impl FnMut() -> bool) {

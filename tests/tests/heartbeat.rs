@@ -86,14 +86,7 @@ fn a_stuck_event_reader_stops_the_heartbeat() {
         .start();
     let started = monotonic_ns();
     thread::sleep(Duration::from_millis(3500));
-    let status = node.daemon.wdctl_json("status");
-    assert_eq!(
-        status["heartbeat"],
-        "stopped",
-        "{status:#}\n{}",
-        node.daemon.log_text()
-    );
-    let reason = status["stopped_reason"].as_str().unwrap();
+    let reason = node.assert_stopped();
     assert!(
         reason.contains("kernel event reader made no progress"),
         "{reason}"
@@ -155,14 +148,7 @@ fn a_verdict_holds_across_a_restart_of_the_daemon_until_resumed() {
     // The stall is over, but no one resumed: the restarted daemon stays silent.
     let restarted = monotonic_ns();
     node.restart_silent(|o| o.store = Some(store.clone()));
-    let status = node.daemon.wdctl_json("status");
-    assert_eq!(
-        status["heartbeat"],
-        "stopped",
-        "{status:#}\n{}",
-        node.daemon.log_text()
-    );
-    let reason = status["stopped_reason"].as_str().unwrap();
+    let reason = node.assert_stopped();
     assert!(
         reason.starts_with("stopped before the watchdog restarted and not resumed since: thread "),
         "{reason}"

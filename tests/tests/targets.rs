@@ -8,14 +8,8 @@ use watchdog_tests::*;
 /// The node's workload is monitored: listed, and its stall judged, as from its first
 /// syscalls (it was started after the daemon).
 fn assert_monitored_from_its_first_syscalls(node: &mut Node) {
-    let status = node.daemon.wdctl_json("status");
-    assert!(
-        status["monitored_pids"]
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!(node.work.pid)),
-        "{status:#}"
-    );
+    let (pids, status) = node.daemon.monitored_pids();
+    assert!(pids.contains(&node.work.pid), "{status:#}");
     node.work.send("stall-vfork 1000");
     let tid = field(&node.work.expect("STALL", Duration::from_secs(2)), "tid");
     thread::sleep(Duration::from_millis(500));
@@ -76,14 +70,8 @@ fn a_comm_target_given_before_the_process_starts_is_monitored_when_it_does() {
     thread::sleep(Duration::from_millis(300));
     node.work = Workload::spawn();
     thread::sleep(Duration::from_millis(300));
-    let status = node.daemon.wdctl_json("status");
-    assert!(
-        status["monitored_pids"]
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!(node.work.pid)),
-        "{status:#}"
-    );
+    let (pids, status) = node.daemon.monitored_pids();
+    assert!(pids.contains(&node.work.pid), "{status:#}");
     assert_eq!(status["heartbeat"], "stopped", "{status:#}");
     let (code, out, err) = node.daemon.wdctl(&["resume"]);
     assert_eq!(code, 0, "{err}");
