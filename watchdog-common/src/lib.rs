@@ -4,6 +4,8 @@
 //! byte for byte; the `const` asserts below fail the build if a field moves.
 #![cfg_attr(target_arch = "bpf", no_std)]
 
+pub mod gate;
+
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 
@@ -392,4 +394,7 @@ mod user {
     // SAFETY: plain-old-data, repr(C), every bit pattern valid, explicit padding.
     unsafe impl aya::Pod for Target {}
     unsafe impl aya::Pod for InFlight {}
+    unsafe impl aya::Pod for crate::gate::GateRule {}
+    unsafe impl aya::Pod for crate::gate::GateState {}
+    unsafe impl aya::Pod for crate::gate::SockTag {}
 }

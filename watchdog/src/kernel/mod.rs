@@ -3,6 +3,7 @@
 //! `/proc`, CLOCK_MONOTONIC). The only stage that touches aya.
 pub mod btf;
 pub mod clock;
+pub mod gate;
 pub mod kmsg;
 pub mod probes;
 pub mod procfs;
