@@ -1,5 +1,5 @@
 //! The daemon: wires the stages together. The probes' ring feeds the reactions
-//! (`judging::reactions`), whose effects reach the heartbeat's gate, the incident sink
+//! (`judging::reactions`), whose effects reach the heartbeat's latch, the incident sink
 //! and the kernel side; the scanner, the report expirer and the auto-resume feed them
 //! the time; the control socket and the metrics endpoint read the shared state. No
 //! decision is made here.
@@ -26,7 +26,7 @@ use crate::{
     heartbeat::{
         self,
         liveness::Liveness,
-        sender::{Followers, Gate},
+        sender::{Followers, Latch},
         state_hook::StateHook,
     },
     incidents::{
@@ -173,7 +173,7 @@ async fn run_bound(
         probes: Mutex::new(Some(probes)),
         args: args.clone(),
         config: Mutex::new(settings.config.clone()),
-        gate: Arc::new(Gate::default()),
+        latch: Arc::new(Latch::default()),
         liveness: Arc::new(Liveness::new(LIVENESS_BOUND, monotonic_ns())),
         sender: Arc::new(heartbeat::sender::Sender::new(
             sock,
@@ -193,10 +193,10 @@ async fn run_bound(
         let reason =
             format!("stopped before the watchdog restarted and not resumed since: {reason}");
         tracing::warn!(reason = %reason, at_unix_ms, "the heartbeat stays stopped until `wdctl resume`");
-        shared.gate.close(&reason);
+        shared.latch.close(&reason);
     } else if initial.is_empty() {
         shared
-            .gate
+            .latch
             .close(&reload::waiting_reason(&settings.targets));
     }
     tracing::info!(
@@ -234,7 +234,7 @@ async fn run_bound(
     let beating = heartbeat::sender::start(
         shared.sender.clone(),
         settings.config.interval,
-        shared.gate.clone(),
+        shared.latch.clone(),
         shared.liveness.clone(),
         Followers {
             track_file: settings.config.track_file.clone(),

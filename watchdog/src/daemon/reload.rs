@@ -164,10 +164,10 @@ fn retarget(shared: &Shared, new: &TargetTable) -> Result<(), EbpfError> {
     // Nothing left to monitor while the heartbeat is sent: wait for the service, as at
     // a start. (A heartbeat stopped by a verdict stays stopped.)
     let mut r = shared.reactions();
-    if r.monitor().targets().next().is_none() && shared.gate.is_open() {
+    if r.monitor().targets().next().is_none() && shared.latch.is_open() {
         r.await_service();
         drop(r);
-        shared.gate.close(&waiting_reason(new));
+        shared.latch.close(&waiting_reason(new));
     }
     Ok(())
 }

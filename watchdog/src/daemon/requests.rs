@@ -37,7 +37,7 @@ fn resume(shared: &Shared) -> Response {
         tracing::warn!(reasons = %blockers.join("; "), "resume refused");
         return Response::Error(format!("not resuming: {}", blockers.join("; ")));
     }
-    if shared.gate.is_open() {
+    if shared.latch.is_open() {
         return Response::Ok(Reply::Resumed("the heartbeat is already being sent".into()));
     }
     shared.resume_heartbeat();
@@ -76,13 +76,13 @@ fn status(shared: &Shared) -> StatusReport {
     let m = r.monitor();
     StatusReport {
         node_id: shared.node_id.clone(),
-        heartbeat: if shared.gate.is_open() {
+        heartbeat: if shared.latch.is_open() {
             HeartbeatState::Sending
         } else {
             HeartbeatState::Stopped
         },
-        stopped_reason: shared.gate.reason(),
-        stopped_at_ns: shared.gate.closed_at_ns(),
+        stopped_reason: shared.latch.reason(),
+        stopped_at_ns: shared.latch.closed_at_ns(),
         heartbeats_sent: shared.sender.sent(),
         heartbeat_send_errors: shared.sender.send_errors(),
         monitored_pids: pids,
@@ -103,7 +103,7 @@ fn status(shared: &Shared) -> StatusReport {
 pub(super) fn metrics_snapshot(s: &Shared) -> Snapshot {
     let (_, threads) = monitored(s);
     Snapshot {
-        heartbeat_sending: s.gate.is_open(),
+        heartbeat_sending: s.latch.is_open(),
         heartbeats_sent: s.sender.sent(),
         monitored_threads: threads as i64,
         lost_events: s.lost_events(),

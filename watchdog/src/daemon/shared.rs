@@ -1,5 +1,5 @@
 //! What the daemon's tasks share, and the one place that carries out the reactions'
-//! effects: the gate and the last gasp, the incident sink, signals, the kernel side's
+//! effects: the latch and the last gasp, the incident sink, signals, the kernel side's
 //! target maps, the metrics.
 use std::sync::{
     Arc, Mutex, MutexGuard,
@@ -12,7 +12,7 @@ use crate::{
     control::metrics::Metrics,
     heartbeat::{
         liveness::Liveness,
-        sender::{Gate, Sender},
+        sender::{Latch, Sender},
     },
     incidents::{
         Incident,
@@ -76,7 +76,7 @@ pub(super) struct Shared {
     pub config: Mutex<Config>,
     /// Taken (and so detached) at shutdown.
     pub probes: Mutex<Option<Probes>>,
-    pub gate: Arc<Gate>,
+    pub latch: Arc<Latch>,
     /// Progress of the event reader and the scanner, checked before every heartbeat.
     pub liveness: Arc<Liveness>,
     pub sender: Arc<Sender>,
@@ -104,14 +104,14 @@ impl Shared {
         for effect in effects {
             match effect {
                 Effect::StopHeartbeat { reason } => {
-                    if self.gate.close(&reason) {
+                    if self.latch.close(&reason) {
                         tracing::warn!(reason = %reason, "stopping the heartbeat");
                         self.sender.last_gasp(&reason);
                         // A verdict holds until an operator resumes, restarts included.
                         self.to_sink(Sink::Latch(Some(reason)));
                     }
                 }
-                Effect::StartHeartbeat => self.gate.open(),
+                Effect::StartHeartbeat => self.latch.open(),
                 Effect::Record {
                     mut incident,
                     run_hook,
@@ -160,7 +160,7 @@ impl Shared {
     /// Send the heartbeat again (an operator's resume, or the auto-resume), and forget
     /// the latch.
     pub fn resume_heartbeat(&self) {
-        self.gate.open();
+        self.latch.open();
         self.to_sink(Sink::Latch(None));
     }
 

@@ -52,7 +52,7 @@ pub(super) async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>, h
         Ok(()) => std::future::pending::<()>().await,
         Err(e) => {
             // Without this reader, kernel reports go unseen: fail closed.
-            shared.gate.close(&format!("event ring buffer failed: {e}"));
+            shared.latch.close(&format!("event ring buffer failed: {e}"));
             tracing::error!(error = %e, "event ring buffer failed");
         }
     }
@@ -110,7 +110,7 @@ pub(super) async fn auto_resume(shared: Arc<Shared>) {
         let resume = shared.reactions().auto_resume(
             now,
             after,
-            shared.gate.is_open(),
+            shared.latch.is_open(),
             daemon_blocker.as_deref(),
         );
         if resume {
@@ -180,7 +180,7 @@ pub(super) async fn watch_losses(shared: Arc<Shared>, counters: Counters) {
 /// Tell systemd we are ready, keep STATUS= current, and send WATCHDOG=1 only while the
 /// event reader and scanner make progress (a wedged daemon is restarted by systemd).
 pub(super) async fn notify_systemd(shared: Arc<Shared>, n: Arc<Notifier>) {
-    let status = |s: &Shared| match s.gate.reason() {
+    let status = |s: &Shared| match s.latch.reason() {
         None => format!(
             "STATUS=heartbeat sending; {} processes monitored",
             s.reactions().monitor().targets().count()

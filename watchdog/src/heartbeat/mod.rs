@@ -1,5 +1,5 @@
 //! Stage 5, the heartbeat: the packet format and its key, the socket on the chosen
-//! interface, the sender with its gate and the liveness it checks, and the listener.
+//! interface, the sender with its latch and the liveness it checks, and the listener.
 pub mod iface;
 pub mod key;
 pub mod listener;

@@ -1,4 +1,4 @@
-//! Sends the heartbeat while the gate is open; once closed, it stays closed.
+//! Sends the heartbeat while the latch is open; once closed, it stays closed.
 use std::{
     net::UdpSocket,
     sync::{
@@ -15,26 +15,27 @@ use super::{
     state_hook::{HeartbeatState, StateHook},
 };
 
-/// Whether the node may still say it is alive. Closed on the first verdict and never
+/// Whether the node may still say it is alive: open while the heartbeat is sent, closed
+/// by the first verdict (or a part of the daemon that stopped making progress) and never
 /// reopened by itself: peers have taken over by then, and a node that comes back on
 /// its own causes split brain.
 #[derive(Debug, Default)]
-pub struct Gate {
+pub struct Latch {
     closed: AtomicBool,
     reason: Mutex<Option<String>>,
     /// CLOCK_MONOTONIC ns of the last closing (0: never closed).
     closed_at_ns: AtomicU64,
-    /// Told at every change, so that what follows the gate (the track file) follows it at
+    /// Told at every change, so that what follows the latch (the track file) follows it at
     /// once, not at the next beat.
     changed: Condvar,
 }
 
-impl Gate {
+impl Latch {
     pub fn is_open(&self) -> bool {
         !self.closed.load(Ordering::Acquire)
     }
 
-    /// Close the gate. Returns true if this call closed it (the first reason wins).
+    /// Close the latch. Returns true if this call closed it (the first reason wins).
     pub fn close(&self, reason: &str) -> bool {
         let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         if self.closed.swap(true, Ordering::AcqRel) {
@@ -47,7 +48,7 @@ impl Gate {
         true
     }
 
-    /// Wait until the gate changes, at most `timeout`.
+    /// Wait until the latch changes, at most `timeout`.
     pub fn wait_change(&self, timeout: Duration) {
         let slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         let _ = self.changed.wait_timeout(slot, timeout);
@@ -61,7 +62,7 @@ impl Gate {
         Some(self.closed_at_ns.load(Ordering::Acquire)).filter(|t| *t != 0)
     }
 
-    /// Reopen the gate (an operator's `wdctl resume`, after checking nothing is stalled).
+    /// Reopen the latch (an operator's `wdctl resume`, after checking nothing is stalled).
     pub fn open(&self) {
         let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         *slot = None;
@@ -191,7 +192,7 @@ fn track(path: Option<&std::path::Path>, stopped: bool) {
 /// (a slow store, a large reply, a reload) can delay a beat. Stopped by [`Beating::stop`].
 pub struct Beating {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    gate: Arc<Gate>,
+    latch: Arc<Latch>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -200,14 +201,14 @@ impl Beating {
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Release);
         // Wake it from its wait for the next beat.
-        self.gate.changed.notify_all();
+        self.latch.changed.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-/// What follows the gate besides the heartbeat itself: the keepalived track file, and
+/// What follows the latch besides the heartbeat itself: the keepalived track file, and
 /// the state hook (told the state at start, and at every change).
 #[derive(Default)]
 pub struct Followers {
@@ -216,38 +217,38 @@ pub struct Followers {
 }
 
 impl Followers {
-    /// Bring them in line with the gate: `stopped`, with the gate's reason.
-    fn tell(&self, gate: &Gate, stopped: bool) {
+    /// Bring them in line with the latch: `stopped`, with the latch's reason.
+    fn tell(&self, latch: &Latch, stopped: bool) {
         track(self.track_file.as_deref(), stopped);
         if let Some(hook) = &self.state_hook {
             hook.tell(match stopped {
-                true => HeartbeatState::Stopped(gate.reason().unwrap_or_default()),
+                true => HeartbeatState::Stopped(latch.reason().unwrap_or_default()),
                 false => HeartbeatState::Sending,
             });
         }
     }
 }
 
-/// Send a heartbeat every `interval` while `gate` is open; stay silent while it is
+/// Send a heartbeat every `interval` while `latch` is open; stay silent while it is
 /// closed. Before every send, the parts that decide verdicts must have made progress
-/// lately (`liveness`); if one has not, the gate closes (fail closed). `followers` follow
+/// lately (`liveness`); if one has not, the latch closes (fail closed). `followers` follow
 /// the same state.
 pub fn start(
     sender: Arc<Sender>,
     interval: Duration,
-    gate: Arc<Gate>,
+    latch: Arc<Latch>,
     liveness: Arc<crate::heartbeat::liveness::Liveness>,
     followers: Followers,
 ) -> std::io::Result<Beating> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopping = stop.clone();
-    let woken = gate.clone();
+    let woken = latch.clone();
     let thread = std::thread::Builder::new()
         .name("wd-heartbeat".into())
-        .spawn(move || beat(&sender, interval, &gate, &liveness, &followers, &stopping))?;
+        .spawn(move || beat(&sender, interval, &latch, &liveness, &followers, &stopping))?;
     Ok(Beating {
         stop,
-        gate: woken,
+        latch: woken,
         thread: Some(thread),
     })
 }
@@ -255,25 +256,25 @@ pub fn start(
 fn beat(
     sender: &Sender,
     interval: Duration,
-    gate: &Gate,
+    latch: &Latch,
     liveness: &crate::heartbeat::liveness::Liveness,
     followers: &Followers,
     stop: &std::sync::atomic::AtomicBool,
 ) {
     let mut buf = BytesMut::with_capacity(128);
-    let mut silent = !gate.is_open();
-    followers.tell(gate, silent);
+    let mut silent = !latch.is_open();
+    followers.tell(latch, silent);
     let mut next = std::time::Instant::now();
     loop {
-        // Until the next beat, follow the gate at once: a verdict reaches the track file
+        // Until the next beat, follow the latch at once: a verdict reaches the track file
         // without waiting for the beat (a peer's keepalived hands over that much sooner).
         loop {
             let now = std::time::Instant::now();
             if now >= next || stop.load(Ordering::Acquire) {
                 break;
             }
-            gate.wait_change(next - now);
-            follow(gate, sender, &mut silent, followers);
+            latch.wait_change(next - now);
+            follow(latch, sender, &mut silent, followers);
         }
         // On a fixed schedule; a beat that came late is not made up for with a burst.
         next = next.max(std::time::Instant::now()) + interval;
@@ -281,28 +282,28 @@ fn beat(
             return;
         }
         if let Some(why) = liveness.blocker(crate::kernel::clock::monotonic_ns())
-            && gate.close(&why)
+            && latch.close(&why)
         {
             tracing::error!(reason = %why, "stopping the heartbeat");
             sender.last_gasp(&why);
         }
         // Checked right before each send: a verdict reached between two ticks means
         // no further datagram leaves this node.
-        if follow(gate, sender, &mut silent, followers) {
+        if follow(latch, sender, &mut silent, followers) {
             sender.send_one(&mut buf);
         }
     }
 }
 
-/// Bring what follows the gate (the track file, the log) in line with it. Returns
-/// whether the gate is open.
-fn follow(gate: &Gate, sender: &Sender, silent: &mut bool, followers: &Followers) -> bool {
-    let open = gate.is_open();
+/// Bring what follows the latch (the track file, the log) in line with it. Returns
+/// whether the latch is open.
+fn follow(latch: &Latch, sender: &Sender, silent: &mut bool, followers: &Followers) -> bool {
+    let open = latch.is_open();
     if open == *silent {
         *silent = !open;
-        followers.tell(gate, *silent);
+        followers.tell(latch, *silent);
         if *silent {
-            let reason = gate.reason().unwrap_or_default();
+            let reason = latch.reason().unwrap_or_default();
             tracing::warn!(reason = %reason, sent = sender.sent(), "heartbeat stopped");
         } else {
             tracing::warn!(sent = sender.sent(), "heartbeat resumed");
@@ -336,7 +337,7 @@ mod tests {
     }
 
     #[test]
-    fn the_track_file_follows_the_gate_at_once_not_at_the_next_beat() {
+    fn the_track_file_follows_the_latch_at_once_not_at_the_next_beat() {
         let dir = std::env::temp_dir().join(format!("wd-follow-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let track = dir.join("track");
@@ -344,7 +345,7 @@ mod tests {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.connect(sock.local_addr().unwrap()).unwrap();
         let sender = Arc::new(Sender::new(sock, "n".into(), None, 1));
-        let gate = Arc::new(Gate::default());
+        let latch = Arc::new(Latch::default());
         let now = crate::kernel::clock::monotonic_ns();
         let liveness = Arc::new(crate::heartbeat::liveness::Liveness::new(
             Duration::from_secs(3600),
@@ -353,7 +354,7 @@ mod tests {
         let beating = start(
             sender,
             Duration::from_secs(10),
-            gate.clone(),
+            latch.clone(),
             liveness,
             Followers {
                 track_file: Some(track.clone()),
@@ -375,14 +376,14 @@ mod tests {
         };
         wait_for("0\n");
         let closed = std::time::Instant::now();
-        gate.close("stalled");
+        latch.close("stalled");
         wait_for("1\n");
         assert!(
             closed.elapsed() < Duration::from_millis(500),
             "{:?}",
             closed.elapsed()
         );
-        gate.open();
+        latch.open();
         wait_for("0\n");
         let stopping = std::time::Instant::now();
         beating.stop();
@@ -394,16 +395,16 @@ mod tests {
     }
 
     #[test]
-    fn gate_closes_once_and_keeps_the_first_reason() {
-        let gate = Gate::default();
-        assert!(gate.is_open());
-        assert!(gate.close("thread 12 stalled in vfork"));
-        assert!(!gate.close("another"));
-        assert!(!gate.is_open());
-        assert_eq!(gate.reason().as_deref(), Some("thread 12 stalled in vfork"));
-        gate.open();
-        assert!(gate.is_open());
-        assert_eq!(gate.reason(), None);
-        assert!(gate.close("again"));
+    fn latch_closes_once_and_keeps_the_first_reason() {
+        let latch = Latch::default();
+        assert!(latch.is_open());
+        assert!(latch.close("thread 12 stalled in vfork"));
+        assert!(!latch.close("another"));
+        assert!(!latch.is_open());
+        assert_eq!(latch.reason().as_deref(), Some("thread 12 stalled in vfork"));
+        latch.open();
+        assert!(latch.is_open());
+        assert_eq!(latch.reason(), None);
+        assert!(latch.close("again"));
     }
 }
