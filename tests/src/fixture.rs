@@ -227,7 +227,11 @@ pub fn assert_probes_detached() {
         let text = String::from_utf8_lossy(&out.stdout);
         let ours: Vec<&str> = text
             .lines()
-            .filter(|l| l.contains(" name printk_console ") || l.contains(" name sys_enter "))
+            .filter(|l| {
+                l.contains(" name printk_console ")
+                    || l.contains(" name sys_enter ")
+                    || l.contains(" name gate_egress ")
+            })
             .collect();
         if ours.is_empty() {
             return;

@@ -1,6 +1,6 @@
 //! A real keepalived pair for the failover tests: two network namespaces the test makes
-//! (192.0.2.1 and 192.0.2.2 on a veth pair between them, IPv6 off, unicast VRRPv3, so no
-//! packet leaves the pair), node A master with the watchdog's track file and a
+//! ([`NetnsPair`]: 192.0.2.1 and 192.0.2.2 on a veth pair between them, IPv6 off,
+//! unicast VRRPv3, so no packet leaves the pair), node A master with the watchdog's track file and a
 //! `vrrp_script` that asks the watchdog whether it lives, node B backup. The same
 //! configuration as `packaging/keepalived/keepalived.conf`, with the test's paths.
 use std::{
@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{TempDir, bin, command, must_succeed};
+use crate::{
+    TempDir, bin,
+    netns::{NetnsPair, Side},
+};
 
 /// The virtual address the pair hands over.
 pub const VIP: &str = "192.0.2.100";
@@ -24,14 +27,10 @@ pub enum HaNode {
 
 pub struct KeepalivedPair {
     dir: TempDir,
-    namespaces: [String; 2],
+    net: NetnsPair,
     keepalived: Vec<Child>,
     /// The track file node A reads; the watchdog writes it.
     pub track_file: PathBuf,
-}
-
-fn run(args: &[&str]) {
-    must_succeed(command(args));
 }
 
 /// The shipped configuration of node A, with this test's paths.
@@ -73,35 +72,7 @@ impl KeepalivedPair {
     pub fn start(track_file: &Path, socket: &Path, advert_int: &str) -> KeepalivedPair {
         crate::require_root();
         let dir = TempDir::new("keepalived");
-        let tag = std::process::id() % 100_000;
-        let namespaces = [format!("wd{tag}a"), format!("wd{tag}b")];
-        let [a, b] = &namespaces;
-        for ns in &namespaces {
-            // Left by a test that was killed, if any.
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-            run(&["ip", "netns", "add", ns]);
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ]);
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        run(&[
-            "ip", "link", "add", "vA", "netns", a, "type", "veth", "peer", "name", "vB", "netns", b,
-        ]);
-        run(&["ip", "-n", a, "addr", "add", "192.0.2.1/24", "dev", "vA"]);
-        run(&["ip", "-n", b, "addr", "add", "192.0.2.2/24", "dev", "vB"]);
-        run(&["ip", "-n", a, "link", "set", "vA", "up"]);
-        run(&["ip", "-n", b, "link", "set", "vB", "up"]);
+        let net = NetnsPair::new("k", false);
         let configs = [
             node_a_config(track_file, socket, advert_int),
             node_b_config(advert_int),
@@ -111,7 +82,7 @@ impl KeepalivedPair {
         }
         let mut pair = KeepalivedPair {
             dir,
-            namespaces,
+            net,
             keepalived: Vec::new(),
             track_file: track_file.to_owned(),
         };
@@ -134,7 +105,7 @@ impl KeepalivedPair {
             .args([
                 "netns",
                 "exec",
-                &self.namespaces[i],
+                self.net.name(if i == 0 { Side::A } else { Side::B }),
                 "keepalived",
                 "-n",
                 "-l",
@@ -171,10 +142,10 @@ impl KeepalivedPair {
     }
 
     fn namespace(&self, node: HaNode) -> &str {
-        match node {
-            HaNode::A => &self.namespaces[0],
-            HaNode::B => &self.namespaces[1],
-        }
+        self.net.name(match node {
+            HaNode::A => Side::A,
+            HaNode::B => Side::B,
+        })
     }
 
     /// Whether `node` holds the virtual address now.
@@ -231,9 +202,6 @@ impl Drop for KeepalivedPair {
         }
         for child in &mut self.keepalived {
             let _ = child.wait();
-        }
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
 }

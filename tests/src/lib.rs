@@ -2,6 +2,7 @@
 //! process, and a heartbeat listener on `lo`. Waits use deadlines, never blind sleeps.
 mod fixture;
 pub mod keepalived;
+pub mod netns;
 pub mod pacemaker;
 
 pub use fixture::*;
@@ -86,6 +87,14 @@ impl Workload {
         use std::os::unix::process::CommandExt as _;
         let mut cmd = Command::new(bin("wd-workload"));
         cmd.uid(uid).gid(uid);
+        Self::spawn_command(cmd)
+    }
+
+    /// Started inside network namespace `ns` (`ip netns exec` execs the workload, so the
+    /// pid is the workload's).
+    pub fn spawn_in_netns(ns: &str) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).arg(bin("wd-workload"));
         Self::spawn_command(cmd)
     }
 
@@ -278,6 +287,47 @@ impl TempDir {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
+    }
+}
+
+/// A directory on bpffs for one test's service heartbeat gate (`--gate-pin-dir`); what
+/// is pinned there is removed when dropped, so a test never leaves a gate attached.
+pub struct GatePins(pub PathBuf);
+
+impl GatePins {
+    pub fn new(name: &str) -> Self {
+        static NEXT: AtomicU16 = AtomicU16::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        GatePins(PathBuf::from(format!(
+            "/sys/fs/bpf/wd-test-{name}-{}-{n}",
+            std::process::id()
+        )))
+    }
+
+    /// Whether a gate is pinned there.
+    pub fn pinned(&self) -> bool {
+        self.0.join("links").exists()
+    }
+
+    /// `--gate-pin-dir` and this directory.
+    pub fn args(&self) -> [String; 2] {
+        ["--gate-pin-dir".into(), self.0.display().to_string()]
+    }
+}
+
+impl Drop for GatePins {
+    fn drop(&mut self) {
+        for sub in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(sub.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::remove_file(f.path());
+            }
+            let _ = std::fs::remove_dir(sub.path());
+        }
+        let _ = std::fs::remove_dir(&self.0);
     }
 }
 

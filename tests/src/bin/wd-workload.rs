@@ -24,6 +24,13 @@
 //!   exiting at once, and reaps them. Prints `FORKS n=N`.
 //! - `segv`: a thread named `crasher` prints `SEGV tid=T` and writes through a null
 //!   pointer: the kernel kills the process with SIGSEGV.
+//! - `udp-beat MS DEST...`: a thread named `beat` (the service's own heartbeat) sends a
+//!   datagram `beat PID SEQ` to each DEST every MS ms. DEST is `ADDR:PORT` (`[V6]:PORT`),
+//!   or `GROUP:PORT%IFADDR` for IPv4 multicast out of the interface with that address
+//!   (TTL 1). Prints `BEAT tid=T`.
+//! - `tcp-beat MS ADDR:PORT`: a thread named `tcpbeat` connects and writes a line
+//!   `beat PID SEQ` every MS ms, reconnecting when the connection fails. Prints
+//!   `TCPBEAT tid=T`.
 //!
 //! The main thread waits in a read of stdin (a pipe: idle, not stuck).
 use std::{
@@ -300,6 +307,95 @@ fn rate(per_second: u64) {
     });
 }
 
+/// A UDP socket that sends to `dest` (see `udp-beat`).
+fn beat_socket(dest: &str) -> Option<(std::net::UdpSocket, std::net::SocketAddr)> {
+    let (addr, ifaddr) = match dest.split_once('%') {
+        Some((a, i)) => (a, Some(i)),
+        None => (dest, None),
+    };
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let bind = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let sock = std::net::UdpSocket::bind(bind).ok()?;
+    if let (std::net::SocketAddr::V4(group), Some(ifaddr)) = (addr, ifaddr) {
+        let ifaddr: std::net::Ipv4Addr = ifaddr.parse().ok()?;
+        sock.set_multicast_ttl_v4(1).ok()?;
+        let ifaddr = libc::in_addr {
+            s_addr: u32::from(ifaddr).to_be(),
+        };
+        // SAFETY: setsockopt with an in_addr of its size on a socket we own.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_IF,
+                (&ifaddr as *const libc::in_addr).cast(),
+                size_of::<libc::in_addr>() as u32,
+            )
+        };
+        if rc != 0 || !group.ip().is_multicast() {
+            return None;
+        }
+    }
+    Some((sock, addr))
+}
+
+fn udp_beat(args: &str) {
+    let mut words = args.split_whitespace();
+    let ms: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(20);
+    let dests: Vec<String> = words.map(str::to_owned).collect();
+    spawn("beat", move || {
+        let socks: Option<Vec<_>> = dests.iter().map(|d| beat_socket(d)).collect();
+        let Some(socks) = socks else {
+            say(&format!("ERROR udp-beat: bad destination in {dests:?}"));
+            return;
+        };
+        say(&format!("BEAT tid={}", tid()));
+        let pid = std::process::id();
+        for seq in 0u64.. {
+            for (sock, addr) in &socks {
+                let _ = sock.send_to(format!("beat {pid} {seq}").as_bytes(), addr);
+            }
+            thread::sleep(Duration::from_millis(ms));
+        }
+    });
+}
+
+fn tcp_beat(args: &str) {
+    let mut words = args.split_whitespace();
+    let ms: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(20);
+    let Some(addr) = words
+        .next()
+        .and_then(|w| w.parse::<std::net::SocketAddr>().ok())
+    else {
+        say("ERROR tcp-beat: give MS ADDR:PORT");
+        return;
+    };
+    spawn("tcpbeat", move || {
+        say(&format!("TCPBEAT tid={}", tid()));
+        let pid = std::process::id();
+        let mut conn: Option<std::net::TcpStream> = None;
+        for seq in 0u64.. {
+            if conn.is_none() {
+                conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok();
+                if let Some(c) = &conn {
+                    let _ = c.set_write_timeout(Some(Duration::from_millis(200)));
+                }
+            }
+            if let Some(c) = conn.as_mut()
+                && c.write_all(format!("beat {pid} {seq}\n").as_bytes())
+                    .is_err()
+            {
+                conn = None;
+            }
+            thread::sleep(Duration::from_millis(ms));
+        }
+    });
+}
+
 fn main() {
     say(&format!("READY pid={}", std::process::id()));
     let stdin = std::io::stdin();
@@ -319,6 +415,8 @@ fn main() {
             "loop" => getppid_loop(rest.trim().parse().unwrap_or(1_000_000)),
             "threads" => park_threads(rest.trim().parse().unwrap_or(1000)),
             "rate" => rate(rest.trim().parse().unwrap_or(1_000_000)),
+            "udp-beat" => udp_beat(rest),
+            "tcp-beat" => tcp_beat(rest),
             "" => {}
             other => say(&format!("ERROR unknown command {other}")),
         }

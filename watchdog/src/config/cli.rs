@@ -46,6 +46,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A service heartbeat gate, `MATCH[@SENDER]`.
+pub fn parse_gate(s: &str) -> Result<crate::heartbeat::gate_spec::GateSpec, String> {
+    s.parse()
+}
+
 /// The heartbeat interval: a duration of at least [`MIN_INTERVAL`].
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
@@ -185,6 +190,19 @@ pub struct DaemonArgs {
     /// before it is stalled [default: 5s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub stopped_budget: Option<Duration>,
+    /// Hold back the service's own heartbeat packets while ours is stopped by a verdict:
+    /// MATCH[@SENDER], e.g. `udp:5405`, `tcp:8080,to=192.0.2.0/24`, `proto:vrrp@comm:hbd`
+    /// (repeatable; see the README's "Service heartbeat gate").
+    #[arg(long = "gate", value_name = "MATCH[@SENDER]", value_parser = parse_gate)]
+    pub gates: Vec<crate::heartbeat::gate_spec::GateSpec>,
+    /// How long a dead daemon's gates stay open before they close by themselves, as its
+    /// own heartbeat falls silent [default: 3 heartbeat intervals].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub gate_grace: Option<Duration>,
+    /// Where the gate is pinned (on bpffs), so it outlives the daemon
+    /// [default: /sys/fs/bpf/watchdog-gate].
+    #[arg(long, value_name = "PATH")]
+    pub gate_pin_dir: Option<PathBuf>,
     /// Multicast group and port the heartbeat is sent to.
     #[arg(long, value_name = "GROUP:PORT", value_parser = parse_group)]
     pub heartbeat: Option<SocketAddr>,

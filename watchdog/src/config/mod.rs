@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, de::Error as _};
 
 use crate::{
     config::cli::DaemonArgs,
+    heartbeat::gate_spec::GateSpec,
     input_file::{TomlError, line_col, parse_toml},
     judging::policy::{BudgetClass, Budgets, DEFAULT_POLICY, DEFAULT_STOPPED_BUDGET, Policy},
     judging::syscall_table,
@@ -152,6 +153,40 @@ pub struct FileConfig {
     /// `[[target]]`: targets with settings of their own.
     #[serde(default)]
     pub target: Vec<toml::Spanned<TargetSection>>,
+    /// `[[gate]]`: the service's own heartbeat packets to hold back.
+    #[serde(default)]
+    pub gate: Vec<toml::Spanned<GateSection>>,
+    #[serde(default, deserialize_with = "duration")]
+    pub gate_grace: Option<Duration>,
+    pub gate_pin_dir: Option<PathBuf>,
+}
+
+/// A `[[gate]]`: what `--gate MATCH[@SENDER]` says, in three keys.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GateSection {
+    /// `udp:PORT`, `tcp:PORT` or `proto:N`.
+    #[serde(rename = "match")]
+    pub matches: String,
+    /// Destination `ADDR` or `ADDR/LEN`.
+    pub to: Option<String>,
+    /// `monitored` (default), `comm:NAME`, `cgroup:PATH` or `pid:N`.
+    pub sender: Option<String>,
+}
+
+impl GateSection {
+    fn spec(&self) -> Result<GateSpec, String> {
+        let mut text = self.matches.clone();
+        if let Some(to) = &self.to {
+            text.push_str(",to=");
+            text.push_str(to);
+        }
+        if let Some(sender) = &self.sender {
+            text.push('@');
+            text.push_str(sender);
+        }
+        text.parse()
+    }
 }
 
 /// A `[[target]]`: one of pid, comm or cgroup, and what it sets over the node-wide
@@ -275,6 +310,11 @@ pub struct Config {
     pub exec_hook: Option<PathBuf>,
     pub exec_hook_timeout: Duration,
     pub state_hook: Option<PathBuf>,
+    /// The service heartbeat gates, in the order configured.
+    pub gates: Vec<GateSpec>,
+    /// How long a dead daemon's gates stay open.
+    pub gate_grace: Duration,
+    pub gate_pin_dir: PathBuf,
 }
 
 /// Parse a config file's text (`file` names it in errors).
@@ -315,6 +355,15 @@ pub fn parse(text: &str, file: &str) -> Result<FileConfig, ConfigError> {
             return Err(at(format!("{selector} is already a [[target]]")).into());
         }
         seen.push(selector);
+    }
+    for g in &fc.gate {
+        let (line, column) = line_col(text, g.span().start);
+        g.get_ref().spec().map_err(|message| TomlError {
+            file: file.to_owned(),
+            line,
+            column,
+            message: format!("[[gate]]: {message}"),
+        })?;
     }
     Ok(fc)
 }
@@ -434,6 +483,30 @@ pub fn merge(
                 where_("[heartbeat] interface")
             ))
         })?;
+    let interval = args
+        .interval
+        .or(file.heartbeat.interval)
+        .unwrap_or(DEFAULT_INTERVAL);
+    // Gates on the command line replace the file's (as targets do).
+    let gates: Vec<GateSpec> = if args.gates.is_empty() {
+        file.gate
+            .iter()
+            // Checked by `parse`.
+            .map(|g| g.get_ref().spec().map_err(ConfigError::Missing))
+            .collect::<Result<_, _>>()?
+    } else {
+        args.gates.clone()
+    };
+    check_gates(&gates)?;
+    let gate_grace = args
+        .gate_grace
+        .or(file.gate_grace)
+        .unwrap_or(interval * GATE_GRACE_INTERVALS);
+    if gate_grace < interval * 2 {
+        return Err(ConfigError::Missing(format!(
+            "gate grace {gate_grace:?} is shorter than two heartbeat intervals ({interval:?} each): the gates would close between two beats"
+        )));
+    }
     Ok(Config {
         file: path,
         targets,
@@ -442,10 +515,7 @@ pub fn merge(
         auto_resume_after: args.auto_resume_after.or(file.auto_resume_after),
         group,
         interface,
-        interval: args
-            .interval
-            .or(file.heartbeat.interval)
-            .unwrap_or(DEFAULT_INTERVAL),
+        interval,
         ttl: args.ttl.or(file.heartbeat.ttl).unwrap_or(DEFAULT_TTL),
         node_id: args.node_id.clone().or(file.heartbeat.node_id),
         heartbeat_key: args.heartbeat_key.clone().or(file.heartbeat.key),
@@ -475,7 +545,34 @@ pub fn merge(
             .or(file.exec_hook.timeout)
             .unwrap_or(DEFAULT_HOOK_TIMEOUT),
         state_hook: args.state_hook.clone().or(file.state_hook),
+        gates,
+        gate_grace,
+        gate_pin_dir: args
+            .gate_pin_dir
+            .clone()
+            .or(file.gate_pin_dir)
+            .unwrap_or_else(|| crate::kernel::gate::DEFAULT_PIN_DIR.into()),
     })
+}
+
+/// A dead daemon's gates close after this many of its heartbeat intervals (unless
+/// configured): as long as its own heartbeat's peers wait, give or take.
+pub const GATE_GRACE_INTERVALS: u32 = 3;
+
+fn check_gates(gates: &[GateSpec]) -> Result<(), ConfigError> {
+    let max = watchdog_common::gate::MAX_GATES;
+    if gates.len() > max {
+        return Err(ConfigError::Missing(format!(
+            "{} gates are configured; at most {max} are supported",
+            gates.len()
+        )));
+    }
+    for (i, g) in gates.iter().enumerate() {
+        if gates[..i].contains(g) {
+            return Err(ConfigError::Missing(format!("gate {g} is given twice")));
+        }
+    }
+    Ok(())
 }
 
 /// Targets from the shorthand lists (`--pid`/`--comm`/`--cgroup`, or `pids`/`comms`/
@@ -557,6 +654,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.state_hook != new.state_hook {
         v.push("state_hook");
     }
+    if old.gate_pin_dir != new.gate_pin_dir {
+        v.push("gate_pin_dir");
+    }
     v
 }
 
@@ -603,10 +703,80 @@ mod tests {
             .join("\n");
         let fc = parse(&all, "uncommented").unwrap();
         assert_eq!(fc.target.len(), 1);
+        assert_eq!(fc.gate.len(), 1);
         assert_eq!(fc.comms, ["postgres"]);
         let c = merge(&DaemonArgs::default(), fc, None).unwrap();
         assert_eq!(c.policies.len(), 2);
         assert!(!c.policies[1].exec_hook);
+        assert_eq!(
+            c.gates.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["udp:5405,to=192.0.2.0/24@comm:hbd"]
+        );
+        assert_eq!(c.gate_grace, Duration::from_secs(3));
+    }
+
+    const GATES: &str = "pids = [1]\n[heartbeat]\ngroup = \"239.1.1.1:9\"\ninterface = \"lo\"\ninterval = \"100ms\"\n\
+        [[gate]]\nmatch = \"udp:694\"\n[[gate]]\nmatch = \"tcp:22\"\nto = \"::1\"\nsender = \"pid:7\"\n";
+
+    #[test]
+    fn gates_come_from_tables_or_the_command_line_and_grace_from_the_interval() {
+        let c = merge(
+            &DaemonArgs::default(),
+            parse(GATES, "w.toml").unwrap(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.gates.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["udp:694", "tcp:22,to=::1@pid:7"]
+        );
+        assert_eq!(c.gate_grace, Duration::from_millis(300));
+        assert_eq!(
+            c.gate_pin_dir,
+            PathBuf::from(crate::kernel::gate::DEFAULT_PIN_DIR)
+        );
+        let args = DaemonArgs {
+            gates: vec!["proto:vrrp".parse().unwrap()],
+            gate_grace: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let c = merge(&args, parse(GATES, "w.toml").unwrap(), None).unwrap();
+        assert_eq!(
+            c.gates.len(),
+            1,
+            "the command line's gates replace the file's"
+        );
+        assert_eq!(c.gate_grace, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bad_gates_are_named_where_they_are() {
+        assert_eq!(
+            err("[[gate]]\nmatch = \"udp:1\"\n[[gate]]\nmatch = \"udp:x\"\n"),
+            "w.toml:3:1: [[gate]]: gate 'udp:x': port 'x' is not a port (1-65535)"
+        );
+        assert_eq!(
+            err("[[gate]]\nmatch = \"udp:1\"\nto = \"1.2.3.4/40\"\n"),
+            "w.toml:1:1: [[gate]]: gate 'udp:1,to=1.2.3.4/40': to=1.2.3.4/40: prefix length '40' is not 0-32"
+        );
+        assert!(err("[[gate]]\nport = 1\n").starts_with("w.toml:2:1: unknown field `port`"));
+        let twice = GATES.to_owned() + "[[gate]]\nmatch = \"udp:694\"\n";
+        let e = merge(
+            &DaemonArgs::default(),
+            parse(&twice, "w.toml").unwrap(),
+            None,
+        );
+        assert_eq!(e.unwrap_err().to_string(), "gate udp:694 is given twice");
+        let short = DaemonArgs {
+            gate_grace: Some(Duration::from_millis(150)),
+            ..Default::default()
+        };
+        let e = merge(&short, parse(GATES, "w.toml").unwrap(), None);
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .starts_with("gate grace 150ms is shorter than two heartbeat intervals"),
+        );
     }
 
     #[test]
@@ -629,7 +799,7 @@ mod tests {
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `state_hook`, `auto_resume_after`, `stall_signal`, `stopped_budget`, `socket`, `metrics`, `probe_stats`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `state_hook`, `auto_resume_after`, `stall_signal`, `stopped_budget`, `socket`, `metrics`, `probe_stats`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`, `gate`, `gate_grace`, `gate_pin_dir`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),

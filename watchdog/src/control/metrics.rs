@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub lost_events: u64,
     pub untracked_syscalls: u64,
     pub kernel_lines: u64,
+    /// (gate, packets dropped) of each service heartbeat gate.
+    pub gates: Vec<(String, u64)>,
     /// (program, run time ns, runs) from the kernel's BPF statistics (zero unless
     /// --probe-stats or kernel.bpf_stats_enabled=1).
     pub probes: Vec<(String, u64, u64)>,
@@ -41,6 +43,7 @@ pub struct Metrics {
     kernel_lines: Gauge,
     probe_run_seconds: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     probe_runs: Family<Labels, Gauge>,
+    gated_packets: Family<Labels, Counter>,
 }
 
 fn histogram() -> Histogram {
@@ -65,6 +68,7 @@ impl Default for Metrics {
             kernel_lines: Gauge::default(),
             probe_run_seconds: Family::default(),
             probe_runs: Family::default(),
+            gated_packets: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -119,6 +123,11 @@ impl Default for Metrics {
                 m.probe_run_seconds.clone(),
             );
             r.register(
+                "gated_packets",
+                "Packets of the service's own heartbeat dropped by each gate while the heartbeat was stopped",
+                m.gated_packets.clone(),
+            );
+            r.register(
                 "probe_runs",
                 "Runs of each probe (needs --probe-stats or kernel.bpf_stats_enabled=1)",
                 m.probe_runs.clone(),
@@ -157,6 +166,14 @@ impl Metrics {
         self.lost_events.set(now.lost_events as i64);
         self.untracked_syscalls.set(now.untracked_syscalls as i64);
         self.kernel_lines.set(now.kernel_lines as i64);
+        for (gate, dropped) in &now.gates {
+            let c = self.gated_packets.get_or_create(&label("gate", gate));
+            // A counter only goes up: add what is new since the last scrape.
+            let seen = c.get();
+            if *dropped > seen {
+                c.inc_by(dropped - seen);
+            }
+        }
         for (prog, ns, runs) in &now.probes {
             self.probe_run_seconds
                 .get_or_create(&label("probe", prog))
@@ -245,6 +262,7 @@ mod tests {
             lost_events: 0,
             untracked_syscalls: 0,
             kernel_lines: 3,
+            gates: vec![("udp:5405".into(), 40)],
             probes: vec![("sys_enter".into(), 1_500_000, 10)],
         });
         for want in [
@@ -253,6 +271,7 @@ mod tests {
             "watchdog_kernel_reports_total{class=\"oops\"} 1",
             "watchdog_syscall_duration_seconds_count{target=\"postgres\"} 1",
             "watchdog_probe_runs{probe=\"sys_enter\"} 10",
+            "watchdog_gated_packets_total{gate=\"udp:5405\"} 40",
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }

@@ -60,6 +60,15 @@ pub struct StatusReport {
     pub incident_store_errors: u64,
     pub exec_hook_runs: u64,
     pub exec_hook_failures: u64,
+    /// Packets of the service's own heartbeat the gates dropped since start.
+    #[serde(default)]
+    pub gated_packets: u64,
+    /// Each gate and what it dropped.
+    #[serde(default)]
+    pub gates: Vec<crate::heartbeat::service_gate::GateReport>,
+    /// The gates that are closed now.
+    #[serde(default)]
+    pub gates_closed: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -27,6 +27,7 @@ use crate::{
         self,
         liveness::Liveness,
         sender::{Followers, Latch},
+        service_gate::ServiceGate,
         state_hook::StateHook,
     },
     incidents::{
@@ -69,6 +70,10 @@ pub enum DaemonError {
     Control(#[from] server::ServerError),
     #[error(transparent)]
     Ebpf(#[from] probes::EbpfError),
+    #[error("{0}")]
+    Gate(String),
+    #[error("the service heartbeat gate: {0}")]
+    GateKernel(#[from] crate::kernel::gate::GateError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error(
@@ -168,12 +173,17 @@ async fn run_bound(
     // Syscalls already in flight when the probes attached are judged too.
     let running: Vec<u32> = initial.iter().map(|(pid, _)| *pid).collect();
     reactions.adopt_running(&running, monotonic_ns(), &ProcHost);
+    let latch = Arc::new(Latch::default());
     let shared = Arc::new(Shared {
         reactions: Mutex::new(reactions),
         probes: Mutex::new(Some(probes)),
         args: args.clone(),
         config: Mutex::new(settings.config.clone()),
-        latch: Arc::new(Latch::default()),
+        service_gate: Arc::new(ServiceGate::new(
+            settings.config.gate_pin_dir.clone(),
+            latch.clone(),
+        )),
+        latch,
         liveness: Arc::new(Liveness::new(LIVENESS_BOUND, monotonic_ns())),
         sender: Arc::new(heartbeat::sender::Sender::new(
             sock,
@@ -199,6 +209,12 @@ async fn run_bound(
             .latch
             .close(&reload::waiting_reason(&settings.targets));
     }
+    // With the latch as it starts (closed if a verdict holds from before): a gate an
+    // earlier daemon left closed stays closed through the takeover.
+    shared.service_gate.monitored(running.iter().copied());
+    shared
+        .service_gate
+        .configure(settings.gates.clone(), settings.config.gate_grace)?;
     tracing::info!(
         pids = ?initial.iter().map(|(p, _)| p).collect::<Vec<_>>(),
         targets = ?settings.targets.describe(),
@@ -210,6 +226,7 @@ async fn run_bound(
         socket = %settings.config.socket.display(),
         store = %settings.config.store.display(),
         rules = settings.rules.rules().len(),
+        gates = ?settings.config.gates.iter().map(ToString::to_string).collect::<Vec<_>>(),
         signed = settings.heartbeat_key.is_some(),
         "watchdog running"
     );
@@ -239,6 +256,7 @@ async fn run_bound(
         Followers {
             track_file: settings.config.track_file.clone(),
             state_hook,
+            service_gate: Some(shared.service_gate.clone()),
         },
     )?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -307,6 +325,9 @@ async fn run_bound(
     }
     // No beat after the daemon was told to stop.
     beating.stop();
+    // Gone with the daemon, unless the heartbeat is stopped: then it holds the stalled
+    // service's heartbeat back until the next daemon takes it over.
+    shared.service_gate.shutdown();
     tracing::info!(signal, "stopping: detaching probes");
     for t in &tasks {
         t.abort();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{
     DaemonError,
-    settings::load_rules,
+    settings::{load_rules, resolve_gates},
     shared::{ProcHost, Shared, lock},
 };
 use crate::{
@@ -60,9 +60,10 @@ pub(super) fn reload(shared: &Shared) {
         .and_then(|c| {
             let targets = TargetTable::resolve(&c.targets)?;
             let rules = load_rules(&c)?;
-            Ok((c, targets, rules))
+            let gates = resolve_gates(&c.gates)?;
+            Ok((c, targets, rules, gates))
         });
-    let (new, targets, rules) = match checked {
+    let (new, targets, rules, gates) = match checked {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "reload failed: keeping the running configuration");
@@ -80,6 +81,11 @@ pub(super) fn reload(shared: &Shared) {
         tracing::error!(error = %e, "reload failed: keeping the running configuration");
         return;
     }
+    if (&current.gates, current.gate_grace) != (&new.gates, new.gate_grace)
+        && let Err(e) = shared.service_gate.configure(gates, new.gate_grace)
+    {
+        tracing::error!(error = %e, "reload: the service heartbeat gates could not be changed");
+    }
     let rule_count = rules.rules().len();
     {
         let mut r = shared.reactions();
@@ -90,6 +96,7 @@ pub(super) fn reload(shared: &Shared) {
         budget_ms = new.policies[DEFAULT_POLICY].budgets.default.as_millis() as u64,
         targets = ?targets.describe(),
         rules = rule_count,
+        gates = ?new.gates.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "configuration reloaded"
     );
     *current = new;

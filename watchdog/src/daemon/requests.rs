@@ -72,9 +72,14 @@ fn status(shared: &Shared) -> StatusReport {
     let (pids, threads) = monitored(shared);
     let stats = &shared.sink_stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let gates = shared.service_gate.report();
+    let gates_closed = shared.service_gate.closed();
     let r = shared.reactions();
     let m = r.monitor();
     StatusReport {
+        gated_packets: gates.iter().map(|g| g.dropped).sum(),
+        gates,
+        gates_closed,
         node_id: shared.node_id.clone(),
         heartbeat: if shared.latch.is_open() {
             HeartbeatState::Sending
@@ -109,6 +114,12 @@ pub(super) fn metrics_snapshot(s: &Shared) -> Snapshot {
         lost_events: s.lost_events(),
         untracked_syscalls: s.untracked_syscalls(),
         kernel_lines: s.kernel_lines(),
+        gates: s
+            .service_gate
+            .report()
+            .into_iter()
+            .map(|g| (g.gate, g.dropped))
+            .collect(),
         probes: lock(&s.probes)
             .as_ref()
             .map(Probes::run_stats)

@@ -2,7 +2,12 @@
 //! exist, the interface is there, the rules and the heartbeat key load).
 use crate::{
     config::{self, Config, cli::DaemonArgs},
-    heartbeat::{self, iface::Interface},
+    heartbeat::{
+        self,
+        gate_spec::{GateSender, GateSpec},
+        iface::Interface,
+        service_gate::ResolvedGate,
+    },
     judging::{
         kmsg::{RuleSet, RulesError},
         targets::TargetTable,
@@ -22,6 +27,8 @@ pub struct Settings {
     /// The heartbeat's HMAC key, if it is signed.
     pub heartbeat_key: Option<Vec<u8>>,
     pub rules: RuleSet,
+    /// The service heartbeat gates, checked against the system.
+    pub gates: Vec<ResolvedGate>,
     /// Everything else, as configured (and what a reload compares against).
     pub config: Config,
 }
@@ -40,6 +47,7 @@ impl Settings {
                 source,
             })?;
         let rules = load_rules(&c)?;
+        let gates = resolve_gates(&c.gates)?;
         let heartbeat_key = c
             .heartbeat_key
             .as_deref()
@@ -51,6 +59,7 @@ impl Settings {
             interface,
             node_id: c.node_id.clone().unwrap_or_else(hostname),
             rules,
+            gates,
             config: c,
         })
     }
@@ -66,6 +75,32 @@ pub(super) fn load_rules(c: &Config) -> Result<RuleSet, RulesError> {
         Some(path) => RuleSet::with_user_file(path),
         None => Ok(RuleSet::builtin()),
     }
+}
+
+/// Each gate with its kernel rule: a `cgroup:` sender must be a cgroup v2 directory.
+pub(super) fn resolve_gates(gates: &[GateSpec]) -> Result<Vec<ResolvedGate>, DaemonError> {
+    gates
+        .iter()
+        .map(|spec| {
+            let cgroup = match &spec.sender {
+                GateSender::Cgroup(path) => {
+                    let (dir, id) = procfs::cgroup(path)
+                        .map_err(|e| DaemonError::Gate(format!("gate {spec}: {e}")))?;
+                    let root = procfs::cgroup2_mount().unwrap_or_default();
+                    let depth = dir
+                        .strip_prefix(&root)
+                        .map(|rel| rel.components().count())
+                        .unwrap_or(0);
+                    Some((id, depth.min(u8::MAX as usize) as u8))
+                }
+                _ => None,
+            };
+            Ok(ResolvedGate {
+                rule: spec.rule(cgroup),
+                spec: spec.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The host name, cut to what fits a heartbeat node id.

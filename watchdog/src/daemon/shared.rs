@@ -13,6 +13,7 @@ use crate::{
     heartbeat::{
         liveness::Liveness,
         sender::{Latch, Sender},
+        service_gate::ServiceGate,
     },
     incidents::{
         Incident,
@@ -77,6 +78,8 @@ pub(super) struct Shared {
     /// Taken (and so detached) at shutdown.
     pub probes: Mutex<Option<Probes>>,
     pub latch: Arc<Latch>,
+    /// Holds the service's own heartbeat back while the latch is closed.
+    pub service_gate: Arc<ServiceGate>,
     /// Progress of the event reader and the scanner, checked before every heartbeat.
     pub liveness: Arc<Liveness>,
     pub sender: Arc<Sender>,
@@ -105,13 +108,18 @@ impl Shared {
             match effect {
                 Effect::StopHeartbeat { reason } => {
                     if self.latch.close(&reason) {
+                        // The service's heartbeat first: the fewest packets slip out.
+                        self.service_gate.follow();
                         tracing::warn!(reason = %reason, "stopping the heartbeat");
                         self.sender.last_gasp(&reason);
                         // A verdict holds until an operator resumes, restarts included.
                         self.to_sink(Sink::Latch(Some(reason)));
                     }
                 }
-                Effect::StartHeartbeat => self.latch.open(),
+                Effect::StartHeartbeat => {
+                    self.latch.open();
+                    self.service_gate.follow();
+                }
                 Effect::Record {
                     mut incident,
                     run_hook,
@@ -120,6 +128,9 @@ impl Shared {
                     if inspect {
                         inspect_stalled_thread(&mut incident);
                     }
+                    if incident.stopped_heartbeat {
+                        incident.gates_closed = self.service_gate.closed();
+                    }
                     self.to_sink(Sink::Alert(Box::new(Alert {
                         incident: *incident,
                         run_hook,
@@ -127,6 +138,7 @@ impl Shared {
                 }
                 Effect::Signal { pid, signal } => send_stall_signal(pid, signal),
                 Effect::Follow { pid } => {
+                    self.service_gate.add_monitored(pid);
                     if let Some(Err(e)) = lock(&self.probes)
                         .as_mut()
                         .map(|p| p.add_following_target(pid))
@@ -136,6 +148,7 @@ impl Shared {
                     }
                 }
                 Effect::Unfollow { pid } => {
+                    self.service_gate.remove_monitored(pid);
                     if let Some(Err(e)) = lock(&self.probes).as_mut().map(|p| p.remove_target(pid))
                     {
                         tracing::warn!(pid, error = %e, "could not stop measuring a gone process");
@@ -161,6 +174,7 @@ impl Shared {
     /// the latch.
     pub fn resume_heartbeat(&self) {
         self.latch.open();
+        self.service_gate.follow();
         self.to_sink(Sink::Latch(None));
     }
 

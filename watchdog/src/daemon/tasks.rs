@@ -52,7 +52,9 @@ pub(super) async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>, h
         Ok(()) => std::future::pending::<()>().await,
         Err(e) => {
             // Without this reader, kernel reports go unseen: fail closed.
-            shared.latch.close(&format!("event ring buffer failed: {e}"));
+            shared
+                .latch
+                .close(&format!("event ring buffer failed: {e}"));
             tracing::error!(error = %e, "event ring buffer failed");
         }
     }
@@ -166,6 +168,10 @@ pub(super) async fn watch_losses(shared: Arc<Shared>, counters: Counters) {
         }
         effects.extend(shared.reactions().sweep(now, &ProcHost));
         shared.apply(effects);
+        // The gate's senders follow what is monitored (forks and exits reach it at
+        // once; this catches processes found at exec, by name or cgroup).
+        let monitored: Vec<u32> = shared.reactions().monitor().targets().collect();
+        shared.service_gate.monitored(monitored);
         let untracked = counters.untracked_syscalls();
         let before = shared.untracked_syscalls.swap(untracked, Ordering::Relaxed);
         if untracked > before {

@@ -214,11 +214,16 @@ impl Beating {
 pub struct Followers {
     pub track_file: Option<std::path::PathBuf>,
     pub state_hook: Option<StateHook>,
+    /// Closes with the latch; its lease is renewed at every beat.
+    pub service_gate: Option<Arc<super::service_gate::ServiceGate>>,
 }
 
 impl Followers {
     /// Bring them in line with the latch: `stopped`, with the latch's reason.
     fn tell(&self, latch: &Latch, stopped: bool) {
+        if let Some(g) = &self.service_gate {
+            g.follow();
+        }
         track(self.track_file.as_deref(), stopped);
         if let Some(hook) = &self.state_hook {
             hook.tell(match stopped {
@@ -286,6 +291,11 @@ fn beat(
         {
             tracing::error!(reason = %why, "stopping the heartbeat");
             sender.last_gasp(&why);
+        }
+        // The gate's lease lasts as long as this thread beats (sending or not): a dead
+        // or frozen daemon's gates close by themselves.
+        if let Some(g) = &followers.service_gate {
+            g.renew();
         }
         // Checked right before each send: a verdict reached between two ticks means
         // no further datagram leaves this node.
@@ -358,7 +368,7 @@ mod tests {
             liveness,
             Followers {
                 track_file: Some(track.clone()),
-                state_hook: None,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -401,7 +411,10 @@ mod tests {
         assert!(latch.close("thread 12 stalled in vfork"));
         assert!(!latch.close("another"));
         assert!(!latch.is_open());
-        assert_eq!(latch.reason().as_deref(), Some("thread 12 stalled in vfork"));
+        assert_eq!(
+            latch.reason().as_deref(),
+            Some("thread 12 stalled in vfork")
+        );
         latch.open();
         assert!(latch.is_open());
         assert_eq!(latch.reason(), None);

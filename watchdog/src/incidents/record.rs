@@ -85,6 +85,9 @@ pub struct Incident {
     pub report: Option<Report>,
     pub stall: Option<StallDetails>,
     pub signal: Option<SignalDetails>,
+    /// The service heartbeat gates this incident closed (with the heartbeat it stopped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates_closed: Vec<String>,
 }
 
 /// One row of `wdctl incidents`.

@@ -302,6 +302,7 @@ mod tests {
             report: None,
             stall: None,
             signal: None,
+            gates_closed: Vec::new(),
         }
     }
 

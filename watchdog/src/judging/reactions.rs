@@ -400,6 +400,7 @@ impl Reactions {
             report: None,
             stall: None,
             signal: None,
+            gates_closed: Vec::new(),
         }
     }
 

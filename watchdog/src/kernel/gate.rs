@@ -207,6 +207,13 @@ impl GateProbes {
         self.state.set(0, state, 0).map_err(map_error(maps::STATE))
     }
 
+    /// The first `count` rules in the kernel.
+    pub fn rules(&self, count: usize) -> Result<Vec<GateRule>, GateError> {
+        (0..count.min(MAX_GATES) as u32)
+            .map(|i| self.rules.get(&i, 0).map_err(map_error(maps::RULES)))
+            .collect()
+    }
+
     /// Write the rules (the state's `count` says how many are in use: set it after).
     pub fn set_rules(&mut self, rules: &[GateRule]) -> Result<(), GateError> {
         for i in 0..MAX_GATES {
@@ -412,10 +419,10 @@ mod tests {
                 ".rodata" | ".bss" | ".data" if name.starts_with("WD_") => {
                     globals.push(name.into())
                 }
-                s if s.starts_with("cgroup_skb") || s.starts_with("tp_btf") => {
-                    if sym.kind() == object::SymbolKind::Text {
-                        programs.push(name.into())
-                    }
+                s if (s.starts_with("cgroup_skb") || s.starts_with("tp_btf"))
+                    && sym.kind() == object::SymbolKind::Text =>
+                {
+                    programs.push(name.into())
                 }
                 _ => {}
             }

@@ -95,6 +95,25 @@ pub fn status(s: &StatusReport) -> String {
     let _ = writeln!(out, "kernel lines read:  {}", s.kernel_lines);
     let _ = writeln!(out, "lost events:        {}", s.lost_events);
     let _ = writeln!(out, "untracked syscalls: {}", s.untracked_syscalls);
+    if !s.gates.is_empty() {
+        let state = match s.gates_closed.is_empty() {
+            true => "open",
+            false => "CLOSED",
+        };
+        let _ = writeln!(
+            out,
+            "gates:              {state}, {} packets held back",
+            s.gated_packets
+        );
+        for g in &s.gates {
+            let _ = writeln!(
+                out,
+                "  {}: {} dropped",
+                crate::terminal::printable(&g.gate),
+                g.dropped
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "incidents:          {} stored ({} store errors), exec hook {} runs ({} failed)",
