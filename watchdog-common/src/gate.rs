@@ -124,7 +124,8 @@ pub struct GateState {
     pub count: u32,
     /// 1 while the daemon's heartbeat is stopped by a verdict (the latch).
     pub closed: u32,
-    /// CLOCK_MONOTONIC ns after which the gates close by themselves: the daemon pushes
+    /// CLOCK_MONOTONIC ns (compared with the kernel's coarse clock, a tick behind at
+    /// most) after which the gates close by themselves: the daemon pushes
     /// it forward at every beat, so a dead daemon's gates close after the grace period.
     pub lease_until_ns: u64,
     /// Non-zero if some gate's sender is `comm:NAME` (the taggers then read the comm).

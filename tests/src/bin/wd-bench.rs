@@ -18,9 +18,14 @@
 //!   keepalived's own hand-over (node A's keepalived stopped with SIGTERM); and a real
 //!   single-node Pacemaker told by the state hook: from the stall until the resource
 //!   is stopped, against the node health set red by hand.
+//! - Gate: a service in a network namespace sends its own UDP heartbeat to a peer in
+//!   another every 20 ms; from its main thread's stall until the peer heard the last of
+//!   it, against the service killed (SIGKILL); and what the gate costs a datagram sent
+//!   (loopback, a send loop): no gate attached, a gate on another port, a gate on this
+//!   port (open).
 //!
 //! `wd-bench [--quick] [SECTION...]`: sections syscalls, detection, oops, footprint,
-//! flood, failover (all by default).
+//! flood, failover, gate (all by default).
 //!
 //! Everything goes to loopback; kernel lines written start with `watchdog-bench:`.
 //! When run as the daemon's exec hook (WATCHDOG_INCIDENT_ID is set), it only notes the
@@ -82,17 +87,18 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("syscalls", syscall_cost),
         ("detection", detection_latency),
         ("oops", oops_latency),
         ("footprint", footprint),
         ("flood", printk_flood),
         ("failover", failover),
+        ("gate", gate),
     ];
     if let Some(bad) = named.iter().find(|n| !sections.iter().any(|(s, _)| s == n)) {
         eprintln!(
-            "wd-bench: unknown section {bad:?} (syscalls, detection, oops, footprint, flood)"
+            "wd-bench: unknown section {bad:?} (syscalls, detection, oops, footprint, flood, failover, gate)"
         );
         std::process::exit(2);
     }
@@ -782,4 +788,132 @@ fn pacemaker_failover(plan: &Plan, out: &mut String) {
     let _ = writeln!(out);
     daemon.stop();
     drop(cluster);
+}
+
+/// When `pid` was last heard through `via`, once it has been silent for `quiet`.
+fn silent_since(heard: &netns::Heard, pid: u32, via: &str, quiet: Duration) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let last = heard.from(pid, via).into_iter().max().unwrap_or(0);
+        if monotonic_ns().saturating_sub(last) > quiet.as_nanos() as u64 {
+            return last;
+        }
+        assert!(Instant::now() < deadline, "{pid} never fell silent");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn run_udp_loop(work: &mut Workload, n: u64, to: &str) -> f64 {
+    work.send(&format!("udp-loop {n} {to}"));
+    let line = work.expect("UDPLOOP", Duration::from_secs(120));
+    line.split_once("ns=")
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("bad UDPLOOP line {line:?}"))
+}
+
+fn gate(plan: &Plan, out: &mut String) {
+    use watchdog_tests::netns::{NetnsPair, Side, udp_peer};
+    let _ = writeln!(
+        out,
+        "## The service heartbeat gate\n\nA service in network namespace A sends its own heartbeat (a UDP datagram every 20 ms) to a peer in namespace B over a veth; the watchdog monitors it with `--gate udp:7201`, budget 300 ms (scan period 75 ms). \
+         From the moment its main thread sticks in vfork until the peer heard its last datagram (the peer calls it silent after 200 ms without one); baseline: the service killed with SIGKILL, until the peer heard its last datagram. Target: budget + one scan period (375 ms).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| until the peer hears the last datagram | trials | p50 | p99 | max |\n|---|---|---|---|---|"
+    );
+    let net = NetnsPair::new("bg", false);
+    let pins = GatePins::new("bench");
+    let peer = udp_peer(
+        |f| drop(net.spawn_in(Side::B, f)),
+        vec!["192.0.2.2:7201".parse().unwrap()],
+        None,
+    );
+    let via = "192.0.2.2:7201";
+    let mut work = Workload::spawn_in_netns(net.name(Side::A));
+    let group = unique_group();
+    let rec = Recorder::start(group);
+    let mut opts = DaemonOpts::new(work.pid, "300ms", "100ms");
+    opts.extra = ["--gate", "udp:7201"].map(String::from).to_vec();
+    opts.extra.extend(pins.args());
+    let mut daemon = Daemon::start(opts, group, &rec);
+    work.send("udp-beat 20 192.0.2.2:7201");
+    work.expect("BEAT", Duration::from_secs(2));
+    peer.wait_for(work.pid, via, monotonic_ns(), Duration::from_secs(5));
+    let quiet = Duration::from_millis(200);
+    let (mut stall, mut killed) = (Vec::new(), Vec::new());
+    for _ in 0..plan.failover_trials {
+        thread::sleep(Duration::from_millis(300));
+        work.send("stall-vfork 900");
+        let began = field(&work.expect("STALL", Duration::from_secs(2)), "at_ns");
+        let last = silent_since(&peer, work.pid, via, quiet);
+        stall.push(last.saturating_sub(began) as f64 / MS as f64);
+        work.expect("UNSTALLED", Duration::from_secs(3));
+        resume(&daemon, &rec);
+        peer.wait_for(work.pid, via, monotonic_ns(), Duration::from_secs(2));
+
+        // Baseline: a service that dies falls silent at once.
+        let mut victim = Workload::spawn_in_netns(net.name(Side::A));
+        victim.send("udp-beat 20 192.0.2.2:7201");
+        victim.expect("BEAT", Duration::from_secs(2));
+        peer.wait_for(victim.pid, via, monotonic_ns(), Duration::from_secs(5));
+        thread::sleep(Duration::from_millis(100));
+        let kill_at = monotonic_ns();
+        victim.kill();
+        let last = silent_since(&peer, victim.pid, via, quiet);
+        killed.push(last.saturating_sub(kill_at) as f64 / MS as f64);
+    }
+    let _ = writeln!(out, "{}", summary("a thread stuck (budget 300 ms), gated", &mut stall));
+    let _ = writeln!(out, "{}", summary("baseline: the service killed (SIGKILL)", &mut killed));
+    daemon.stop();
+    drop(pins);
+
+    // What a datagram pays: loopback sends, the gate attached or not.
+    let _ = writeln!(
+        out,
+        "\nWhat the gate costs each datagram sent (a loop of {} sends to 127.0.0.1, fastest of 5 runs, median of {} rounds, ns per send), with the daemon running in every mode, monitoring the sender unless said: the egress program runs on every packet of the host, the tagging tracepoint on every send.\n\n| gate | ns per send | over no gate |\n|---|---|---|",
+        plan.syscalls / 10,
+        plan.rounds
+    );
+    // Somewhere for the datagrams to go (never read: the kernel drops what overflows).
+    let _sink = std::net::UdpSocket::bind("127.0.0.1:7202").unwrap();
+    let mut sender = Workload::spawn();
+    let n = plan.syscalls / 10;
+    let modes = [
+        "none (the daemon monitors the sender)",
+        "on another port",
+        "on this port (open)",
+        "on another port, the sender not monitored",
+    ];
+    let bystander = Workload::spawn();
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for _ in 0..plan.rounds {
+        for (i, row) in results.iter_mut().enumerate() {
+            let pins = GatePins::new("bench-cost");
+            let running = {
+                let group = unique_group();
+                let rec = Recorder::start(group);
+                let monitored = if i == 3 { bystander.pid } else { sender.pid };
+                let mut opts = DaemonOpts::new(monitored, "300ms", "100ms");
+                let port = if i == 2 { 7202 } else { 7203 };
+                if i > 0 {
+                    opts.extra = vec!["--gate".into(), format!("udp:{port}")];
+                    opts.extra.extend(pins.args());
+                }
+                Some((Daemon::start(opts, group, &rec), rec))
+            };
+            let best = (0..RUNS)
+                .map(|_| run_udp_loop(&mut sender, n, "127.0.0.1:7202"))
+                .fold(f64::MAX, f64::min);
+            row.push(best);
+            if let Some((mut d, _rec)) = running {
+                d.stop();
+            }
+        }
+    }
+    let base = median(&mut results[0]);
+    for (i, mode) in modes.iter().enumerate() {
+        let m = median(&mut results[i]);
+        let _ = writeln!(out, "| {mode} | {m:.1} | {:+.1} |", m - base);
+    }
 }

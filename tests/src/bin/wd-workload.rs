@@ -28,6 +28,8 @@
 //!   datagram `beat PID SEQ` to each DEST every MS ms. DEST is `ADDR:PORT` (`[V6]:PORT`),
 //!   or `GROUP:PORT%IFADDR` for IPv4 multicast out of the interface with that address
 //!   (TTL 1). Prints `BEAT tid=T`.
+//! - `udp-loop N ADDR:PORT`: the main thread sends N datagrams to ADDR:PORT in a tight
+//!   loop and prints `UDPLOOP ns=X` (the mean time per send). For the benchmark.
 //! - `tcp-beat MS ADDR:PORT`: a thread named `tcpbeat` connects and writes a line
 //!   `beat PID SEQ` every MS ms, reconnecting when the connection fails. Prints
 //!   `TCPBEAT tid=T`.
@@ -273,6 +275,21 @@ fn getppid_loop(n: u64) {
     say(&format!("LOOP ns={ns:.2}"));
 }
 
+fn udp_loop(args: &str) {
+    let mut words = args.split_whitespace();
+    let n: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(100_000);
+    let Some((sock, addr)) = words.next().and_then(beat_socket) else {
+        say("ERROR udp-loop: give N ADDR:PORT");
+        return;
+    };
+    let start = monotonic_ns();
+    for _ in 0..n {
+        let _ = sock.send_to(b"bench", addr);
+    }
+    let ns = (monotonic_ns() - start) as f64 / n.max(1) as f64;
+    say(&format!("UDPLOOP ns={ns:.2}"));
+}
+
 fn park_threads(n: usize) {
     let mut fds = [0; 2];
     // SAFETY: two ints for pipe().
@@ -416,6 +433,7 @@ fn main() {
             "threads" => park_threads(rest.trim().parse().unwrap_or(1000)),
             "rate" => rate(rest.trim().parse().unwrap_or(1_000_000)),
             "udp-beat" => udp_beat(rest),
+            "udp-loop" => udp_loop(rest),
             "tcp-beat" => tcp_beat(rest),
             "" => {}
             other => say(&format!("ERROR unknown command {other}")),

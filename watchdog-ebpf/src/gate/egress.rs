@@ -1,11 +1,10 @@
 //! cgroup_skb/egress, attached to the cgroup v2 root: every packet a local socket sends,
 //! in every network namespace, before any qdisc. Without gates (count 0) a packet costs
 //! one map load; a packet that no gate matches, the parse and the compares; only a
-//! matching packet while the gates are closed reads the clock and its socket's tag.
+//! matching packet reads the (coarse) clock, and only while the gates are closed its
+//! socket's tag.
 use aya_ebpf::{
-    helpers::{
-        bpf_ktime_get_ns, generated::bpf_sk_storage_get, generated::bpf_skb_ancestor_cgroup_id,
-    },
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_sk_storage_get, bpf_skb_ancestor_cgroup_id},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
@@ -52,7 +51,9 @@ fn gated(ctx: &SkBuffContext) -> bool {
             break;
         }
     }
-    if first == MAX_GATES || !state.is_closed(unsafe { bpf_ktime_get_ns() }) {
+    // The coarse clock (the last tick's time, no clock read): the lease is hundreds of
+    // ms, a tick is a few.
+    if first == MAX_GATES || !state.is_closed(unsafe { bpf_ktime_get_coarse_ns() }) {
         return false;
     }
     let sk = unsafe { (*skb).__bindgen_anon_2.sk };
