@@ -344,3 +344,73 @@ fn a_tcp_heartbeat_and_one_sent_by_another_process_are_held_back() {
     udp_heard.wait_for(helper_pid, &uvia, resumed, Duration::from_secs(2));
     node.stop_cleanly();
 }
+
+#[test]
+fn a_reload_changes_the_gates_live_and_one_without_gates_takes_the_gate_away() {
+    require_root();
+    let pins = GatePins::new("reload");
+    let dir = TempDir::new("gate-config");
+    let config = dir.0.join("watchdog.toml");
+    let write = |pid: u32, gate: Option<u16>| {
+        let gate = gate
+            .map(|port| format!("[[gate]]\nmatch = \"udp:{port}\"\nto = \"127.0.0.1\"\n"))
+            .unwrap_or_default();
+        std::fs::write(
+            &config,
+            format!("pids = [{pid}]\nbudget = \"300ms\"\n{gate}"),
+        )
+        .unwrap()
+    };
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:7131".parse().unwrap(),
+        "127.0.0.1:7132".parse().unwrap(),
+    );
+    let (va, vb) = (a.to_string(), b.to_string());
+    let heard = udp_peer(|f| drop(thread::spawn(f)), vec![a, b], None);
+    let pin_args = pins.args();
+    let mut node = Node::build("unused", "100ms")
+        .opts(|o| {
+            write(o.pid, Some(a.port()));
+            o.config = Some(config.clone());
+            o.extra.extend(pin_args);
+        })
+        .start();
+    node.work.send(&format!("udp-beat 20 {a} {b}"));
+    node.work.expect("BEAT", Duration::from_secs(2));
+    let svc = node.work.pid;
+    assert_eq!(gates(&node.daemon.wdctl_json("status")).len(), 1);
+
+    // The gate moves from one port to the other.
+    write(svc, Some(b.port()));
+    node.daemon.signal(libc::SIGHUP);
+    node.daemon.wait_log_line(Duration::from_secs(3), |l| {
+        l.contains("configuration reloaded")
+    });
+    let status = node.daemon.wdctl_json("status");
+    assert_eq!(
+        gates(&status),
+        vec![("udp:7132,to=127.0.0.1".to_owned(), 0)],
+        "{status:#}"
+    );
+    stall_until_verdict(&mut node, 2500);
+    thread::sleep(Duration::from_nanos(SETTLE));
+    let closed = monotonic_ns();
+    thread::sleep(Duration::from_secs(1));
+    assert_silent(&heard, svc, std::slice::from_ref(&vb), closed);
+    assert_still_heard(&heard, svc, std::slice::from_ref(&va), closed);
+
+    // No gate any more: the gate goes away, even with the heartbeat stopped.
+    write(svc, None);
+    node.daemon.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while pins.pinned() {
+        assert!(
+            Instant::now() < deadline,
+            "gate still pinned after the reload"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_still_heard(&heard, svc, &[vb], monotonic_ns());
+    assert_eq!(node.daemon.wdctl_json("status")["heartbeat"], "stopped");
+    node.stop_cleanly();
+}

@@ -24,12 +24,15 @@ pub mod maps {
     /// tgid -> u64 sender mask: [`super::TAG_MONITORED`] for monitored processes, and
     /// the bit of each gate whose sender is `pid:N`.
     pub const SENDERS: &str = "GATE_SENDERS";
+    /// u64 words, one bit per tgid: the keys of SENDERS (a plain load on every send;
+    /// sized by the loader to pid_max).
+    pub const SENDER_BITS: &str = "GATE_SNDR_BITS";
     /// comm ([u8; 16], NUL-padded) -> u64 mask of the gates whose sender is `comm:NAME`.
     pub const COMMS: &str = "GATE_COMMS";
     /// Socket-local storage of [`super::SockTag`].
     pub const TAGS: &str = "GATE_TAGS";
     /// Every map of the gate object.
-    pub const ALL: [&str; 6] = [RULES, STATE, DROPS, SENDERS, COMMS, TAGS];
+    pub const ALL: [&str; 7] = [RULES, STATE, DROPS, SENDERS, SENDER_BITS, COMMS, TAGS];
 }
 
 /// The gate object's programs.
@@ -142,7 +145,7 @@ impl GateState {
 }
 
 /// What a socket carries: the sender mask (the gate bits of `pid:`/`comm:` senders, and
-/// [`TAG_MONITORED`]) of the task that last sent on it, or connected it.
+/// [`TAG_MONITORED`]) of the last gated sender that sent on it, or connected it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockTag {

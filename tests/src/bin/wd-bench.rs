@@ -863,57 +863,76 @@ fn gate(plan: &Plan, out: &mut String) {
         let last = silent_since(&peer, victim.pid, via, quiet);
         killed.push(last.saturating_sub(kill_at) as f64 / MS as f64);
     }
-    let _ = writeln!(out, "{}", summary("a thread stuck (budget 300 ms), gated", &mut stall));
-    let _ = writeln!(out, "{}", summary("baseline: the service killed (SIGKILL)", &mut killed));
+    let _ = writeln!(
+        out,
+        "{}",
+        summary("a thread stuck (budget 300 ms), gated", &mut stall)
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        summary("baseline: the service killed (SIGKILL)", &mut killed)
+    );
     daemon.stop();
     drop(pins);
 
     // What a datagram pays: loopback sends, the gate attached or not.
     let _ = writeln!(
         out,
-        "\nWhat the gate costs each datagram sent (a loop of {} sends to 127.0.0.1, fastest of 5 runs, median of {} rounds, ns per send), with the daemon running in every mode, monitoring the sender unless said: the egress program runs on every packet of the host, the tagging tracepoint on every send.\n\n| gate | ns per send | over no gate |\n|---|---|---|",
+        "\nWhat the gate costs each datagram sent (a loop of {} sends to 127.0.0.1, fastest of 5 runs, median of {} rounds, ns per send), with the daemon running in every mode: the egress program runs on every packet of the host, the tagging tracepoint on every send.\n\n| gate | ns per send | over no gate (same sender) |\n|---|---|---|",
         plan.syscalls / 10,
         plan.rounds
     );
     // Somewhere for the datagrams to go (never read: the kernel drops what overflows).
     let _sink = std::net::UdpSocket::bind("127.0.0.1:7202").unwrap();
-    let mut sender = Workload::spawn();
-    let n = plan.syscalls / 10;
-    let modes = [
-        "none (the daemon monitors the sender)",
-        "on another port",
-        "on this port (open)",
-        "on another port, the sender not monitored",
+    // (the sender monitored, the gate's port, what the row says, its baseline's row).
+    let modes: [(bool, Option<u16>, &str, usize); 5] = [
+        (true, None, "none, the sender monitored", 0),
+        (true, Some(7203), "on another port, the sender monitored", 0),
+        (
+            true,
+            Some(7202),
+            "on this port (open), the sender monitored",
+            0,
+        ),
+        (false, None, "none, the sender not monitored", 3),
+        (
+            false,
+            Some(7203),
+            "on another port, the sender not monitored",
+            3,
+        ),
     ];
     let bystander = Workload::spawn();
+    let mut sender = Workload::spawn();
+    let n = plan.syscalls / 10;
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for _ in 0..plan.rounds {
-        for (i, row) in results.iter_mut().enumerate() {
+        for (row, (monitored, port, _, _)) in results.iter_mut().zip(modes) {
             let pins = GatePins::new("bench-cost");
-            let running = {
-                let group = unique_group();
-                let rec = Recorder::start(group);
-                let monitored = if i == 3 { bystander.pid } else { sender.pid };
-                let mut opts = DaemonOpts::new(monitored, "300ms", "100ms");
-                let port = if i == 2 { 7202 } else { 7203 };
-                if i > 0 {
-                    opts.extra = vec!["--gate".into(), format!("udp:{port}")];
-                    opts.extra.extend(pins.args());
-                }
-                Some((Daemon::start(opts, group, &rec), rec))
-            };
+            let group = unique_group();
+            let rec = Recorder::start(group);
+            let pid = if monitored { sender.pid } else { bystander.pid };
+            let mut opts = DaemonOpts::new(pid, "300ms", "100ms");
+            if let Some(port) = port {
+                opts.extra = vec!["--gate".into(), format!("udp:{port}")];
+                opts.extra.extend(pins.args());
+            }
+            let mut daemon = Daemon::start(opts, group, &rec);
             let best = (0..RUNS)
                 .map(|_| run_udp_loop(&mut sender, n, "127.0.0.1:7202"))
                 .fold(f64::MAX, f64::min);
             row.push(best);
-            if let Some((mut d, _rec)) = running {
-                d.stop();
-            }
+            daemon.stop();
         }
     }
-    let base = median(&mut results[0]);
-    for (i, mode) in modes.iter().enumerate() {
-        let m = median(&mut results[i]);
-        let _ = writeln!(out, "| {mode} | {m:.1} | {:+.1} |", m - base);
+    let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
+    for (i, (_, _, name, base)) in modes.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {name} | {:.1} | {:+.1} |",
+            medians[i],
+            medians[i] - medians[*base]
+        );
     }
 }

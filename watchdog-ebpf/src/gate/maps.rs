@@ -22,6 +22,12 @@ pub static GATE_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_GATE
 #[map]
 pub static GATE_SENDERS: HashMap<u32, u64> = HashMap::with_max_entries(8192, 0);
 
+/// One bit per tgid: the keys of GATE_SENDERS, so that an ungated sender's send costs a
+/// load, not a hash lookup. Sized by the loader to pid_max; an id beyond it falls back
+/// to the hash.
+#[map]
+pub static GATE_SNDR_BITS: Array<u64> = Array::with_max_entries(1, 0);
+
 /// comm -> mask of the gates whose sender is that program name.
 #[map]
 pub static GATE_COMMS: HashMap<[u8; 16], u64> = HashMap::with_max_entries(64, 0);

@@ -1,7 +1,8 @@
 //! Tag each socket with its sender, in the sender's own context: after every send
 //! (sock_send_length), and when a TCP socket connects (its SYN). The egress program may
 //! run elsewhere (a TCP retransmit in softirq), so it reads the tag, not `current`.
-//! A socket whose sender is not gated loses its tag.
+//! An ungated sender's send costs one helper call and a load: the tag stays that of the
+//! last gated sender (a socket is one process's, nearly always).
 //!
 //! BTF tracepoints, not fentry: they need no function tracing (which some kernels and
 //! sandboxes lack), and their `struct sock *` argument is a typed pointer that the
@@ -13,7 +14,7 @@ use aya_ebpf::{
 };
 use watchdog_common::gate::SockTag;
 
-use crate::maps::{GATE_COMMS, GATE_SENDERS, GATE_STATE, tags};
+use crate::maps::{GATE_COMMS, GATE_SENDERS, GATE_SNDR_BITS, GATE_STATE, tags};
 
 const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
 const TCP_SYN_SENT: i32 = 2;
@@ -46,21 +47,31 @@ fn tag(sk: *mut u8) {
         return;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let mut mask = unsafe { GATE_SENDERS.get(&tgid) }.copied().unwrap_or(0);
+    let listed = match GATE_SNDR_BITS.get(tgid >> 6) {
+        Some(w) => *w & (1u64 << (tgid & 63)) != 0,
+        None => true,
+    };
+    let mut mask = 0;
+    if listed {
+        mask = unsafe { GATE_SENDERS.get(&tgid) }.copied().unwrap_or(0);
+    }
     if state.comm_senders != 0
         && let Ok(comm) = bpf_get_current_comm()
     {
         mask |= unsafe { GATE_COMMS.get(&comm) }.copied().unwrap_or(0);
     }
-    // Storage is made only for a gated sender; an ungated one clears what it finds.
-    let flags = if mask == 0 {
-        0
-    } else {
-        BPF_SK_STORAGE_GET_F_CREATE
-    };
-    let t = unsafe { bpf_sk_storage_get(tags(), sk.cast(), core::ptr::null_mut(), flags) }
-        as *mut SockTag;
-    if !t.is_null() {
+    if mask == 0 {
+        return;
+    }
+    let t = unsafe {
+        bpf_sk_storage_get(
+            tags(),
+            sk.cast(),
+            core::ptr::null_mut(),
+            BPF_SK_STORAGE_GET_F_CREATE,
+        )
+    } as *mut SockTag;
+    if !t.is_null() && unsafe { (*t).mask } != mask {
         unsafe { (*t).mask = mask };
     }
 }

@@ -78,6 +78,7 @@ pub struct GateProbes {
     state: Array<MapData, GateState>,
     drops: PerCpuArray<MapData, u64>,
     senders: HashMap<MapData, u32, u64>,
+    sender_bits: Array<MapData, u64>,
     comms: HashMap<MapData, [u8; 16], u64>,
 }
 
@@ -102,6 +103,7 @@ impl GateProbes {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
+        loader.map_max_entries(maps::SENDER_BITS, super::probes::bit_words());
         let mut ebpf = loader.load(OBJECT)?;
 
         let mut links: Vec<(&'static str, FdLink)> = Vec::new();
@@ -185,6 +187,8 @@ impl GateProbes {
             PerCpuArray::try_from(take(&mut ebpf, maps::DROPS)?).map_err(map_error(maps::DROPS))?;
         let senders =
             HashMap::try_from(take(&mut ebpf, maps::SENDERS)?).map_err(map_error(maps::SENDERS))?;
+        let sender_bits = Array::try_from(take(&mut ebpf, maps::SENDER_BITS)?)
+            .map_err(map_error(maps::SENDER_BITS))?;
         let comms =
             HashMap::try_from(take(&mut ebpf, maps::COMMS)?).map_err(map_error(maps::COMMS))?;
         Ok(GateProbes {
@@ -194,6 +198,7 @@ impl GateProbes {
             state,
             drops,
             senders,
+            sender_bits,
             comms,
         })
     }
@@ -256,7 +261,8 @@ impl GateProbes {
         Ok(())
     }
 
-    /// Make the senders map say `want` (tgid -> mask), changing only what differs.
+    /// Make the senders map say `want` (tgid -> mask), changing only what differs: the
+    /// hash first, then its bit (so a set bit always has its entry).
     pub fn sync_senders(&mut self, want: &StdHashMap<u32, u64>) -> Result<(), GateError> {
         let have: StdHashMap<u32, u64> = self.senders.iter().filter_map(Result::ok).collect();
         for (tgid, mask) in want {
@@ -264,12 +270,28 @@ impl GateProbes {
                 self.senders
                     .insert(tgid, mask, 0)
                     .map_err(map_error(maps::SENDERS))?;
+                self.set_sender_bit(*tgid, true)?;
             }
         }
         for tgid in have.keys().filter(|t| !want.contains_key(t)) {
+            self.set_sender_bit(*tgid, false)?;
             ignore_missing(self.senders.remove(tgid), maps::SENDERS)?;
         }
         Ok(())
+    }
+
+    /// Only the daemon writes these bits (under its lock), so read-modify-write is safe.
+    fn set_sender_bit(&mut self, tgid: u32, on: bool) -> Result<(), GateError> {
+        let index = tgid >> 6;
+        let Ok(word) = self.sender_bits.get(&index, 0) else {
+            // Beyond the array (pid_max raised since): the kernel side looks in the hash.
+            return Ok(());
+        };
+        let bit = 1u64 << (tgid & 63);
+        let word = if on { word | bit } else { word & !bit };
+        self.sender_bits
+            .set(index, word, 0)
+            .map_err(map_error(maps::SENDER_BITS))
     }
 
     /// Make the comm senders map say `want` (program name -> gate mask).

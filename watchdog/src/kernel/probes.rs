@@ -283,7 +283,7 @@ fn task_field_offsets() -> Result<[u32; TASK_FIELD_GLOBALS.len()], EbpfError> {
 
 /// Words of a bit array with one bit per id up to the kernel's pid_max (ids beyond it,
 /// if pid_max is raised later, fall back to the hash maps).
-fn bit_words() -> u32 {
+pub(crate) fn bit_words() -> u32 {
     let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
