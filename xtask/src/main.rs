@@ -22,7 +22,7 @@ usage: cargo xtask <command>
   bench [--quick] [SECTION...]
                   provision (and bpftrace), build, run the benchmarks as root (results:
                   BENCHMARKS.md); sections: syscalls, detection, oops, footprint, flood,
-                  failover (default: all); --quick: one short round of each, to check
+                  failover, gate (default: all); --quick: one short round of each, to check
                   the bench
   install [--root DIR]
                   provision, build, then install (as root) the binaries in /usr/local/bin,
