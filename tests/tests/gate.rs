@@ -298,8 +298,9 @@ fn a_tcp_heartbeat_and_one_sent_by_another_process_are_held_back() {
     let pins = GatePins::new("tcp");
     let tcp: SocketAddr = "127.0.0.1:7121".parse().unwrap();
     let udp: SocketAddr = "127.0.0.1:7122".parse().unwrap();
+    let late: SocketAddr = "127.0.0.1:7123".parse().unwrap();
     let tcp_heard = tcp_peer(|f| drop(thread::spawn(f)), tcp);
-    let udp_heard = udp_peer(|f| drop(thread::spawn(f)), vec![udp], None);
+    let udp_heard = udp_peer(|f| drop(thread::spawn(f)), vec![udp, late], None);
     // The service's heartbeat is sent by a helper process of its own.
     let mut helper = Workload::spawn();
     let helper_pid = helper.pid;
@@ -313,6 +314,8 @@ fn a_tcp_heartbeat_and_one_sent_by_another_process_are_held_back() {
                 "--gate".into(),
                 format!("udp:{}@pid:{helper_pid}", udp.port()),
             ]);
+            o.extra
+                .extend(["--gate".into(), format!("udp:{}", late.port())]);
         })
         .start();
     node.work.send(&format!("tcp-beat 20 {tcp}"));
@@ -330,6 +333,13 @@ fn a_tcp_heartbeat_and_one_sent_by_another_process_are_held_back() {
     thread::sleep(Duration::from_secs(1));
     assert_silent(&tcp_heard, svc, std::slice::from_ref(&tvia), closed);
     assert_silent(&udp_heard, helper_pid, std::slice::from_ref(&uvia), closed);
+    // A socket the stalled service creates now is its own from the start: not even its
+    // first datagram gets out (it is tagged when created, not after its first send).
+    node.work.send(&format!("udp-beat 20 {late}"));
+    node.work.expect("BEAT", Duration::from_secs(2));
+    thread::sleep(Duration::from_millis(500));
+    let lvia = late.to_string();
+    assert_silent(&udp_heard, svc, std::slice::from_ref(&lvia), 0);
     let status = node.daemon.wdctl_json("status");
     for (gate, dropped) in gates(&status) {
         assert!(dropped > 0, "{gate} dropped nothing: {status:#}");
@@ -342,6 +352,7 @@ fn a_tcp_heartbeat_and_one_sent_by_another_process_are_held_back() {
     let resumed = monotonic_ns();
     tcp_heard.wait_for(svc, &tvia, resumed, Duration::from_secs(15));
     udp_heard.wait_for(helper_pid, &uvia, resumed, Duration::from_secs(2));
+    udp_heard.wait_for(svc, &lvia, resumed, Duration::from_secs(2));
     node.stop_cleanly();
 }
 

@@ -44,6 +44,9 @@ pub mod programs {
     /// tp_btf/inet_sock_set_state: tags a TCP socket with the task that connects it
     /// (its SYN and first data then carry the tag).
     pub const TAG_CONNECT: &str = "gate_tag_connect";
+    /// cgroup/sock_create on the cgroup v2 root: tags an inet socket with its creator
+    /// (a socket the service made stays its own in another's hands).
+    pub const TAG_CREATE: &str = "gate_tag_create";
     /// The tagging programs and their BTF tracepoints.
     pub const TAGGERS: [(&str, &str); 2] = [
         (TAG_SEND, "sock_send_length"),
@@ -145,7 +148,7 @@ impl GateState {
 }
 
 /// What a socket carries: the sender mask (the gate bits of `pid:`/`comm:` senders, and
-/// [`TAG_MONITORED`]) of the last gated sender that sent on it, or connected it.
+/// [`TAG_MONITORED`]) of the gated task that created it, or last sent on it or connected it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockTag {

@@ -1,5 +1,6 @@
-//! Tag each socket with its sender, in the sender's own context: after every send
-//! (sock_send_length), and when a TCP socket connects (its SYN). The egress program may
+//! Tag each socket with its sender, in the sender's own context: when it is created
+//! (cgroup/sock_create), after every send (sock_send_length), and when a TCP socket
+//! connects (its SYN). The egress program may
 //! run elsewhere (a TCP retransmit in softirq), so it reads the tag, not `current`.
 //! An ungated sender's send costs one helper call and a load: the tag stays that of the
 //! last gated sender (a socket is one process's, nearly always).
@@ -9,8 +10,8 @@
 //! socket storage helper accepts.
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_sk_storage_get},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    macros::{btf_tracepoint, cgroup_sock},
+    programs::{BtfTracePointContext, SockContext},
 };
 use watchdog_common::gate::SockTag;
 
@@ -18,6 +19,13 @@ use crate::maps::{GATE_COMMS, GATE_SENDERS, GATE_SNDR_BITS, GATE_STATE, tags};
 
 const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
 const TCP_SYN_SENT: i32 = 2;
+
+/// An inet socket being created, in its creator (1: let it be created).
+#[cgroup_sock(sock_create)]
+pub fn gate_tag_create(ctx: SockContext) -> i32 {
+    tag(ctx.sock.cast());
+    1
+}
 
 /// sock_send_length(struct sock *sk, __u16 family, __u16 protocol, int ret, int flags),
 /// at the end of every sendmsg.

@@ -22,7 +22,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
         links::{FdLink, PinnedLink},
     },
 };
@@ -131,6 +131,27 @@ impl GateProbes {
                     CgroupSkbAttachType::Egress,
                     CgroupAttachMode::Single,
                 )
+                .map_err(program_error(name))?;
+            let link = prog.take_link(id).map_err(program_error(name))?;
+            let link = FdLink::try_from(link).map_err(|e| GateError::Program {
+                name,
+                message: format!("not a bpf_link (kernel 5.7+): {e}"),
+            })?;
+            links.push((name, link));
+        }
+        {
+            let name = programs::TAG_CREATE;
+            let prog: &mut CgroupSock = ebpf
+                .program_mut(name)
+                .ok_or(GateError::Program {
+                    name,
+                    message: "missing from the object".into(),
+                })?
+                .try_into()
+                .map_err(program_error(name))?;
+            prog.load().map_err(program_error(name))?;
+            let id = prog
+                .attach(&cgroup, CgroupAttachMode::Single)
                 .map_err(program_error(name))?;
             let link = prog.take_link(id).map_err(program_error(name))?;
             let link = FdLink::try_from(link).map_err(|e| GateError::Program {
@@ -441,7 +462,7 @@ mod tests {
                 ".rodata" | ".bss" | ".data" if name.starts_with("WD_") => {
                     globals.push(name.into())
                 }
-                s if (s.starts_with("cgroup_skb") || s.starts_with("tp_btf"))
+                s if (s.starts_with("cgroup") || s.starts_with("tp_btf"))
                     && sym.kind() == object::SymbolKind::Text =>
                 {
                     programs.push(name.into())
@@ -454,7 +475,7 @@ mod tests {
         let mut want_maps: Vec<String> = super::maps::ALL.iter().map(|s| s.to_string()).collect();
         want_maps.sort();
         assert_eq!(maps, want_maps);
-        let mut want_programs: Vec<String> = [super::programs::EGRESS]
+        let mut want_programs: Vec<String> = [super::programs::EGRESS, super::programs::TAG_CREATE]
             .into_iter()
             .chain(super::programs::TAGGERS.map(|(name, _)| name))
             .map(str::to_owned)
