@@ -455,6 +455,17 @@ pub struct RulesTestArgs {
     /// A file of kernel lines that must all be caught (one per line; # comments).
     #[arg(long, value_name = "FILE")]
     pub examples: Option<PathBuf>,
+    /// A labelled corpus (`class<TAB>source<TAB>line` files, or directories of `*.tsv`):
+    /// print the recall per class, and fail if a benign line is alerted or the recall
+    /// of problem lines is under --min-recall (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub corpus: Vec<PathBuf>,
+    /// Least recall of problem lines, in percent, that --corpus accepts.
+    #[arg(long, value_name = "PERCENT", default_value_t = 98.0)]
+    pub min_recall: f64,
+    /// With --corpus: print every line the rules got wrong.
+    #[arg(long)]
+    pub misses: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,7 @@ pub mod render;
 
 use std::{
     io::{Read, Write},
-    path::Path,
+    path::{Path, PathBuf},
     time::Instant,
 };
 
@@ -20,7 +20,7 @@ use crate::{
     },
     heartbeat::iface::Interface,
     heartbeat::{listener, socket},
-    judging::kmsg::{RuleSet, report::assemble_log, rules::BUILTIN_NAME},
+    judging::kmsg::{RuleSet, corpus, report::assemble_log, rules::BUILTIN_NAME},
     terminal::{printable, printable_all},
 };
 
@@ -155,8 +155,74 @@ fn incidents(a: &KmsgArgs, out: &mut impl Write) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The labelled lines of `paths` (files, or directories of `*.tsv`, sorted).
+fn read_corpus(paths: &[PathBuf]) -> anyhow::Result<Vec<corpus::Labelled>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut tsv: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "tsv"))
+                .collect();
+            tsv.sort();
+            files.extend(tsv);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut all = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        all.extend(corpus::parse(&f.display().to_string(), &text).map_err(anyhow::Error::msg)?);
+    }
+    Ok(all)
+}
+
+fn corpus_test(
+    rules: &RuleSet,
+    a: &RulesTestArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<Option<String>> {
+    if a.corpus.is_empty() {
+        return Ok(None);
+    }
+    let lines = read_corpus(&a.corpus)?;
+    let score = corpus::score(rules, &lines);
+    write!(out, "{score}")?;
+    let shown: Vec<&corpus::Miss> = if a.misses {
+        score.misses.iter().chain(&score.false_alarms).collect()
+    } else {
+        score.false_alarms.iter().collect()
+    };
+    for m in shown {
+        writeln!(
+            out,
+            "{}: {} taken for {}{}: {}",
+            m.want.at,
+            m.want.class,
+            m.got,
+            m.rule.as_deref().map(|r| format!(" by {r}")).unwrap_or_default(),
+            printable(&m.want.line)
+        )?;
+    }
+    let recall = 100.0 * score.recall();
+    let mut wrong = Vec::new();
+    if !score.false_alarms.is_empty() {
+        wrong.push(format!("{} benign lines alerted", score.false_alarms.len()));
+    }
+    if recall < a.min_recall {
+        wrong.push(format!("recall {recall:.1}% is under {}%", a.min_recall));
+    }
+    Ok((!wrong.is_empty()).then(|| wrong.join("; ")))
+}
+
 fn rules_test(a: &RulesTestArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let rules = load_rules(a.rules.as_deref())?;
+    if let Some(wrong) = corpus_test(&rules, a, out)? {
+        bail!("corpus: {wrong}");
+    }
     let examples = match &a.examples {
         Some(p) => Some((
             p.display().to_string(),

@@ -81,6 +81,7 @@ impl Class {
             Class::Oops | Class::Bug | Class::Panic | Class::HungTask | Class::SoftLockup => {
                 Action::StopHeartbeat
             }
+            Class::None => Action::None,
             _ => Action::Alert,
         }
     }
@@ -121,6 +122,8 @@ pub enum Severity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
+    /// Nothing: not a problem line.
+    None,
     /// Record and alert.
     Alert,
     /// The thread is stalled: stop the heartbeat, record, alert.

@@ -1,9 +1,15 @@
 //! The prefixes kernel lines carry in the wild, seen through so rules match the text.
 //!
-//! In the order they nest: a syslog header (`Mon DD HH:MM:SS host kernel: `, or an
-//! RFC 3339 stamp) or a /dev/kmsg record header (`6,1234,5678,-;`), a priority
-//! (`<4>`), a dmesg timestamp (`[  123.456789]`, or `dmesg -T`'s `[Mon Nov 23 01:02:03
-//! 2026]`), and a caller id (`[ T123]`, `[  C0]`).
+//! Not a list of known stamps: a line is peeled, envelope by envelope, until what is
+//! left is the kernel's own text. An envelope is anything a log pipeline puts in front:
+//! a /dev/kmsg record header (`6,1234,5678,-;`), `dmesg -x`'s `kern  :err   : `, a
+//! priority (`<4>`), a log header that ends in the `kernel:` tag after a clock (syslog
+//! with or without a host, journalctl's formats, RFC 3339, year-first stamps with a
+//! severity word, month names of any language), bracketed stamps (`[  123.456789]`,
+//! `dmesg -H`'s `[  +0,000002]` and `[Apr19 18:52]`, `dmesg -T` in any language), caller
+//! ids (`[ T123]`, `[  C0]`), a stamp cut off at its start (`60836.026949] `), and console
+//! text glued before a stamp (`login: [   35.1] `). The level, where the envelope says
+//! it, is kept.
 
 /// Who printed a line, from a caller id prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,40 +25,70 @@ pub struct Stripped<'a> {
     /// Seconds since boot, from a dmesg timestamp or a /dev/kmsg header.
     pub time: Option<f64>,
     pub caller: Option<Caller>,
+    /// The console level (0 emerg .. 7 debug), where an envelope says it.
+    pub level: Option<u8>,
 }
 
-/// Strip every known prefix from `line`.
+/// Most envelopes peeled from one line (a bound, not a limit ever met).
+const MAX_ENVELOPES: usize = 8;
+
+/// Strip every prefix from `line`.
 pub fn strip(line: &str) -> Stripped<'_> {
     let mut s = line.trim_end_matches(['\n', '\r']);
-    let mut time = None;
-    let mut caller = None;
-    if let Some((rest, t, c)) = kmsg_header(s) {
-        s = rest;
-        time = t;
-        caller = c;
-    } else if let Some(rest) = syslog_header(s) {
-        s = rest;
-    }
-    if let Some(rest) = priority(s) {
-        s = rest;
-    }
-    if let Some((rest, t)) = dmesg_time(s) {
-        s = rest;
-        time = time.or(t);
-    }
-    if let Some((rest, c)) = caller_id(s) {
-        s = rest;
-        caller = caller.or(Some(c));
-    }
-    Stripped {
+    // Terminal programs that log a serial console show CR LF as symbols.
+    s = s.trim_end_matches(['␍', '␊']);
+    let mut out = Stripped {
         text: s,
-        time,
-        caller,
+        time: None,
+        caller: None,
+        level: None,
+    };
+    for _ in 0..MAX_ENVELOPES {
+        let Some(rest) = peel(s, &mut out) else {
+            break;
+        };
+        s = rest;
     }
+    out.text = s;
+    out
+}
+
+/// Take one envelope off `s`, noting what it says in `out`.
+fn peel<'a>(s: &'a str, out: &mut Stripped<'_>) -> Option<&'a str> {
+    // Leading blanks before an envelope belong to the pipeline; before text, to the
+    // kernel (indented report lines), so they stay unless an envelope follows.
+    let t = s.trim_start();
+    if let Some((rest, time, caller, level)) = kmsg_header(t) {
+        out.time = out.time.or(time);
+        out.caller = out.caller.or(caller);
+        out.level = out.level.or(Some(level));
+        return Some(rest);
+    }
+    if let Some((rest, level)) = facility_level(t) {
+        out.level = out.level.or(Some(level));
+        return Some(rest);
+    }
+    if let Some((rest, level)) = priority(t) {
+        out.level = out.level.or(Some(level));
+        return Some(rest);
+    }
+    if let Some(rest) = kernel_tag(t) {
+        return Some(rest);
+    }
+    if let Some((rest, time, caller)) = bracketed_stamp(t) {
+        out.time = out.time.or(time);
+        out.caller = out.caller.or(caller);
+        return Some(rest);
+    }
+    if let Some((rest, time)) = cut_stamp(t) {
+        out.time = out.time.or(Some(time));
+        return Some(rest);
+    }
+    glued_before_stamp(s)
 }
 
 /// `PRI,SEQ,USEC,FLAGS[,more];text` as /dev/kmsg gives records.
-fn kmsg_header(s: &str) -> Option<(&str, Option<f64>, Option<Caller>)> {
+fn kmsg_header(s: &str) -> Option<(&str, Option<f64>, Option<Caller>, u8)> {
     let (head, rest) = s.split_once(';')?;
     let mut fields = head.split(',');
     let pri = fields.next()?;
@@ -65,44 +101,77 @@ fn kmsg_header(s: &str) -> Option<(&str, Option<f64>, Option<Caller>)> {
     {
         return None;
     }
+    let level = (pri.parse::<u32>().ok()? & 7) as u8;
     let time = usec.parse::<u64>().ok().map(|u| u as f64 / 1e6);
     let caller = fields
         .find_map(|f| f.strip_prefix("caller="))
         .and_then(parse_caller);
-    Some((rest, time, caller))
+    Some((rest, time, caller, level))
 }
 
-/// `Mon DD HH:MM:SS host kernel: ` or `2026-11-23T01:02:03.456789+00:00 host kernel: `.
-fn syslog_header(s: &str) -> Option<&str> {
-    let idx = s.find(" kernel: ")?;
-    let head = &s[..idx];
-    let mut words = head.split_whitespace();
-    let first = words.next()?;
-    let looks_like_date = if first.len() == 3 && first.chars().all(|c| c.is_ascii_alphabetic()) {
-        // "Nov 23 01:02:03 host"
-        let day = words.next()?;
-        let clock = words.next()?;
-        day.bytes().all(|b| b.is_ascii_digit())
-            && clock.matches(':').count() == 2
-            && words.count() == 1
-    } else {
-        // RFC 3339 stamp then host
-        first.len() >= 19
-            && first.as_bytes()[4] == b'-'
-            && first.contains('T')
-            && words.count() == 1
-    };
-    looks_like_date.then(|| &s[idx + " kernel: ".len()..])
+const LEVELS: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warn", "notice", "info", "debug",
+];
+const FACILITIES: [&str; 20] = [
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+    "authpriv", "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7",
+];
+
+/// `dmesg -x`: `kern  :err   : `.
+fn facility_level(s: &str) -> Option<(&str, u8)> {
+    let (facility, rest) = s.split_once(':')?;
+    let (level, rest) = rest.split_once(':')?;
+    if !FACILITIES.contains(&facility.trim_end()) {
+        return None;
+    }
+    let level = LEVELS.iter().position(|l| *l == level.trim_end())? as u8;
+    Some((rest.strip_prefix(' ').unwrap_or(rest), level))
 }
 
-fn priority(s: &str) -> Option<&str> {
+fn priority(s: &str) -> Option<(&str, u8)> {
     let rest = s.strip_prefix('<')?;
     let end = rest.find('>')?;
-    (end > 0 && end <= 3 && rest[..end].bytes().all(|b| b.is_ascii_digit()))
-        .then(|| &rest[end + 1..])
+    let digits = &rest[..end];
+    (end > 0 && end <= 3 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| (&rest[end + 1..], (digits.parse::<u32>().unwrap_or(0) & 7) as u8))
 }
 
-/// A bracketed prefix and what follows it (one space after it is eaten).
+/// Whether `s` holds a clock: `H:MM` or `HH:MM:SS` (digits around colons).
+fn has_clock(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..b.len().saturating_sub(2)).any(|i| {
+        b[i] == b':' && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit() && b[i + 2].is_ascii_digit()
+    })
+}
+
+/// The tags a log pipeline writes before a kernel message.
+const KERNEL_TAGS: [&str; 3] = ["kernel: ", "kernel:", "[kernel] "];
+
+/// A log header ending in the kernel tag: `kernel: ` alone, or after a head that holds
+/// a clock (the date, host and severity in any format and language around it), at most
+/// six words long.
+fn kernel_tag(s: &str) -> Option<&str> {
+    for tag in KERNEL_TAGS {
+        if let Some(rest) = s.strip_prefix(tag) {
+            return Some(rest.strip_prefix(' ').unwrap_or(rest));
+        }
+    }
+    // Only the first few words: a kernel message that says "kernel:" further on keeps it.
+    let window = s.get(..s.len().min(120)).unwrap_or(s);
+    let (at, tag) = KERNEL_TAGS
+        .iter()
+        .filter_map(|t| window.find(&format!(" {t}")).map(|i| (i, *t)))
+        .min_by_key(|(i, _)| *i)?;
+    let head = &s[..at];
+    if !has_clock(head) || head.split_whitespace().count() > 6 {
+        return None;
+    }
+    let rest = &s[at + 1 + tag.len()..];
+    Some(rest.strip_prefix(' ').unwrap_or(rest))
+}
+
+/// A bracket at the start and what follows it (one space after it is eaten).
 fn bracketed(s: &str) -> Option<(&str, &str)> {
     let rest = s.strip_prefix('[')?;
     let end = rest.find(']')?;
@@ -110,36 +179,76 @@ fn bracketed(s: &str) -> Option<(&str, &str)> {
     Some((&rest[..end], after.strip_prefix(' ').unwrap_or(after)))
 }
 
-fn dmesg_time(s: &str) -> Option<(&str, Option<f64>)> {
+/// `[  123.456789]`, `[  +0,000002]` (seconds, a fraction of at least three digits), or a
+/// date with a clock (`dmesg -T` in any language, `dmesg -H`'s `[Apr19 18:52]`,
+/// `[22:22:59:905]`), or a caller id.
+fn bracketed_stamp(s: &str) -> Option<(&str, Option<f64>, Option<Caller>)> {
     let (inside, rest) = bracketed(s)?;
     let t = inside.trim();
-    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') && t.contains('.') {
-        return Some((rest, t.parse().ok()));
+    if let Some(secs) = seconds(t) {
+        return Some((rest, secs, None));
     }
-    // dmesg -T: "Mon Nov 23 01:02:03 2026"
-    let words: Vec<&str> = t.split_whitespace().collect();
-    let human = words.len() == 5
-        && words[0].len() == 3
-        && words[3].matches(':').count() == 2
-        && words[4].len() == 4
-        && words[4].bytes().all(|b| b.is_ascii_digit());
-    human.then_some((rest, None))
+    if let Some(c) = parse_caller(t) {
+        return Some((rest, None, Some(c)));
+    }
+    let date = t.len() <= 40
+        && has_clock(t)
+        && t.split_whitespace().count() <= 6
+        && t.chars().all(|c| c.is_alphanumeric() || " .,:+-/".contains(c));
+    date.then_some((rest, None, None))
+}
+
+/// `123.456789` or `+0,000002` (a dmesg stamp: seconds and at least three decimals), and
+/// its value when it is absolute.
+fn seconds(t: &str) -> Option<Option<f64>> {
+    let (relative, t) = match t.strip_prefix('+') {
+        Some(r) => (true, r),
+        None => (false, t),
+    };
+    let (whole, frac) = t.split_once(['.', ','])?;
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    (digits(whole) && digits(frac) && frac.len() >= 3).then(|| {
+        if relative {
+            None
+        } else {
+            format!("{whole}.{frac}").parse().ok()
+        }
+    })
+}
+
+/// A stamp that lost its `[` (a truncated journal line): `60836.026949] `.
+fn cut_stamp(s: &str) -> Option<(&str, f64)> {
+    let end = s.find("] ")?;
+    let secs = seconds(&s[..end])??;
+    Some((&s[end + 2..], secs))
+}
+
+/// Console text glued before a dmesg stamp (`syzkaller login: [  35.18] `, a shell
+/// prompt, another program's output): the stamp is where the kernel's line starts.
+fn glued_before_stamp(s: &str) -> Option<&str> {
+    let window = s.get(..s.len().min(160)).unwrap_or(s);
+    let mut from = 1;
+    while let Some(i) = window.get(from..)?.find('[') {
+        let at = from + i;
+        if let Some((inside, _)) = bracketed(&s[at..])
+            && seconds(inside.trim()).is_some()
+        {
+            return Some(&s[at..]);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 fn parse_caller(s: &str) -> Option<Caller> {
     let s = s.trim();
     let (kind, num) = s.split_at_checked(1)?;
-    let n: u32 = num.parse().ok()?;
+    let n: u32 = num.trim_start().parse().ok()?;
     match kind {
         "T" => Some(Caller::Task(n)),
         "C" => Some(Caller::Cpu(n)),
         _ => None,
     }
-}
-
-fn caller_id(s: &str) -> Option<(&str, Caller)> {
-    let (inside, rest) = bracketed(s)?;
-    parse_caller(inside).map(|c| (rest, c))
 }
 
 #[cfg(test)]
@@ -155,7 +264,8 @@ mod tests {
             Stripped {
                 text: TEXT,
                 time: None,
-                caller: None
+                caller: None,
+                level: None,
             }
         );
     }
@@ -208,6 +318,55 @@ mod tests {
             "Nov is a month kernel: no",
         ] {
             assert_eq!(strip(line).text, line);
+        }
+    }
+
+    #[test]
+    fn pipelines_not_seen_before_are_peeled_to_the_kernel_text() {
+        for line in [
+            format!("Jun  4 22:32:45 kernel: [    5.100000] {TEXT}"),
+            format!("фев 12 00:48:02 kernel: {TEXT}"),
+            format!("set 03 13:04:29 bazzite kernel: {TEXT}"),
+            format!("2025 Jul  2 06:56:57.749624 sonic_testbed ERR kernel: [  993.616601] {TEXT}"),
+            format!("Jan 27 14:08:57 [kernel] {TEXT}"),
+            format!("Mar  3 10:00:01 host kernel:[  12.345678] {TEXT}"),
+            format!("kernel: {TEXT}"),
+            format!("[  +0,000002] {TEXT}"),
+            format!("[Apr19 18:52] {TEXT}"),
+            format!("[wo jul 28 05:19:47 2021] {TEXT}"),
+            format!("[lun may  5 18:11:41 2025] {TEXT}"),
+            format!("kern  :warn  : [    3.078160] [      T0] {TEXT}"),
+            format!("60836.026949] {TEXT}"),
+            format!("syzkaller login: [   35.184476] {TEXT}"),
+            format!("root@debian:~# [  212.473177] {TEXT}"),
+            format!("        [  797.730264] {TEXT}"),
+            format!("[22:22:59:905] [    0.645489] {TEXT}␍␊"),
+            format!("<4>[  123.456789][    C3] {TEXT}"),
+        ] {
+            assert_eq!(strip(&line).text, TEXT, "{line}");
+        }
+    }
+
+    #[test]
+    fn the_level_is_kept_where_an_envelope_says_it() {
+        assert_eq!(strip(&format!("3,12,34,-;{TEXT}")).level, Some(3));
+        assert_eq!(strip(&format!("<12>{TEXT}")).level, Some(4));
+        assert_eq!(strip(&format!("kern  :err   : {TEXT}")).level, Some(3));
+        assert_eq!(strip(TEXT).level, None);
+    }
+
+    #[test]
+    fn kernel_text_that_resembles_an_envelope_is_kept() {
+        for line in [
+            "[ INFO: possible circular locking dependency detected ]",
+            "[ BUG: bad unlock balance detected! ]",
+            "  ESR = 0x0000000096000005",
+            " ? __schedule+0x3e4/0x1540",
+            "audit: type=1400 audit(12:34:56.789:1): apparmor=\"DENIED\" comm=\"kernel: x\" a b c d e f g",
+            "[ 0] RxErr",
+            "[drm:intel_pipe_update_end [i915]] *ERROR* Atomic update failure",
+        ] {
+            assert_eq!(strip(line).text, line, "{line}");
         }
     }
 }

@@ -185,9 +185,12 @@ impl Classification<'_> {
 const UNMATCHED: Classification<'static> = Classification {
     class: Class::None,
     severity: Severity::Info,
-    action: Action::Alert,
+    action: Action::None,
     rule: None,
 };
+
+/// How rsyslog escapes a newline inside a message.
+const RSYSLOG_NEWLINE: &str = "#012";
 
 /// Rules in priority order, with one automaton over all of them.
 #[derive(Clone, Debug)]
@@ -276,9 +279,19 @@ impl RuleSet {
         }
     }
 
-    /// Classify a line as found in the wild, prefixes and all.
+    /// Classify a line as found in the wild, prefixes and all. rsyslog writes the
+    /// newlines of a multi-line record as `#012`: each part is a line of its own, and the
+    /// first that a rule of a problem class knows decides.
     pub fn classify(&self, line: &str) -> Classification<'_> {
-        self.classify_text(prefix::strip(line).text)
+        let first = self.classify_text(prefix::strip(line).text);
+        if first.class != Class::None || !line.contains(RSYSLOG_NEWLINE) {
+            return first;
+        }
+        line.split(RSYSLOG_NEWLINE)
+            .skip(1)
+            .map(|part| self.classify_text(prefix::strip(part).text))
+            .find(|c| c.class != Class::None)
+            .unwrap_or(first)
     }
 
     /// The rule test bench: every rule's examples are decided by that rule (no rule of
