@@ -196,3 +196,87 @@ fn interleaved_reports_are_kept_apart_by_caller_id() {
     );
     assert_eq!(hung.call_trace, ["__schedule", "schedule"]);
 }
+
+/// The real-world corpus (watchdog/tests/corpus/real: lines from public bug reports of
+/// every architecture and kernel generation, with the prefixes they were posted with)
+/// and the hand-picked one above, scored as `wdctl rules test --corpus` scores them.
+fn real_corpus() -> Vec<watchdog::judging::kmsg::corpus::Labelled> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/real");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tsv"))
+        .collect();
+    files.sort();
+    files.push(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/lines.tsv").into());
+    files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            watchdog::judging::kmsg::corpus::parse(&f.display().to_string(), &text)
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect()
+}
+
+#[test]
+fn real_world_lines_are_classified_with_98_percent_recall_and_no_false_alarm() {
+    let corpus = real_corpus();
+    assert!(corpus.len() >= 1000, "only {} lines", corpus.len());
+    let score = watchdog::judging::kmsg::corpus::score(&RuleSet::builtin(), &corpus);
+    eprintln!("{score}");
+    let wrong: Vec<String> = score
+        .misses
+        .iter()
+        .chain(&score.false_alarms)
+        .map(|m| {
+            format!(
+                "{}: {} taken for {}: {}",
+                m.want.at, m.want.class, m.got, m.want.line
+            )
+        })
+        .collect();
+    assert!(score.false_alarms.is_empty(), "{wrong:#?}");
+    assert!(
+        score.recall() >= 0.98,
+        "recall {}: {wrong:#?}",
+        score.recall()
+    );
+    for class in Class::ALL {
+        let (_, n) = score.per_class.get(&class).copied().unwrap_or_default();
+        assert!(n >= 10, "only {n} real lines of class {class}");
+    }
+}
+
+#[test]
+fn every_real_report_is_one_incident_about_the_right_task() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/real/reports");
+    let manifest = std::fs::read_to_string(format!("{dir}/MANIFEST.tsv")).unwrap();
+    let mut checked = 0;
+    for row in manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let f: Vec<&str> = row.split('\t').collect();
+        let (file, class, pid, comm) = (f[0], f[2], f[3], f[4]);
+        let log = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        let reports = assemble_log(&RuleSet::builtin(), &log);
+        let first = reports
+            .first()
+            .unwrap_or_else(|| panic!("{file}: no report"));
+        let got = (first.class.as_str(), first.pid, first.comm.as_deref());
+        let want = (
+            class,
+            pid.parse::<u32>().ok(),
+            (comm != "-").then_some(comm),
+        );
+        assert_eq!(got, want, "{file}: {reports:#?}");
+        // One report is one incident: none of its lines starts a second of its class.
+        assert!(
+            reports[1..].iter().all(|r| r.class != first.class),
+            "{file} was split: {reports:#?}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked} reports");
+}

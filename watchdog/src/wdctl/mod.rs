@@ -203,7 +203,10 @@ fn corpus_test(
             m.want.at,
             m.want.class,
             m.got,
-            m.rule.as_deref().map(|r| format!(" by {r}")).unwrap_or_default(),
+            m.rule
+                .as_deref()
+                .map(|r| format!(" by {r}"))
+                .unwrap_or_default(),
             printable(&m.want.line)
         )?;
     }

@@ -111,10 +111,18 @@ pub fn score(rules: &RuleSet, corpus: &[Labelled]) -> Score {
 
 impl fmt::Display for Score {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<14} {:>6} {:>6} {:>8}", "class", "lines", "right", "recall")?;
+        writeln!(
+            f,
+            "{:<14} {:>6} {:>6} {:>8}",
+            "class", "lines", "right", "recall"
+        )?;
         for (class, (right, total)) in &self.per_class {
             let pct = 100.0 * *right as f64 / (*total).max(1) as f64;
-            writeln!(f, "{:<14} {total:>6} {right:>6} {pct:>7.1}%", class.as_str())?;
+            writeln!(
+                f,
+                "{:<14} {total:>6} {right:>6} {pct:>7.1}%",
+                class.as_str()
+            )?;
         }
         let problems: usize = self
             .per_class
@@ -171,6 +179,9 @@ mod tests {
         assert_eq!(s.false_alarms[0].got, Class::Panic);
         assert!((s.recall() - 0.5).abs() < 1e-9);
         let text = s.to_string();
-        assert!(text.contains("recall 50.0%; benign lines alerted: 1"), "{text}");
+        assert!(
+            text.contains("recall 50.0%; benign lines alerted: 1"),
+            "{text}"
+        );
     }
 }

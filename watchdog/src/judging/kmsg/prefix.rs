@@ -113,9 +113,8 @@ const LEVELS: [&str; 8] = [
     "emerg", "alert", "crit", "err", "warn", "notice", "info", "debug",
 ];
 const FACILITIES: [&str; 20] = [
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-    "authpriv", "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
-    "local7",
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
 ];
 
 /// `dmesg -x`: `kern  :err   : `.
@@ -133,15 +132,22 @@ fn priority(s: &str) -> Option<(&str, u8)> {
     let rest = s.strip_prefix('<')?;
     let end = rest.find('>')?;
     let digits = &rest[..end];
-    (end > 0 && end <= 3 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| (&rest[end + 1..], (digits.parse::<u32>().unwrap_or(0) & 7) as u8))
+    (end > 0 && end <= 3 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| {
+        (
+            &rest[end + 1..],
+            (digits.parse::<u32>().unwrap_or(0) & 7) as u8,
+        )
+    })
 }
 
 /// Whether `s` holds a clock: `H:MM` or `HH:MM:SS` (digits around colons).
 fn has_clock(s: &str) -> bool {
     let b = s.as_bytes();
     (1..b.len().saturating_sub(2)).any(|i| {
-        b[i] == b':' && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit() && b[i + 2].is_ascii_digit()
+        b[i] == b':'
+            && b[i - 1].is_ascii_digit()
+            && b[i + 1].is_ascii_digit()
+            && b[i + 2].is_ascii_digit()
     })
 }
 
@@ -194,7 +200,8 @@ fn bracketed_stamp(s: &str) -> Option<(&str, Option<f64>, Option<Caller>)> {
     let date = t.len() <= 40
         && has_clock(t)
         && t.split_whitespace().count() <= 6
-        && t.chars().all(|c| c.is_alphanumeric() || " .,:+-/".contains(c));
+        && t.chars()
+            .all(|c| c.is_alphanumeric() || " .,:+-/".contains(c));
     date.then_some((rest, None, None))
 }
 

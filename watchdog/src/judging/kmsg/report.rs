@@ -99,6 +99,11 @@ static OOM_KILLED: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"Kill(?:ed)? process (\d+) \((.+?)\)").unwrap());
 static WARN_AT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"WARNING: CPU: (\d+) PID: (\d+) at").unwrap());
+/// lockdep: `kworker/u:3/1497 is trying to acquire lock:`, `X/N is trying to release
+/// lock`, `X/N still has locks held!`.
+static LOCKDEP_TASK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(\S+)/(\d+) (?:is trying to (?:acquire|release) lock|still has locks held|\[HC\d\[\d+\]:SC\d\[\d+\]:HE\d:SE\d\] (?:takes|is trying to acquire))").unwrap()
+});
 static ALLOC_COMM: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(\S+): (?:page allocation|vmalloc)").unwrap());
 static IP: LazyLock<Regex> = LazyLock::new(|| {
@@ -111,6 +116,9 @@ static FRAME: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^\s*(?:<\w+>\s*)?(?:\[<[0-9a-f]+>\]\s*)?(\?\s*)?([A-Za-z_.$][\w.$]*)\+0x[0-9a-f]+/0x[0-9a-f]+").unwrap()
 });
 static ARM64_REG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^x\d+\s*:").unwrap());
+
+/// Lines after a header that belong to its report whatever they say.
+const HEADER_LINES: usize = 12;
 
 /// Lines that belong to a report, though no rule matches them.
 const REPORT_LINE_PREFIXES: &[&str] = &[
@@ -169,6 +177,40 @@ const REPORT_LINE_PREFIXES: &[&str] = &[
     "Blocked by coredump",
     "rcu: ",
     "Pid: ",
+    // powerpc, arm, s390, mips and riscv register dumps and fault lines
+    "NIP",
+    "REGS:",
+    "MSR:",
+    "GPR",
+    "CFAR:",
+    "IRQMASK:",
+    "LR [",
+    "Instruction dump:",
+    "Faulting instruction address:",
+    "PC is at",
+    "LR is at",
+    "Backtrace:",
+    "Function entered at",
+    "Exception stack",
+    "Krnl ",
+    "epc ",
+    "ra  ",
+    "Status:",
+    "Cause ",
+    "BadVA",
+    "PrId",
+    "sepc:",
+    "badaddr:",
+    "[<",
+    // lockdep's report
+    "other info that might help us debug this",
+    "the existing dependency chain",
+    "stack backtrace:",
+    "-> #",
+    " Possible unsafe locking scenario",
+    "*** DEADLOCK ***",
+    "which lock already depends on the new lock",
+    "but task is already holding lock",
     "\t",
     " ",
 ];
@@ -318,6 +360,12 @@ impl Building {
                     .captures(text)
                     .map(|c| (None, c.get(1), c.get(2), c.get(3), c.get(4)))
             });
+        if r.pid.is_none()
+            && let Some(c) = LOCKDEP_TASK.captures(text)
+        {
+            r.pid = c[2].parse().ok();
+            r.comm = Some(c[1].to_owned());
+        }
         if let Some((cpu, pid, comm, taint, flags)) = task_line {
             r.cpu = r.cpu.or(cpu.and_then(|m| m.as_str().parse().ok()));
             if r.pid.is_none() {
@@ -358,8 +406,23 @@ impl Building {
         match (mine, c.class) {
             // "BUG: kernel NULL pointer dereference" then "Oops: 0002 [#1]"; "kernel BUG
             // at" then "invalid opcode": one report, while still in its header lines.
-            (Class::Bug | Class::Oops, Class::Bug | Class::Oops) => self.report.lines.len() < 12,
+            (Class::Bug | Class::Oops, Class::Bug | Class::Oops) => {
+                self.report.lines.len() < HEADER_LINES
+            }
             (Class::Oom, Class::Oom) | (Class::RcuStall, Class::RcuStall) => true,
+            // The panic a report ends in (panic_on_oops, hung_task_panic, softlockup_panic,
+            // panic_on_oom, panic_on_warn) is its last part, not another incident.
+            (
+                Class::Oops
+                | Class::Bug
+                | Class::HungTask
+                | Class::SoftLockup
+                | Class::HardLockup
+                | Class::RcuStall
+                | Class::Warning
+                | Class::Oom,
+                Class::Panic,
+            ) => true,
             // Repeats of one single-line error (a burst of I/O errors) are one incident.
             (Class::FsIo | Class::Hardware, _) => c.rule_id() == self.report.rule.as_deref(),
             _ => false,
@@ -372,9 +435,12 @@ impl Building {
             // An OOM report is a header, memory tables and a task list, then the kill.
             Class::Oom => true,
             Class::FsIo | Class::Hardware => false,
-            // The line right after a WARNING or BUG header is often its own message
-            // (WARN(cond, "NETDEV WATCHDOG: ...")).
-            _ => self.report.lines.len() < 2 || is_report_line(text),
+            // A header is followed by lines in every architecture's and generation's own
+            // words before the first one anyone could list (x86's `IP:`/`*pdpt`, arm's
+            // `pgd =`, ppc's `Faulting instruction address:`, lockdep's banner, the
+            // message of a WARN(cond, "...")): the stream's next lines are the report's
+            // (reports of other tasks are in other streams, by caller id or printer).
+            _ => self.report.lines.len() < HEADER_LINES || is_report_line(text),
         }
     }
 
