@@ -43,8 +43,8 @@ pub fn strip(line: &str) -> Stripped<'_> {
         caller: None,
         level: None,
     };
-    for _ in 0..MAX_ENVELOPES {
-        let Some(rest) = peel(s, &mut out) else {
+    for n in 0..MAX_ENVELOPES {
+        let Some(rest) = peel(s, &mut out, n == 0) else {
             break;
         };
         s = rest;
@@ -53,8 +53,9 @@ pub fn strip(line: &str) -> Stripped<'_> {
     out
 }
 
-/// Take one envelope off `s`, noting what it says in `out`.
-fn peel<'a>(s: &'a str, out: &mut Stripped<'_>) -> Option<&'a str> {
+/// Take one envelope off `s`, noting what it says in `out`; `first`: nothing was taken
+/// off yet (console text is glued only to the start of a line).
+fn peel<'a>(s: &'a str, out: &mut Stripped<'_>, first: bool) -> Option<&'a str> {
     // Leading blanks before an envelope belong to the pipeline; before text, to the
     // kernel (indented report lines), so they stay unless an envelope follows.
     let t = s.trim_start();
@@ -84,12 +85,20 @@ fn peel<'a>(s: &'a str, out: &mut Stripped<'_>) -> Option<&'a str> {
         out.time = out.time.or(Some(time));
         return Some(rest);
     }
-    glued_before_stamp(s)
+    if first {
+        return glued_before_stamp(s);
+    }
+    None
 }
 
 /// `PRI,SEQ,USEC,FLAGS[,more];text` as /dev/kmsg gives records.
 fn kmsg_header(s: &str) -> Option<(&str, Option<f64>, Option<Caller>, u8)> {
-    let (head, rest) = s.split_once(';')?;
+    // Cheap refusals first: this runs on every line, most of which are not records.
+    if !s.as_bytes().first()?.is_ascii_digit() {
+        return None;
+    }
+    let end = s.as_bytes().iter().take(96).position(|b| *b == b';')?;
+    let (head, rest) = (&s[..end], &s[end + 1..]);
     let mut fields = head.split(',');
     let pri = fields.next()?;
     let seq = fields.next()?;
@@ -119,7 +128,11 @@ const FACILITIES: [&str; 20] = [
 
 /// `dmesg -x`: `kern  :err   : `.
 fn facility_level(s: &str) -> Option<(&str, u8)> {
-    let (facility, rest) = s.split_once(':')?;
+    if !s.as_bytes().first()?.is_ascii_lowercase() {
+        return None;
+    }
+    let colon = s.as_bytes().iter().take(12).position(|b| *b == b':')?;
+    let (facility, rest) = (&s[..colon], &s[colon + 1..]);
     let (level, rest) = rest.split_once(':')?;
     if !FACILITIES.contains(&facility.trim_end()) {
         return None;
@@ -164,11 +177,18 @@ fn kernel_tag(s: &str) -> Option<&str> {
         }
     }
     // Only the first few words: a kernel message that says "kernel:" further on keeps it.
-    let window = s.get(..s.len().min(120)).unwrap_or(s);
-    let (at, tag) = KERNEL_TAGS
-        .iter()
-        .filter_map(|t| window.find(&format!(" {t}")).map(|i| (i, *t)))
-        .min_by_key(|(i, _)| *i)?;
+    let window = &s.as_bytes()[..s.len().min(120)];
+    // "kernel" in the window (a SIMD search: this runs on every line), then what stands
+    // around it.
+    let at = memchr::memmem::find_iter(window, b"kernel").find_map(|i| {
+        let before = i.checked_sub(1).map(|j| window[j]);
+        match (before, window.get(i + 6)) {
+            (Some(b' '), Some(b':')) => Some(i - 1),
+            (Some(b'['), Some(b']')) if i >= 2 && window[i - 2] == b' ' => Some(i - 2),
+            _ => None,
+        }
+    })?;
+    let tag = KERNEL_TAGS.iter().find(|t| s[at + 1..].starts_with(**t))?;
     let head = &s[..at];
     if !has_clock(head) || head.split_whitespace().count() > 6 {
         return None;
@@ -216,16 +236,24 @@ fn seconds(t: &str) -> Option<Option<f64>> {
     let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
     (digits(whole) && digits(frac) && frac.len() >= 3).then(|| {
         if relative {
-            None
-        } else {
-            format!("{whole}.{frac}").parse().ok()
+            return None;
         }
+        // By hand: no allocation on the path every dmesg line takes.
+        let w: u64 = whole.parse().ok()?;
+        let f: u64 = frac.get(..frac.len().min(9))?.parse().ok()?;
+        Some(w as f64 + f as f64 / 10f64.powi(frac.len().min(9) as i32))
     })
 }
 
 /// A stamp that lost its `[` (a truncated journal line): `60836.026949] `.
 fn cut_stamp(s: &str) -> Option<(&str, f64)> {
-    let end = s.find("] ")?;
+    if !s.as_bytes().first()?.is_ascii_digit() {
+        return None;
+    }
+    let end = s.as_bytes().iter().take(24).position(|b| *b == b']')?;
+    if s.as_bytes().get(end + 1) != Some(&b' ') {
+        return None;
+    }
     let secs = seconds(&s[..end])??;
     Some((&s[end + 2..], secs))
 }

@@ -99,6 +99,9 @@ static OOM_KILLED: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"Kill(?:ed)? process (\d+) \((.+?)\)").unwrap());
 static WARN_AT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"WARNING: CPU: (\d+) PID: (\d+) at").unwrap());
+/// 2.6 x86 and other old die dumps: `Process swapper (pid: 1, threadinfo=c15ee000 ...)`.
+static OLD_PROCESS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^Process (\S+) \(pid: (\d+), ").unwrap());
 /// lockdep: `kworker/u:3/1497 is trying to acquire lock:`, `X/N is trying to release
 /// lock`, `X/N still has locks held!`.
 static LOCKDEP_TASK: LazyLock<Regex> = LazyLock::new(|| {
@@ -177,6 +180,15 @@ const REPORT_LINE_PREFIXES: &[&str] = &[
     "Blocked by coredump",
     "rcu: ",
     "Pid: ",
+    // i386 register dumps, old and new
+    "EIP is at",
+    "EAX:",
+    "ESI:",
+    "DS:",
+    "CR0:",
+    "eax:",
+    "esi:",
+    "ds:",
     // powerpc, arm, s390, mips and riscv register dumps and fault lines
     "NIP",
     "REGS:",
@@ -361,7 +373,9 @@ impl Building {
                     .map(|c| (None, c.get(1), c.get(2), c.get(3), c.get(4)))
             });
         if r.pid.is_none()
-            && let Some(c) = LOCKDEP_TASK.captures(text)
+            && let Some(c) = LOCKDEP_TASK
+                .captures(text)
+                .or_else(|| OLD_PROCESS.captures(text))
         {
             r.pid = c[2].parse().ok();
             r.comm = Some(c[1].to_owned());
@@ -410,6 +424,9 @@ impl Building {
                 self.report.lines.len() < HEADER_LINES
             }
             (Class::Oom, Class::Oom) | (Class::RcuStall, Class::RcuStall) => true,
+            // WARN(cond, "refcount_t: underflow; ...") prints its message, then the
+            // WARNING: line: one report.
+            (Class::Warning, Class::Warning) => self.report.lines.len() < HEADER_LINES,
             // The panic a report ends in (panic_on_oops, hung_task_panic, softlockup_panic,
             // panic_on_oom, panic_on_warn) is its last part, not another incident.
             (
