@@ -520,8 +520,8 @@ examples = [{ line = "watchdog-test: BUG: not real", source = "our tests" }]
 
     #[test]
     fn rules_that_compile_one_by_one_but_not_together_are_an_error_not_a_panic() {
-        // Each of these is well under the limit of one rule; 64 together are not.
-        let text = rules_file((0..64).map(|i| format!(r"\w{{20}}x{i}")));
+        // Each of these is under the limit of one rule (8,000 states); 64 together are not.
+        let text = rules_file((0..64).map(|i| format!(r"(?:(?:[a-c]{{20}}){{20}}){{20}}x{i}")));
         let e = RuleSet::with_user_text(&text, "big.toml").unwrap_err();
         assert!(
             matches!(&e, RulesError::SetTooBig { file, .. } if file == "big.toml"),
