@@ -268,9 +268,86 @@ fn kmsg_classify_gives_one_json_object_per_line() {
         "[  1.0] BUG: kernel NULL pointer dereference, address: 0000000000000008"
     );
     assert_eq!(
-        (rows[1]["class"].as_str(), rows[1]["rule"].as_str()),
-        (Some("none"), None)
+        (
+            rows[1]["class"].as_str(),
+            rows[1]["rule"].as_str(),
+            rows[1]["action"].as_str()
+        ),
+        (Some("none"), None, Some("none")),
+        "a line that is no problem has no action"
     );
+}
+
+#[test]
+fn kmsg_classify_unmatched_shows_the_err_lines_no_rule_knows() {
+    let input = "3,1,100,-;mydriver: firmware fell over\n6,2,200,-;mydriver: link up\n\
+                 2,3,300,-;BUG: kernel NULL pointer dereference, address: 0000000000000008\n\
+                 <3>otherdriver: lost its queue\nkern  :err   : [   1.000000] thirddriver: gone\n\
+                 3,4,400,-;EXT4-fs error: 3 callbacks suppressed\nno level: anything\n";
+    let (code, out, err) = run_stdin("wdctl", &["kmsg", "classify", "--unmatched"], input);
+    assert_eq!(code, 0, "{err}");
+    // Columns: class (13), rule (24), then the line as given.
+    let shown: Vec<&str> = out.lines().map(|l| &l[13 + 1 + 24 + 1..]).collect();
+    assert_eq!(
+        shown,
+        [
+            "3,1,100,-;mydriver: firmware fell over",
+            "<3>otherdriver: lost its queue",
+            "kern  :err   : [   1.000000] thirddriver: gone"
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn the_real_world_corpora_pass_the_rule_test_bench_with_the_recall_per_class() {
+    let (code, out, err) = run_stdin(
+        "wdctl",
+        &[
+            "rules",
+            "test",
+            "--corpus",
+            &format!("{CORPUS_DIR}/real"),
+            "--corpus",
+            &format!("{CORPUS_DIR}/heldout"),
+            "--corpus",
+            &format!("{CORPUS_DIR}/lines.tsv"),
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for class in ["oops", "hard_lockup", "fs_io", "alloc_failure", "none"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(class) && l.ends_with('%')),
+            "{out}"
+        );
+    }
+    assert!(out.contains("benign lines alerted: 0"), "{out}");
+    // A corpus the rules do badly on fails, and says why.
+    let dir = std::env::temp_dir().join(format!("wd-corpus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.tsv");
+    std::fs::write(
+        &bad,
+        "panic\ttest\tnothing any rule knows\nnone\ttest\tKernel panic - not syncing: x\n",
+    )
+    .unwrap();
+    let (code, out, err) = run_stdin(
+        "wdctl",
+        &["rules", "test", "--corpus", bad.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("1 benign lines alerted; recall 0.0% is under 98%"),
+        "{err}"
+    );
+    assert!(
+        out.contains("bad.tsv:2: none taken for panic by panic"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -220,6 +220,19 @@ fn test() -> anyhow::Result<()> {
         ],
     )?;
     build()?;
+    // The kernel-report rules on the real-world corpora, with the recall per class in
+    // the log (the CLI tests hold them to it too).
+    let corpus = workspace_root().join("watchdog/tests/corpus");
+    let corpus_args: Vec<String> = ["real", "heldout", "lines.tsv"]
+        .iter()
+        .flat_map(|c| ["--corpus".to_owned(), corpus.join(c).display().to_string()])
+        .collect();
+    let mut rules_test = vec!["rules", "test"];
+    rules_test.extend(corpus_args.iter().map(String::as_str));
+    cmd(
+        &release_dir().join("wdctl").display().to_string(),
+        &rules_test,
+    )?;
     // SAFETY: single-threaded at this point; the variable is read by the test binaries.
     unsafe { std::env::set_var("WATCHDOG_BIN_DIR", release_dir()) };
     let mut tally = Tally::default();

@@ -438,6 +438,11 @@ pub struct KmsgArgs {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+    /// classify: only the lines no rule knows that are at level err or worse (where the
+    /// line says its level: a /dev/kmsg record, `<N>`, `dmesg -x`): the rules that
+    /// may be missing.
+    #[arg(long)]
+    pub unmatched: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub lost_events: u64,
     pub untracked_syscalls: u64,
     pub kernel_lines: u64,
+    /// Kernel log lines at level err or worse that no rule knows.
+    pub unmatched_error_lines: u64,
     /// (gate, packets dropped) of each service heartbeat gate.
     pub gates: Vec<(String, u64)>,
     /// (program, run time ns, runs) from the kernel's BPF statistics (zero unless
@@ -44,6 +46,7 @@ pub struct Metrics {
     probe_run_seconds: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     probe_runs: Family<Labels, Gauge>,
     gated_packets: Family<Labels, Counter>,
+    unmatched_error_lines: Gauge,
 }
 
 fn histogram() -> Histogram {
@@ -69,6 +72,7 @@ impl Default for Metrics {
             probe_run_seconds: Family::default(),
             probe_runs: Family::default(),
             gated_packets: Family::default(),
+            unmatched_error_lines: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -123,6 +127,11 @@ impl Default for Metrics {
                 m.probe_run_seconds.clone(),
             );
             r.register(
+                "kernel_lines_unmatched_errors",
+                "Kernel log lines at level err or worse that no rule knows (a rule may be missing: wdctl kmsg classify --unmatched)",
+                m.unmatched_error_lines.clone(),
+            );
+            r.register(
                 "gated_packets",
                 "Packets of the service's own heartbeat dropped by each gate while the heartbeat was stopped",
                 m.gated_packets.clone(),
@@ -166,6 +175,8 @@ impl Metrics {
         self.lost_events.set(now.lost_events as i64);
         self.untracked_syscalls.set(now.untracked_syscalls as i64);
         self.kernel_lines.set(now.kernel_lines as i64);
+        self.unmatched_error_lines
+            .set(now.unmatched_error_lines as i64);
         for (gate, dropped) in &now.gates {
             let c = self.gated_packets.get_or_create(&label("gate", gate));
             // A counter only goes up: add what is new since the last scrape.
@@ -262,6 +273,7 @@ mod tests {
             lost_events: 0,
             untracked_syscalls: 0,
             kernel_lines: 3,
+            unmatched_error_lines: 2,
             gates: vec![("udp:5405".into(), 40)],
             probes: vec![("sys_enter".into(), 1_500_000, 10)],
         });
@@ -272,6 +284,7 @@ mod tests {
             "watchdog_syscall_duration_seconds_count{target=\"postgres\"} 1",
             "watchdog_probe_runs{probe=\"sys_enter\"} 10",
             "watchdog_gated_packets_total{gate=\"udp:5405\"} 40",
+            "watchdog_kernel_lines_unmatched_errors 2",
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }

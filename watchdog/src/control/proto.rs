@@ -60,6 +60,10 @@ pub struct StatusReport {
     pub incident_store_errors: u64,
     pub exec_hook_runs: u64,
     pub exec_hook_failures: u64,
+    /// Kernel log lines at level err or worse that no rule knows (`wdctl kmsg classify
+    /// --unmatched` shows such lines in a log).
+    #[serde(default)]
+    pub unmatched_error_lines: u64,
     /// Packets of the service's own heartbeat the gates dropped since start.
     #[serde(default)]
     pub gated_packets: u64,

@@ -78,6 +78,7 @@ fn status(shared: &Shared) -> StatusReport {
     let m = r.monitor();
     StatusReport {
         gated_packets: gates.iter().map(|g| g.dropped).sum(),
+        unmatched_error_lines: r.unmatched_errors(),
         gates,
         gates_closed,
         node_id: shared.node_id.clone(),
@@ -114,6 +115,7 @@ pub(super) fn metrics_snapshot(s: &Shared) -> Snapshot {
         lost_events: s.lost_events(),
         untracked_syscalls: s.untracked_syscalls(),
         kernel_lines: s.kernel_lines(),
+        unmatched_error_lines: s.reactions().unmatched_errors(),
         gates: s
             .service_gate
             .report()

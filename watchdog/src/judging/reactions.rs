@@ -243,6 +243,9 @@ pub struct Scan {
     pub next_deadline: Option<u64>,
 }
 
+/// The lowest console level (err) at which a line no rule knows is counted.
+pub const UNMATCHED_LEVEL: u8 = 3;
+
 /// The daemon's decisions, with the state they need.
 pub struct Reactions {
     monitor: Monitor,
@@ -264,6 +267,8 @@ pub struct Reactions {
     clear_since_ns: Option<u64>,
     /// Kernel messages taken in.
     kernel_lines: u64,
+    /// Kernel log lines at level err or worse that no rule knows.
+    unmatched_errors: u64,
     /// Threads in a syscall since before the probes attached, by tid.
     before_attach: BTreeMap<u32, BeforeAttach>,
     /// Problem lines the ring delivered lately (their keys): the log's copies of them
@@ -307,6 +312,7 @@ impl Reactions {
             awaiting_first: initial.is_empty(),
             clear_since_ns: None,
             kernel_lines: 0,
+            unmatched_errors: 0,
             before_attach: BTreeMap::new(),
             ring_seen: VecDeque::new(),
             unseen: Vec::new(),
@@ -375,6 +381,22 @@ impl Reactions {
     }
 
     /// Kernel messages taken in so far.
+    /// Kernel log lines at level err or worse (0-3) that no rule knows, counted by
+    /// [`Reactions::count_unmatched`]: the sign of a rule that is missing.
+    pub fn unmatched_errors(&self) -> u64 {
+        self.unmatched_errors
+    }
+
+    /// Count the lines of the kernel's log, with their levels, that are at level err or
+    /// worse and that no rule knows (a rule of class `none` knows its lines).
+    pub fn count_unmatched<'a>(&mut self, lines: impl IntoIterator<Item = (u8, &'a str)>) {
+        for (level, text) in lines {
+            if level <= UNMATCHED_LEVEL && self.rules.classify(text).rule.is_none() {
+                self.unmatched_errors += 1;
+            }
+        }
+    }
+
     pub fn kernel_lines(&self) -> u64 {
         self.kernel_lines
     }
@@ -1387,6 +1409,15 @@ mod tests {
         cut.truncated = true;
         r.on_kernel_line(&cut, &h);
         r.on_kernel_log(std::slice::from_ref(&long), 0);
+        // Lines of level err or worse that no rule knows are counted; known ones, of any
+        // class (a rule of class none knows its line), and quieter ones are not.
+        r.count_unmatched([
+            (3, "mydriver: firmware fell over"),
+            (6, "mydriver: link up"),
+            (3, "EXT4-fs error: 12 callbacks suppressed"),
+            (2, bug),
+        ]);
+        assert_eq!(r.unmatched_errors(), 1);
         assert!(r.check_unseen(3_000 * MS, &h).is_empty());
         // Benign lines are never kept.
         r.on_kernel_log(&["eth0: link up".to_owned()], 4_000 * MS);

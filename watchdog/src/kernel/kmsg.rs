@@ -22,9 +22,9 @@ impl KmsgReader {
         Ok(KmsgReader { file })
     }
 
-    /// Every message logged since the last call, as text (without the record header),
+    /// Every message logged since the last call, with its level (0 emerg .. 7 debug),
     /// oldest first. Messages the log overwrote before they were read are skipped.
-    pub fn drain(&mut self) -> Vec<String> {
+    pub fn drain(&mut self) -> Vec<LogLine> {
         let mut out = Vec::new();
         // One record per read; a record is at most 8 KiB with its dictionary.
         let mut buf = vec![0u8; 8192];
@@ -45,13 +45,25 @@ impl KmsgReader {
     }
 }
 
+/// One message of the kernel's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// Console level: 0 emerg .. 7 debug.
+    pub level: u8,
+    pub text: String,
+}
+
 /// The message of one `/dev/kmsg` record: `PRIO,SEQ,TS,FLAGS[,...];TEXT\n` and then
 /// dictionary lines starting with a space, which are not part of the message.
-fn record_text(record: &[u8]) -> Option<String> {
+fn record_text(record: &[u8]) -> Option<LogLine> {
     let text = String::from_utf8_lossy(record);
-    let (_, rest) = text.split_once(';')?;
+    let (head, rest) = text.split_once(';')?;
+    let prio: u32 = head.split(',').next()?.parse().ok()?;
     let message = rest.split('\n').next().unwrap_or("");
-    Some(unescape(message))
+    Some(LogLine {
+        level: (prio & 7) as u8,
+        text: unescape(message),
+    })
 }
 
 /// /dev/kmsg writes non-printable bytes as `\xNN`: give the message back as printed.
@@ -86,11 +98,14 @@ mod tests {
     fn records_give_their_message_without_header_or_dictionary() {
         assert_eq!(
             record_text(b"4,1234,5678,-;BUG: unable to handle page fault\n SUBSYSTEM=x\n"),
-            Some("BUG: unable to handle page fault".into())
+            Some(LogLine {
+                level: 4,
+                text: "BUG: unable to handle page fault".into()
+            })
         );
         assert_eq!(
-            record_text(b"6,1,0,-,caller=T12;a \\x1b[2J b\n"),
-            Some("a \u{1b}[2J b".into())
+            record_text(b"11,1,0,-,caller=T12;a \\x1b[2J b\n").map(|l| (l.level, l.text)),
+            Some((3, "a \u{1b}[2J b".into()))
         );
         assert_eq!(record_text(b"no header"), None);
     }

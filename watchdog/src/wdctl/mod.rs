@@ -20,7 +20,10 @@ use crate::{
     },
     heartbeat::iface::Interface,
     heartbeat::{listener, socket},
-    judging::kmsg::{RuleSet, corpus, report::assemble_log, rules::BUILTIN_NAME},
+    judging::{
+        kmsg::{RuleSet, corpus, prefix, report::assemble_log, rules::BUILTIN_NAME},
+        reactions::UNMATCHED_LEVEL,
+    },
     terminal::{printable, printable_all},
 };
 
@@ -121,6 +124,12 @@ fn classify(a: &KmsgArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let text = read_input(a.file.as_deref())?;
     for line in text.lines() {
         let c = rules.classify(line);
+        if a.unmatched {
+            let level = prefix::strip(line).level;
+            if c.rule.is_some() || level.is_none_or(|l| l > UNMATCHED_LEVEL) {
+                continue;
+            }
+        }
         if a.json {
             let v = serde_json::json!({
                 "class": c.class,

@@ -95,6 +95,13 @@ pub fn status(s: &StatusReport) -> String {
     let _ = writeln!(out, "kernel lines read:  {}", s.kernel_lines);
     let _ = writeln!(out, "lost events:        {}", s.lost_events);
     let _ = writeln!(out, "untracked syscalls: {}", s.untracked_syscalls);
+    if s.unmatched_error_lines > 0 {
+        let _ = writeln!(
+            out,
+            "unknown err lines: {} (kernel lines at level err or worse no rule knows)",
+            s.unmatched_error_lines
+        );
+    }
     if !s.gates.is_empty() {
         let state = match s.gates_closed.is_empty() {
             true => "open",
