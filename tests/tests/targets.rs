@@ -169,7 +169,7 @@ fn a_reload_that_would_hurt_the_daemon_is_refused_and_it_lives_on() {
     let text: String = (0..64)
         .map(|i| {
             format!(
-                "[[rule]]\nid = \"r{i}\"\nclass = \"bug\"\nregex = '\\w{{20}}x{i}'\nexamples = [{{ line = \"x\", source = \"t\" }}]\n"
+                "[[rule]]\nid = \"r{i}\"\nclass = \"bug\"\nregex = '(?:(?:[a-c]{{20}}){{20}}){{20}}x{i}'\nexamples = [{{ line = \"x\", source = \"t\" }}]\n"
             )
         })
         .collect();

@@ -69,6 +69,31 @@ fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> GateError {
     }
 }
 
+/// Program `name` of the object, as its type.
+fn program<'e, P>(ebpf: &'e mut Ebpf, name: &'static str) -> Result<&'e mut P, GateError>
+where
+    &'e mut P: TryFrom<&'e mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(GateError::Program {
+            name,
+            message: "missing from the object".into(),
+        })?
+        .try_into()
+        .map_err(program_error(name))
+}
+
+/// A cgroup program's link as a pinnable bpf_link (cgroup links are fds from 5.7).
+fn fd_link<L>(name: &'static str, link: L) -> Result<FdLink, GateError>
+where
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    FdLink::try_from(link).map_err(|e| GateError::Program {
+        name,
+        message: format!("not a bpf_link (kernel 5.7+): {e}"),
+    })
+}
+
 /// The attached gate and its maps.
 pub struct GateProbes {
     dir: PathBuf,
@@ -114,14 +139,7 @@ impl GateProbes {
         })?;
         {
             let name = programs::EGRESS;
-            let prog: &mut CgroupSkb = ebpf
-                .program_mut(name)
-                .ok_or(GateError::Program {
-                    name,
-                    message: "missing from the object".into(),
-                })?
-                .try_into()
-                .map_err(program_error(name))?;
+            let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
             prog.load().map_err(program_error(name))?;
             // A bpf_link takes no flags and always attaches as BPF_F_ALLOW_MULTI (the
             // kernel's cgroup_bpf_link_attach): other programs on the root keep running.
@@ -133,42 +151,20 @@ impl GateProbes {
                 )
                 .map_err(program_error(name))?;
             let link = prog.take_link(id).map_err(program_error(name))?;
-            let link = FdLink::try_from(link).map_err(|e| GateError::Program {
-                name,
-                message: format!("not a bpf_link (kernel 5.7+): {e}"),
-            })?;
-            links.push((name, link));
+            links.push((name, fd_link(name, link)?));
         }
         {
             let name = programs::TAG_CREATE;
-            let prog: &mut CgroupSock = ebpf
-                .program_mut(name)
-                .ok_or(GateError::Program {
-                    name,
-                    message: "missing from the object".into(),
-                })?
-                .try_into()
-                .map_err(program_error(name))?;
+            let prog: &mut CgroupSock = program(&mut ebpf, name)?;
             prog.load().map_err(program_error(name))?;
             let id = prog
                 .attach(&cgroup, CgroupAttachMode::Single)
                 .map_err(program_error(name))?;
             let link = prog.take_link(id).map_err(program_error(name))?;
-            let link = FdLink::try_from(link).map_err(|e| GateError::Program {
-                name,
-                message: format!("not a bpf_link (kernel 5.7+): {e}"),
-            })?;
-            links.push((name, link));
+            links.push((name, fd_link(name, link)?));
         }
         for (name, tracepoint) in programs::TAGGERS {
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(GateError::Program {
-                    name,
-                    message: "missing from the object".into(),
-                })?
-                .try_into()
-                .map_err(program_error(name))?;
+            let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
             prog.load(tracepoint, &kernel_btf)
                 .map_err(program_error(name))?;
             let id = prog.attach().map_err(program_error(name))?;
@@ -409,25 +405,8 @@ fn ensure_bpffs(dir: &Path) -> Result<(), GateError> {
             parent.display()
         )));
     }
-    let c = |s: &str| CString::new(s).expect("no NUL");
-    let (src, target, fstype) = (c("bpf"), c("/sys/fs/bpf"), c("bpf"));
-    // SAFETY: valid C strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(err(format!(
-            "mounting bpffs at /sys/fs/bpf: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
+    super::mount::mount("bpf", "/sys/fs/bpf", "bpf")
+        .map_err(|e| err(format!("mounting bpffs at /sys/fs/bpf: {e}")))
 }
 
 fn on_bpffs(path: &Path) -> bool {

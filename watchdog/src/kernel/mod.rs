@@ -5,6 +5,7 @@ pub mod btf;
 pub mod clock;
 pub mod gate;
 pub mod kmsg;
+pub mod mount;
 pub mod probes;
 pub mod procfs;
 pub mod ring;

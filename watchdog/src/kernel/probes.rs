@@ -1,5 +1,5 @@
 //! Loading and attaching the kernel side. The only module that touches aya.
-use std::{ffi::CString, path::Path};
+use std::path::Path;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -177,22 +177,7 @@ pub fn ensure_tracefs() -> Result<(), EbpfError> {
     if dir.join("events").exists() {
         return Ok(());
     }
-    let c = |s: &str| CString::new(s).expect("no NUL");
-    let (src, target, fstype) = (c("nodev"), c("/sys/kernel/tracing"), c("tracefs"));
-    // SAFETY: valid C strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(EbpfError::Tracefs(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    super::mount::mount("nodev", "/sys/kernel/tracing", "tracefs").map_err(EbpfError::Tracefs)
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it (harmless after).
