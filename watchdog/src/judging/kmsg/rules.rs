@@ -134,6 +134,17 @@ fn compile(spec: RuleSpec, file: &str) -> Result<Rule, RulesError> {
             id: spec.id.clone(),
             message: e.to_string(),
         })?;
+    // The set matches bytes with ASCII classes (see RuleSet::new): a pattern that needs
+    // Unicode classes is refused here, by rule, not later as a set that will not build.
+    regex::bytes::RegexBuilder::new(&spec.regex)
+        .unicode(false)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| RulesError::Regex {
+            file: file.to_owned(),
+            id: spec.id.clone(),
+            message: format!("{e} (rules match ASCII character classes: \\w, \\d, \\s)"),
+        })?;
     if spec.examples.is_empty() {
         return Err(RulesError::NoExamples {
             file: file.to_owned(),
@@ -426,6 +437,18 @@ examples = [{ line = "watchdog-test: BUG: not real", source = "our tests" }]
             vec![BenchFailure(
                 "<built-in rules>: rule bug-generic (bug): example is decided by rule ignore-test-bugs (none) from user.toml: watchdog-test: BUG: simulated kernel fault".into()
             )]
+        );
+    }
+
+    #[test]
+    fn a_rule_that_needs_unicode_classes_is_refused_by_name() {
+        let text = rules_file(std::iter::once(r"\p{Greek}+ panic".to_owned()));
+        let e = RuleSet::with_user_text(&text, "greek.toml").unwrap_err();
+        assert!(
+            e.to_string().starts_with("greek.toml: rule r0: ")
+                && e.to_string()
+                    .contains("rules match ASCII character classes"),
+            "{e}"
         );
     }
 
