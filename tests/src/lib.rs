@@ -317,17 +317,7 @@ impl GatePins {
 
 impl Drop for GatePins {
     fn drop(&mut self) {
-        for sub in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
-            for f in std::fs::read_dir(sub.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let _ = std::fs::remove_file(f.path());
-            }
-            let _ = std::fs::remove_dir(sub.path());
-        }
-        let _ = std::fs::remove_dir(&self.0);
+        watchdog::kernel::gate::remove_pins(&self.0);
     }
 }
 

@@ -290,11 +290,16 @@ fn attach(mode: Mode, loop_pid: u32) -> Attached {
 }
 
 fn run_loop(work: &mut Workload, n: u64) -> f64 {
-    work.send(&format!("loop {n}"));
-    let line = work.expect("LOOP", Duration::from_secs(120));
+    timed_loop(work, &format!("loop {n}"), "LOOP")
+}
+
+/// Send a workload loop command; the mean ns per iteration its `PREFIX ns=X` line says.
+fn timed_loop(work: &mut Workload, command: &str, prefix: &str) -> f64 {
+    work.send(command);
+    let line = work.expect(prefix, Duration::from_secs(120));
     line.split_once("ns=")
         .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("bad LOOP line {line:?}"))
+        .unwrap_or_else(|| panic!("bad {prefix} line {line:?}"))
 }
 
 /// Runs per mode and round; the fastest counts.
@@ -804,11 +809,7 @@ fn silent_since(heard: &netns::Heard, pid: u32, via: &str, quiet: Duration) -> u
 }
 
 fn run_udp_loop(work: &mut Workload, n: u64, to: &str) -> f64 {
-    work.send(&format!("udp-loop {n} {to}"));
-    let line = work.expect("UDPLOOP", Duration::from_secs(120));
-    line.split_once("ns=")
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("bad UDPLOOP line {line:?}"))
+    timed_loop(work, &format!("udp-loop {n} {to}"), "UDPLOOP")
 }
 
 fn gate(plan: &Plan, out: &mut String) {

@@ -232,8 +232,8 @@ impl TargetSection {
     }
 }
 
-/// A program name as the kernel keeps it.
-fn check_comm(c: &str) -> Result<(), String> {
+/// A program name as the kernel keeps it (targets and gate senders).
+pub(crate) fn check_comm(c: &str) -> Result<(), String> {
     if c.is_empty() || c.len() > 15 {
         return Err(format!(
             "comm {c:?}: a program name is 1 to 15 bytes (the kernel keeps no more)"

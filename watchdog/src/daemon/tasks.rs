@@ -162,10 +162,8 @@ pub(super) async fn watch_losses(shared: Arc<Shared>, counters: Counters) {
         }
         if let Some(k) = kmsg.as_mut() {
             let lines = k.drain();
-            let texts: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
             let mut r = shared.reactions();
-            r.on_kernel_log(&texts, now);
-            r.count_unmatched(lines.iter().map(|l| (l.level, l.text.as_str())));
+            r.on_kernel_log(lines.iter().map(|l| (l.level, l.text.as_str())), now);
             effects.extend(r.check_unseen(now, &ProcHost));
         }
         effects.extend(shared.reactions().sweep(now, &ProcHost));

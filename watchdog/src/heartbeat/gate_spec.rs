@@ -130,10 +130,10 @@ fn parse_sender(s: &str) -> Result<GateSender, String> {
         .split_once(':')
         .ok_or_else(|| format!("sender '{s}': write monitored, comm:NAME, cgroup:PATH or pid:N"))?;
     match kind {
-        "comm" if !value.is_empty() && value.len() <= 15 => Ok(GateSender::Comm(value.into())),
-        "comm" => Err(format!(
-            "sender comm '{value}': a program name is 1 to 15 bytes (the kernel keeps no more)"
-        )),
+        "comm" => {
+            crate::config::check_comm(value).map_err(|e| format!("sender {e}"))?;
+            Ok(GateSender::Comm(value.into()))
+        }
         "cgroup" if !value.is_empty() => Ok(GateSender::Cgroup(value.into())),
         "pid" => value
             .parse::<u32>()

@@ -381,20 +381,11 @@ impl Reactions {
     }
 
     /// Kernel messages taken in so far.
-    /// Kernel log lines at level err or worse (0-3) that no rule knows, counted by
-    /// [`Reactions::count_unmatched`]: the sign of a rule that is missing.
+    /// Kernel log lines at level err or worse (0-3) that no rule knows (a rule of class
+    /// `none` knows its lines), counted by [`Reactions::on_kernel_log`]: the sign of a
+    /// rule that is missing.
     pub fn unmatched_errors(&self) -> u64 {
         self.unmatched_errors
-    }
-
-    /// Count the lines of the kernel's log, with their levels, that are at level err or
-    /// worse and that no rule knows (a rule of class `none` knows its lines).
-    pub fn count_unmatched<'a>(&mut self, lines: impl IntoIterator<Item = (u8, &'a str)>) {
-        for (level, text) in lines {
-            if level <= UNMATCHED_LEVEL && self.rules.classify(text).rule.is_none() {
-                self.unmatched_errors += 1;
-            }
-        }
     }
 
     pub fn kernel_lines(&self) -> u64 {
@@ -653,10 +644,18 @@ impl Reactions {
     /// lines the ring delivered are matched off; the others wait a grace period for the
     /// ring, then, if events were lost meanwhile, are taken as lost from it and judged
     /// here (see [`Reactions::check_unseen`]).
-    pub fn on_kernel_log(&mut self, lines: &[String], now_ns: u64) {
-        for text in lines {
-            let class = self.rules.classify(text).class;
-            if class == Class::None {
+    /// `lines` are (console level, text). Each is classified once, for both jobs.
+    pub fn on_kernel_log<'a>(
+        &mut self,
+        lines: impl IntoIterator<Item = (u8, &'a str)>,
+        now_ns: u64,
+    ) {
+        for (level, text) in lines {
+            let c = self.rules.classify(text);
+            if c.rule.is_none() && level <= UNMATCHED_LEVEL {
+                self.unmatched_errors += 1;
+            }
+            if c.class == Class::None {
                 continue;
             }
             let key = line_key(text);
@@ -666,7 +665,7 @@ impl Reactions {
             }
             self.unseen.push(Unseen {
                 key,
-                text: text.clone(),
+                text: text.to_owned(),
                 logged_ns: now_ns,
             });
         }
@@ -1399,7 +1398,8 @@ mod tests {
         // The ring first, then the log; and the log first, then the ring.
         r.on_kernel_line(&kernel_line(OTHER, OTHER, "other", 0, bug), &h);
         r.events_lost(0);
-        r.on_kernel_log(&[format!("[    1.000000] {bug}"), bug.to_owned()], 0);
+        let stamped = format!("[    1.000000] {bug}");
+        r.on_kernel_log([(3, stamped.as_str()), (3, bug)], 0);
         r.on_kernel_line(&kernel_line(OTHER, OTHER, "other", 0, bug), &h);
         let out = r.check_unseen(3_000 * MS, &h);
         assert!(out.is_empty(), "{out:?}");
@@ -1408,20 +1408,29 @@ mod tests {
         let mut cut = kernel_line(OTHER, OTHER, "other", 0, &long[..500]);
         cut.truncated = true;
         r.on_kernel_line(&cut, &h);
-        r.on_kernel_log(std::slice::from_ref(&long), 0);
-        // Lines of level err or worse that no rule knows are counted; known ones, of any
-        // class (a rule of class none knows its line), and quieter ones are not.
-        r.count_unmatched([
-            (3, "mydriver: firmware fell over"),
-            (6, "mydriver: link up"),
-            (3, "EXT4-fs error: 12 callbacks suppressed"),
-            (2, bug),
-        ]);
-        assert_eq!(r.unmatched_errors(), 1);
+        r.on_kernel_log([(3, long.as_str())], 0);
         assert!(r.check_unseen(3_000 * MS, &h).is_empty());
         // Benign lines are never kept.
-        r.on_kernel_log(&["eth0: link up".to_owned()], 4_000 * MS);
+        r.on_kernel_log([(6, "eth0: link up")], 4_000 * MS);
         assert!(r.unseen.is_empty());
+    }
+
+    #[test]
+    fn log_lines_of_level_err_that_no_rule_knows_are_counted() {
+        let mut r = reactions();
+        let bug = "watchdog-test: BUG: kernel NULL pointer dereference, address: 0000000000000008";
+        // Counted: level err or worse and no rule. Not: known ones, of any class (a rule
+        // of class none knows its line), and quieter ones.
+        r.on_kernel_log(
+            [
+                (3, "mydriver: firmware fell over"),
+                (6, "mydriver: link up"),
+                (3, "EXT4-fs error: 12 callbacks suppressed"),
+                (2, bug),
+            ],
+            0,
+        );
+        assert_eq!(r.unmatched_errors(), 1);
     }
 
     #[test]
@@ -1431,11 +1440,11 @@ mod tests {
         let bug = "watchdog-test: BUG: kernel NULL pointer dereference, address: 0000000000000008";
         // No loss: a line the ring has not delivered yet is only late, not lost.
         let mut r = reactions();
-        r.on_kernel_log(&[bug.to_owned()], 0);
+        r.on_kernel_log([(3, bug)], 0);
         assert!(r.check_unseen(3_000 * MS, &h).is_empty());
         // Events lost: a line naming a monitored thread stalls it, as from the ring.
         let mut r = reactions();
-        r.on_kernel_log(&[hung.to_owned()], 1_000 * MS);
+        r.on_kernel_log([(3, hung)], 1_000 * MS);
         r.events_lost(1_500 * MS);
         assert!(
             r.check_unseen(2_000 * MS, &h).is_empty(),
@@ -1456,7 +1465,7 @@ mod tests {
         // A line that stops the heartbeat but names no one: when in doubt, stop.
         let mut r = reactions();
         r.events_lost(0);
-        r.on_kernel_log(&[bug.to_owned()], 500 * MS);
+        r.on_kernel_log([(3, bug)], 500 * MS);
         let out = r.check_unseen(2_600 * MS, &h);
         assert_eq!(shape(&out), ["stop", "record"], "{out:?}");
         assert!(

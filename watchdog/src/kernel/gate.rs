@@ -313,7 +313,10 @@ impl GateProbes {
 
     /// Make the comm senders map say `want` (program name -> gate mask).
     pub fn sync_comms(&mut self, want: &StdHashMap<String, u64>) -> Result<(), GateError> {
-        let want: StdHashMap<[u8; 16], u64> = want.iter().map(|(c, m)| (comm_key(c), *m)).collect();
+        let want: StdHashMap<[u8; 16], u64> = want
+            .iter()
+            .map(|(c, m)| (super::probes::comm_key(c), *m))
+            .collect();
         let have: HashSet<[u8; 16]> = self.comms.keys().filter_map(Result::ok).collect();
         for (key, mask) in &want {
             self.comms
@@ -342,38 +345,34 @@ pub fn remove_pinned(dir: &Path) -> bool {
     there
 }
 
-fn remove_pins(dir: &Path) {
-    for sub in ["links".to_owned(), format!("v{PIN_VERSION}")] {
-        let d = dir.join(sub);
-        if let Ok(entries) = fs::read_dir(&d) {
-            for e in entries.flatten() {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-        let _ = fs::remove_dir(&d);
+/// Remove everything pinned under `dir` (the links, whatever versions of the maps), and
+/// `dir` itself: what is attached only through these pins detaches.
+pub fn remove_pins(dir: &Path) {
+    for sub in fs::read_dir(dir).into_iter().flatten().flatten() {
+        remove_pin_dir(&sub.path());
     }
-    remove_other_versions(dir, Path::new(""));
     let _ = fs::remove_dir(dir);
 }
 
 /// Remove the maps an older daemon pinned in another layout version.
 fn remove_other_versions(dir: &Path, keep: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if path == keep || !name.starts_with('v') || !path.is_dir() {
-            continue;
+        if path != keep && e.file_name().to_string_lossy().starts_with('v') {
+            remove_pin_dir(&path);
         }
-        if let Ok(files) = fs::read_dir(&path) {
-            for f in files.flatten() {
-                let _ = fs::remove_file(f.path());
-            }
-        }
-        let _ = fs::remove_dir(&path);
     }
+}
+
+/// A directory of pins, and its pins.
+fn remove_pin_dir(d: &Path) {
+    if !d.is_dir() {
+        return;
+    }
+    for f in fs::read_dir(d).into_iter().flatten().flatten() {
+        let _ = fs::remove_file(f.path());
+    }
+    let _ = fs::remove_dir(d);
 }
 
 fn ignore_missing(r: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(), GateError> {
@@ -381,14 +380,6 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>, name: &'static str) -> Res
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(e) => Err(map_error(name)(e)),
     }
-}
-
-/// A program name as the kernel keeps it: at most 15 bytes, NUL-padded.
-fn comm_key(name: &str) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    let n = name.len().min(15);
-    key[..n].copy_from_slice(&name.as_bytes()[..n]);
-    key
 }
 
 /// `dir`'s parent must be on bpffs; mount bpffs at /sys/fs/bpf if that is where it

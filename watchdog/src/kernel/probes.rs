@@ -206,7 +206,7 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>, name: &'static str) -> Res
 }
 
 /// A program name as the kernel keeps it: at most 15 bytes, NUL-padded.
-fn comm_key(name: &str) -> [u8; 16] {
+pub(crate) fn comm_key(name: &str) -> [u8; 16] {
     let mut key = [0u8; 16];
     let n = name.len().min(15);
     key[..n].copy_from_slice(&name.as_bytes()[..n]);
