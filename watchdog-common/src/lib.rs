@@ -42,12 +42,16 @@ pub mod maps {
     /// `tid & mask`), memory-mapped by the daemon; INFLIGHT takes a thread whose slot is
     /// another's.
     pub const SLOTS: &str = "SLOTS";
+    /// Per-CPU [`super::CurrentTask`]: the task each CPU runs, as sched_switch left it.
+    pub const CURRENT: &str = "CURRENT";
+    /// One [`super::ClockSample`], written by the `clock_sample` program.
+    pub const CLOCK: &str = "CLOCK";
     /// The bit arrays, which the loader sizes to the kernel's pid_max.
     pub const BIT_ARRAYS: [&str; 3] = [TARGET_BITS, EXEC_BITS, THREAD_BITS];
     /// Every map of the kernel side. It declares each one with a bare `#[map]` under
     /// the same identifier (the map's name is the identifier), and a unit test of the
     /// daemon checks the built object against this list.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 12] = [
         TARGETS,
         INFLIGHT,
         EVENTS,
@@ -58,6 +62,8 @@ pub mod maps {
         EXEC_BITS,
         THREAD_BITS,
         SLOTS,
+        CURRENT,
+        CLOCK,
     ];
 }
 
@@ -75,7 +81,7 @@ macro_rules! with_loader_globals {
     ($m:ident) => {
         $m! {
             slot_mask: WD_SLOT_MASK;
-            task: WD_TASK_PID => pid, WD_TASK_TGID => tgid;
+            task: WD_TASK_PID => pid, WD_TASK_TGID => tgid, WD_TASK_STATE => __state;
             fields:
                 /// sched_process_exit: `bool group_dead` (absent on older kernels).
                 EXIT_GROUP_DEAD => WD_EXIT_GROUP_DEAD,
@@ -89,12 +95,9 @@ macro_rules! with_loader_globals {
                 SIG_CODE => WD_SIG_CODE,
                 /// signal/signal_generate: `pid_t pid` (the target).
                 SIG_PID => WD_SIG_PID,
-                /// sched/sched_switch: `pid_t prev_pid`.
-                SWITCH_PREV_PID => WD_SWITCH_PREV_PID,
-                /// sched/sched_switch: `long prev_state`.
-                SWITCH_PREV_STATE => WD_SWITCH_PREV_STATE,
-                /// sched/sched_switch: `pid_t next_pid`.
-                SWITCH_NEXT_PID => WD_SWITCH_NEXT_PID,
+                /// sched/sched_process_exec: `pid_t old_pid` (the thread's id before
+                /// exec: a non-leader thread's exec takes the leader's).
+                EXEC_OLD_PID => WD_EXEC_OLD_PID,
                 /// sched/sched_process_fork: `pid_t child_pid`.
                 FORK_CHILD_PID => WD_FORK_CHILD_PID,
         }
@@ -229,7 +232,11 @@ pub struct Target {
 }
 
 /// The syscall a monitored thread is in, or was last in. Written only by that thread's
-/// own sys_enter/sys_exit, read by the daemon's scanner.
+/// own sys_enter/sys_exit and by sched_switch, read by the daemon's scanner.
+///
+/// Times are the kernel's `jiffies_64` (read by `bpf_jiffies64()`, which the verifier
+/// inlines into a load: no helper call on the hot path). The daemon turns them into
+/// CLOCK_MONOTONIC time with its calibration of the two clocks (`kernel::jiffies`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InFlight {
@@ -237,38 +244,91 @@ pub struct InFlight {
     pub tgid: u32,
     /// Syscall number in flight, or [`NOT_IN_SYSCALL`].
     pub nr: u32,
-    /// CLOCK_MONOTONIC (bpf_ktime_get_ns) time the in-flight syscall started.
-    pub enter_ns: u64,
-    /// First syscall argument (an fd for read/recv: tells a pipe read from a file read).
-    pub arg0: u64,
+    /// Jiffy in which the in-flight syscall started.
+    pub enter_jiffies: u64,
     /// Number of the last syscall that returned, or [`NOT_IN_SYSCALL`] if none yet.
     pub last_nr: u32,
     /// The thread this record belongs to; in the SLOTS array, 0 marks a free slot.
     pub tid: u32,
-    /// How long the last returned syscall took.
-    pub last_duration_ns: u64,
+    /// Jiffy boundaries the last returned syscall crossed (0: it returned within the
+    /// jiffy it started in).
+    pub last_jiffies: u64,
     /// Syscalls that returned since the thread was first seen.
     pub completed: u64,
-    /// Time the in-flight syscall spent switched out asleep (not preempted), up to the
-    /// last switch-in: what is left of its elapsed time ran (or was runnable) on a CPU.
-    pub sleep_ns: u64,
-    /// Time of the thread's last switch in or out (CLOCK_MONOTONIC).
-    pub switch_ns: u64,
-    /// `prev_state` of sched_switch at the last switch-out (see [`sched`]).
+    /// Jiffies the in-flight syscall spent switched out asleep (not preempted), up to
+    /// the last switch-in: what is left of its elapsed time ran (or was runnable).
+    pub sleep_jiffies: u64,
+    /// Jiffy of the thread's last switch in or out.
+    pub switch_jiffies: u64,
+    /// The thread's raw `task_struct.__state` at its last switch-out, 0 when it was
+    /// preempted (see [`sched`]).
     pub sched_state: u32,
     /// 1 while the thread is on a CPU.
     pub on_cpu: u32,
 }
 
-/// `prev_state` bits of sched_switch (the kernel's TASK_REPORT encoding).
+/// One CPU's current task, as its last context switch left it: written by sched_switch
+/// from `next` (and by exec, which can change a thread's id), read by sys_enter and
+/// sys_exit instead of a helper call. `tgid` 0 means not known yet on this CPU (no
+/// switch seen since attach; the idle task, which makes no syscalls, is 0 too).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CurrentTask {
+    pub tgid: u32,
+    pub tid: u32,
+}
+
+/// One reading of the kernel's two clocks, taken together by the `clock_sample`
+/// program (run on demand by the daemon, never attached).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockSample {
+    /// `jiffies_64`.
+    pub jiffies: u64,
+    /// CLOCK_MONOTONIC (bpf_ktime_get_ns), read just after.
+    pub ns: u64,
+}
+
+/// Task states: what sched_switch stores (the raw `task_struct.__state` of a thread
+/// that went to sleep), and the TASK_REPORT encoding the rest of the daemon speaks,
+/// which is what the sched_switch trace event and `ps` show.
 pub mod sched {
     pub const INTERRUPTIBLE: u32 = 0x01;
     pub const UNINTERRUPTIBLE: u32 = 0x02;
     pub const STOPPED: u32 = 0x04;
     pub const TRACED: u32 = 0x08;
-    /// Bits that mean the task went to sleep (or stopped); none of them set means it
-    /// was preempted while runnable.
+    /// Report bits that mean the task went to sleep (or stopped); none of them set
+    /// means it was preempted while runnable.
     pub const SLEEP_MASK: u32 = 0xff;
+    /// The report bit of an idle wait (`TASK_REPORT_IDLE`, `I` in ps).
+    pub const REPORT_IDLE: u32 = 0x80;
+
+    /// `TASK_REPORT`: the raw state bits a report keeps (S, D, stopped, traced, dead,
+    /// zombie, parked), the same since Linux 4.14.
+    const RAW_REPORT: u32 = 0x7f;
+    /// `TASK_IDLE` (`TASK_UNINTERRUPTIBLE | TASK_NOLOAD`), reported as idle.
+    const RAW_IDLE: u32 = 0x402;
+    /// `TASK_RTLOCK_WAIT` (5.15+) and `TASK_FROZEN` (6.1+): reported as D.
+    const RAW_AS_UNINTERRUPTIBLE: u32 = 0x1000 | 0x8000;
+    /// Raw bits of a thread that went to sleep, as the kernel side tests them.
+    pub const RAW_ASLEEP: u32 = RAW_REPORT | RAW_AS_UNINTERRUPTIBLE;
+
+    /// The kernel's `__task_state_index`, as a report bit: a raw `__state` the way
+    /// the sched_switch event prints it.
+    pub const fn report(raw: u32) -> u32 {
+        let mut state = raw & RAW_REPORT;
+        if raw & RAW_IDLE == RAW_IDLE {
+            state = REPORT_IDLE;
+        }
+        if raw & RAW_AS_UNINTERRUPTIBLE != 0 {
+            state = UNINTERRUPTIBLE;
+        }
+        if state == 0 {
+            0
+        } else {
+            1 << (31 - state.leading_zeros())
+        }
+    }
 }
 
 /// Kinds of ring-buffer record: the header's `kind` of every record.
@@ -375,10 +435,12 @@ pub struct ExitEvent {
 const _: () = {
     use core::mem::{offset_of, size_of};
     assert!(size_of::<Target>() == 4);
-    assert!(size_of::<InFlight>() == 72);
-    assert!(offset_of!(InFlight, sleep_ns) == 48);
-    assert!(offset_of!(InFlight, enter_ns) == 8);
-    assert!(offset_of!(InFlight, last_duration_ns) == 32);
+    assert!(size_of::<InFlight>() == 64);
+    assert!(offset_of!(InFlight, enter_jiffies) == 8);
+    assert!(offset_of!(InFlight, last_jiffies) == 24);
+    assert!(offset_of!(InFlight, sleep_jiffies) == 40);
+    assert!(size_of::<CurrentTask>() == 8);
+    assert!(size_of::<ClockSample>() == 16);
     assert!(size_of::<EventHeader>() == 40);
     assert!(offset_of!(EventHeader, comm) == 24);
     assert!(offset_of!(PrintkEvent, len) == 40);
@@ -394,7 +456,35 @@ mod user {
     // SAFETY: plain-old-data, repr(C), every bit pattern valid, explicit padding.
     unsafe impl aya::Pod for Target {}
     unsafe impl aya::Pod for InFlight {}
+    unsafe impl aya::Pod for CurrentTask {}
+    unsafe impl aya::Pod for ClockSample {}
     unsafe impl aya::Pod for crate::gate::GateRule {}
     unsafe impl aya::Pod for crate::gate::GateState {}
     unsafe impl aya::Pod for crate::gate::SockTag {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sched;
+
+    #[test]
+    fn raw_task_states_report_as_the_sched_switch_event_prints_them() {
+        // (raw __state, report bit): values from include/linux/sched.h (6.x).
+        for (raw, report) in [
+            (0x0000, 0),                      // TASK_RUNNING: preempted or yielded
+            (0x0001, sched::INTERRUPTIBLE),   // TASK_INTERRUPTIBLE
+            (0x0002, sched::UNINTERRUPTIBLE), // TASK_UNINTERRUPTIBLE
+            (0x0102, sched::UNINTERRUPTIBLE), // TASK_KILLABLE
+            (0x0104, sched::STOPPED),         // TASK_STOPPED
+            (0x0108, sched::TRACED),          // TASK_TRACED before 5.19
+            (0x0008, sched::TRACED),          // TASK_TRACED since 5.19
+            (0x0402, sched::REPORT_IDLE),     // TASK_IDLE
+            (0x1000, sched::UNINTERRUPTIBLE), // TASK_RTLOCK_WAIT
+            (0x8000, sched::UNINTERRUPTIBLE), // TASK_FROZEN
+            (0x2001, sched::INTERRUPTIBLE),   // TASK_FREEZABLE | TASK_INTERRUPTIBLE
+            (0x0200, 0),                      // TASK_WAKING: runnable
+        ] {
+            assert_eq!(sched::report(raw), report, "raw state {raw:#x}");
+        }
+    }
 }

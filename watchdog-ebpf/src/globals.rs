@@ -2,13 +2,13 @@
 //! SLOTS' index mask, `task_struct` field offsets from the kernel's BTF, and tracepoint
 //! field offsets from tracefs. Declared from `watchdog_common::with_loader_globals`, the
 //! one list both sides expand, so their names cannot drift apart.
-use aya_ebpf::{Global, helpers::bpf_get_current_task_btf};
+use aya_ebpf::Global;
 use watchdog_common::layout;
 
 macro_rules! declare_globals {
     (
         slot_mask: $mask:ident;
-        task: $task_pid:ident => pid, $task_tgid:ident => tgid;
+        task: $task_pid:ident => pid, $task_tgid:ident => tgid, $task_state:ident => __state;
         fields: $($(#[$doc:meta])* $field:ident => $global:ident,)*
     ) => {
         #[unsafe(no_mangle)]
@@ -24,17 +24,25 @@ macro_rules! declare_globals {
         static $task_pid: Global<u32> = Global::new(0);
         #[unsafe(no_mangle)]
         static $task_tgid: Global<u32> = Global::new(0);
+        #[unsafe(no_mangle)]
+        static $task_state: Global<u32> = Global::new(0);
 
-        /// The current thread's (tgid, tid), read from its task_struct at the offsets
-        /// the loader set.
+        /// A task's (tgid, tid), read from its task_struct (a BTF pointer: plain loads)
+        /// at the offsets the loader set.
         #[inline(always)]
-        pub fn current_ids() -> (u32, u32) {
-            let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        pub fn task_ids(task: *const u8) -> (u32, u32) {
             unsafe {
                 let tgid = *(task.add($task_tgid.load() as usize) as *const u32);
                 let tid = *(task.add($task_pid.load() as usize) as *const u32);
                 (tgid, tid)
             }
+        }
+
+        /// A task's raw `__state` (`state` before Linux 5.14; its low half on
+        /// little-endian machines, which is where every state bit is).
+        #[inline(always)]
+        pub fn task_state(task: *const u8) -> u32 {
+            unsafe { *(task.add($task_state.load() as usize) as *const u32) }
         }
 
         $(

@@ -6,6 +6,7 @@
 #![feature(asm_experimental_arch)]
 
 mod bits;
+mod current;
 mod events;
 mod globals;
 mod maps;

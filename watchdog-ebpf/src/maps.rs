@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use watchdog_common::{InFlight, Target, counter};
+use watchdog_common::{ClockSample, CurrentTask, InFlight, Target, counter};
 
 /// Processes (tgid) whose threads are measured. Userspace adds and removes entries
 /// at run time, so targets change without reloading the programs.
@@ -50,6 +50,15 @@ pub static EXEC_BITS: Array<u64> = Array::with_max_entries(1, 0);
 /// thread's first monitored syscall, cleared when it exits.
 #[map]
 pub static THREAD_BITS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Each CPU's current task, as its last context switch left it (see `current`).
+#[map]
+pub static CURRENT: PerCpuArray<CurrentTask> = PerCpuArray::with_max_entries(1, 0);
+
+/// The last reading of `clock_sample`, which the daemon runs to relate jiffies to
+/// CLOCK_MONOTONIC.
+#[map]
+pub static CLOCK: Array<ClockSample> = Array::with_max_entries(1, 0);
 
 /// Per-CPU counters, indexed by `watchdog_common::counter`.
 #[map]

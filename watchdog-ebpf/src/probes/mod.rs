@@ -1,5 +1,6 @@
 //! The programs, one file per hook; each program is a thin wrapper around a `try_*`
 //! function.
+mod clock;
 mod floor;
 mod printk;
 mod process_exit;

@@ -1,53 +1,67 @@
-//! sched:sched_switch: how a monitored thread spends its syscall, on a CPU or asleep,
-//! and in which state it went to sleep (S, D, stopped, traced).
+//! sched_switch (a BTF tracepoint: the tasks are at hand as pointers, so their ids and
+//! state are plain loads): keep each CPU's current task (see `current`), and how a
+//! monitored thread spends its syscall, on a CPU or asleep, and in which state it went
+//! to sleep (S, D, stopped, traced).
 //!
-//! Fires on every context switch on the host; for threads without an in-flight slot
-//! (unmonitored) it costs two bit tests and nothing else.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
-use watchdog_common::{NOT_IN_SYSCALL, layout, sched};
+//! Fires on every context switch on the host; for unmonitored threads it costs the
+//! current-task write and two bit tests, no helper call.
+use aya_ebpf::{helpers::bpf_jiffies64, macros::btf_tracepoint, programs::BtfTracePointContext};
+use watchdog_common::{NOT_IN_SYSCALL, sched};
 
-use crate::{bits::has_slot, globals::field_offset, slots::record_of};
+use crate::{
+    bits::has_slot,
+    current::set_current,
+    globals::{task_ids, task_state},
+    slots::record_of,
+};
 
-#[tracepoint(category = "sched", name = "sched_switch")]
-pub fn sched_switch(ctx: TracePointContext) -> u32 {
-    try_sched_switch(&ctx).unwrap_or(0)
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    try_sched_switch(&ctx);
+    0
 }
 
-fn read<T>(ctx: &TracePointContext, index: u32) -> Result<T, i32> {
-    let off = field_offset(index).ok_or(0)?;
-    unsafe { ctx.read_at::<T>(off) }
-}
-
-fn try_sched_switch(ctx: &TracePointContext) -> Result<u32, i32> {
+#[inline(always)]
+fn try_sched_switch(ctx: &BtfTracePointContext) {
+    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
+    let preempt: u64 = ctx.arg(0);
+    let prev: *const u8 = ctx.arg(1);
+    let next: *const u8 = ctx.arg(2);
+    let (next_tgid, next_tid) = task_ids(next);
+    set_current(next_tgid, next_tid);
+    let (_, prev_tid) = task_ids(prev);
     // Each side on its own: comparing both lookups at once lets LLVM OR the two map
     // pointers together, which the verifier rejects ("pointer |= pointer").
-    let prev = read::<i32>(ctx, layout::SWITCH_PREV_PID)? as u32;
-    if has_slot(prev)
-        && let Some(slot) = record_of(prev)
+    if has_slot(prev_tid)
+        && let Some(slot) = record_of(prev_tid)
     {
-        let state = read::<i64>(ctx, layout::SWITCH_PREV_STATE).unwrap_or(0) as u32;
-        let now = unsafe { bpf_ktime_get_ns() };
+        // A preempted task is runnable whatever its state says (it may have been
+        // preempted on its way to sleep): the sched_switch event reports it running.
+        let state = if preempt & 1 != 0 {
+            0
+        } else {
+            task_state(prev)
+        };
+        let now = unsafe { bpf_jiffies64() };
         // Written only here and by the thread itself, which is not running now.
         unsafe {
             (*slot).on_cpu = 0;
             (*slot).sched_state = state;
-            (*slot).switch_ns = now;
+            (*slot).switch_jiffies = now;
         }
     }
-    let next = read::<i32>(ctx, layout::SWITCH_NEXT_PID)? as u32;
-    if has_slot(next)
-        && let Some(slot) = record_of(next)
+    if has_slot(next_tid)
+        && let Some(slot) = record_of(next_tid)
     {
-        let now = unsafe { bpf_ktime_get_ns() };
+        let now = unsafe { bpf_jiffies64() };
         unsafe {
-            let slept = (*slot).on_cpu == 0 && (*slot).sched_state & sched::SLEEP_MASK != 0;
-            if slept && (*slot).nr != NOT_IN_SYSCALL && now > (*slot).switch_ns {
-                (*slot).sleep_ns += now - (*slot).switch_ns;
+            let slept = (*slot).on_cpu == 0 && (*slot).sched_state & sched::RAW_ASLEEP != 0;
+            if slept && (*slot).nr != NOT_IN_SYSCALL && now > (*slot).switch_jiffies {
+                (*slot).sleep_jiffies += now - (*slot).switch_jiffies;
             }
             (*slot).on_cpu = 1;
             (*slot).sched_state = 0;
-            (*slot).switch_ns = now;
+            (*slot).switch_jiffies = now;
         }
     }
-    Ok(0)
 }

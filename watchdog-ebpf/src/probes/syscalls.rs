@@ -1,64 +1,67 @@
 //! raw_syscalls sys_enter/sys_exit: keep the in-flight syscall of each monitored thread.
 //!
-//! Every syscall on the host runs these, so the path of an unmonitored thread has no
-//! helper call and no hash lookup: BTF tracepoints (raw, without copying the six
-//! arguments), the ids read straight from the task, and bit arrays for the filter.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
+//! Every syscall on the host runs these, so they make no helper call: raw tracepoints
+//! (cheaper than BTF ones here, and the syscall number is a plain argument), the
+//! current task from the per-CPU slot sched_switch keeps (`current`), bit arrays for
+//! the filter, and `bpf_jiffies64()` for the clock, which the verifier inlines into a
+//! load of `jiffies`. The first argument of the syscall is not kept: the daemon reads
+//! it from /proc when a verdict needs it (a long read: on which fd).
+use aya_ebpf::{helpers::bpf_jiffies64, macros::raw_tracepoint, programs::RawTracePointContext};
 use watchdog_common::{InFlight, NOT_IN_SYSCALL, counter};
 
 use crate::{
     bits::{has_slot, is_target, set_bit},
-    globals::current_ids,
+    current::current_ids,
     maps::{THREAD_BITS, bump},
     slots::{new_record, record_of},
 };
 
-#[btf_tracepoint(function = "sys_enter")]
-pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
-    try_sys_enter(&ctx).unwrap_or(0)
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    try_sys_enter(&ctx);
+    0
 }
 
-#[btf_tracepoint(function = "sys_exit")]
-pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
-    try_sys_exit(&ctx).unwrap_or(0)
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(_ctx: RawTracePointContext) -> i32 {
+    try_sys_exit();
+    0
 }
 
-fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<i32, i32> {
+#[inline(always)]
+fn try_sys_enter(ctx: &RawTracePointContext) {
     let (tgid, tid) = current_ids();
     if !is_target(tgid) {
-        return Ok(0);
+        return;
     }
     // TP_PROTO(struct pt_regs *regs, long id)
     let nr: i64 = ctx.arg(1);
-    let now = unsafe { bpf_ktime_get_ns() };
-    let arg0 = first_arg(ctx);
+    let now = unsafe { bpf_jiffies64() };
     if has_slot(tid)
         && let Some(slot) = record_of(tid)
     {
         // Written only by this thread; the scanner tolerates a torn read (it re-checks
-        // enter_ns before it acts).
+        // enter_jiffies before it acts).
         unsafe {
             (*slot).nr = nr as u32;
-            (*slot).enter_ns = now;
-            (*slot).arg0 = arg0;
-            (*slot).sleep_ns = 0;
-            (*slot).switch_ns = now;
+            (*slot).enter_jiffies = now;
+            (*slot).sleep_jiffies = 0;
+            (*slot).switch_jiffies = now;
             (*slot).sched_state = 0;
             (*slot).on_cpu = 1;
         }
-        return Ok(0);
+        return;
     }
     let entry = InFlight {
         tgid,
         nr: nr as u32,
-        enter_ns: now,
-        arg0,
+        enter_jiffies: now,
         last_nr: NOT_IN_SYSCALL,
         tid,
-        last_duration_ns: 0,
+        last_jiffies: 0,
         completed: 0,
-        sleep_ns: 0,
-        switch_ns: now,
+        sleep_jiffies: 0,
+        switch_jiffies: now,
         sched_state: 0,
         on_cpu: 1,
     };
@@ -67,44 +70,26 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<i32, i32> {
     } else {
         set_bit(&THREAD_BITS, tid);
     }
-    Ok(0)
 }
 
-fn try_sys_exit(_ctx: &BtfTracePointContext) -> Result<i32, i32> {
+#[inline(always)]
+fn try_sys_exit() {
     let (_, tid) = current_ids();
     // Only monitored threads have a slot: the bit says so without a lookup.
     if !has_slot(tid) {
-        return Ok(0);
+        return;
     }
     let Some(slot) = record_of(tid) else {
-        return Ok(0);
+        return;
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_jiffies64() };
     unsafe {
         let nr = (*slot).nr;
         if nr != NOT_IN_SYSCALL {
             (*slot).last_nr = nr;
-            (*slot).last_duration_ns = now.saturating_sub((*slot).enter_ns);
+            (*slot).last_jiffies = now.wrapping_sub((*slot).enter_jiffies);
             (*slot).completed += 1;
             (*slot).nr = NOT_IN_SYSCALL;
         }
     }
-    Ok(0)
-}
-
-/// First syscall argument, read from the saved user registers (a BTF pointer: a
-/// direct load, no helper call).
-#[inline(always)]
-fn first_arg(ctx: &BtfTracePointContext) -> u64 {
-    let regs: *const aya_ebpf::bindings::pt_regs = ctx.arg(0);
-    if regs.is_null() {
-        return 0;
-    }
-    #[cfg(bpf_target_arch = "x86_64")]
-    return unsafe { (*regs).rdi } as u64;
-    // arm64 keeps the original x0 apart, since x0 is overwritten by the return value.
-    #[cfg(bpf_target_arch = "aarch64")]
-    return unsafe { (*regs).orig_x0 } as u64;
-    #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
-    0
 }

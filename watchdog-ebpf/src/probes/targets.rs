@@ -1,6 +1,7 @@
 //! Targets by name and by cgroup: a process that execs a watched program, or execs
 //! inside a watched cgroup, becomes a target here in the kernel, so its first syscall
-//! is already measured; processes such targets fork are reported to userspace.
+//! is already measured; processes such targets fork are reported to userspace. Exec
+//! also keeps the current-task slot right when it changes a thread's id.
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::tracepoint,
@@ -9,16 +10,32 @@ use aya_ebpf::{
 use watchdog_common::{RecordKind, TARGET_FOLLOW_FORKS, Target, layout};
 
 use crate::{
-    bits::set_bit,
+    bits::{clear_bit, has_slot, set_bit},
+    current::set_current,
     events::send_task_event,
     globals::field_offset,
-    maps::{CGROUPS, COMMS, EXEC_BITS, TARGETS},
+    maps::{CGROUPS, COMMS, EXEC_BITS, TARGETS, THREAD_BITS},
+    slots::drop_record,
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // Runs in the exec'ing task, after the new program's comm is set.
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // A non-leader thread that execs takes the leader's pid: this CPU's current task
+    // changed ids without a switch. Its old id's record would wait for an exit that
+    // never comes (the old leader's exit was its own), so it goes now; the execve in
+    // flight ends under the new id.
+    set_current(tgid, tid);
+    if let Some(off) = field_offset(layout::EXEC_OLD_PID)
+        && let Ok(old) = unsafe { ctx.read_at::<i32>(off) }
+        && old as u32 != tid
+        && has_slot(old as u32)
+    {
+        drop_record(old as u32);
+        clear_bit(&THREAD_BITS, old as u32);
+    }
     if TARGETS.get_ptr(tgid).is_some() {
         return 0;
     }

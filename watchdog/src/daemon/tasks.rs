@@ -63,14 +63,26 @@ pub(super) async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>, h
 /// Scan the in-flight table: often enough to see every syscall well before its budget
 /// runs out, and exactly at the earliest deadline, so a stall is found within a timer
 /// tick of the budget running out, while the syscall is still in flight.
-pub(super) async fn scan(shared: Arc<Shared>, inflight: InFlightTable) {
+pub(super) async fn scan(shared: Arc<Shared>, mut inflight: InFlightTable) {
     loop {
         // Read each round: a reload may change the budget.
         let budget = shared.reactions().monitor().shortest_budget();
         let period = (budget / 4).clamp(Duration::from_millis(5), Duration::from_millis(500));
         let now = monotonic_ns();
         shared.liveness.beat(Part::Scanner, now);
-        let entries = inflight.read();
+        let entries = match inflight.read() {
+            Ok(entries) => entries,
+            Err(e) => {
+                // Without the clock no time in the records means anything: no verdict
+                // can be trusted, so the heartbeat stops until it comes back.
+                shared
+                    .latch
+                    .close(&format!("the in-flight records cannot be timed: {e}"));
+                tracing::error!(error = %e, "the in-flight records cannot be timed");
+                tokio::time::sleep(period).await;
+                continue;
+            }
+        };
         let scan = shared.reactions().on_scan(&entries, now, &ProcHost);
         shared.apply(scan.effects);
         let now = monotonic_ns();

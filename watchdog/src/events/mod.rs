@@ -1,5 +1,9 @@
-//! Ring-buffer records from the kernel side, decoded into Rust values. Pure.
+//! Records from the kernel side, decoded into Rust values: the ring buffer's events,
+//! and the threads' in-flight syscalls (`syscall`). Pure.
+pub mod syscall;
+
 use std::mem::size_of;
+pub use syscall::SyscallRecord;
 
 use watchdog_common::{
     EXIT_GROUP_DEAD, EventHeader, ExitEvent, MSG_MAX, PRINTK_TRUNCATED, PrintkEvent, RecordKind,

@@ -7,7 +7,9 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use watchdog_common::{InFlight, NOT_IN_SYSCALL};
+use watchdog_common::NOT_IN_SYSCALL;
+
+use crate::events::SyscallRecord;
 
 use crate::{
     events::KernelLine,
@@ -85,8 +87,8 @@ struct ThreadState {
     tgid: u32,
     comm: Option<String>,
     /// The kernel's latest record of the thread.
-    latest: Option<InFlight>,
-    current: Option<InFlight>,
+    latest: Option<SyscallRecord>,
+    current: Option<SyscallRecord>,
     last: Option<(u32, u64)>,
     /// enter_ns of the syscall this thread was found stalled in, so one stuck syscall
     /// gives one verdict, not one per scan.
@@ -105,8 +107,8 @@ struct ThreadState {
 }
 
 /// Whether a record shows its thread stopped (by a signal or a tracer) now.
-fn is_stopped(rec: &InFlight) -> bool {
-    rec.on_cpu == 0 && RunState::from_switch(false, rec.sched_state) == RunState::Stopped
+fn is_stopped(rec: &SyscallRecord) -> bool {
+    !rec.on_cpu && RunState::from_switch(false, rec.sched_state) == RunState::Stopped
 }
 
 impl ThreadState {
@@ -303,9 +305,9 @@ impl Monitor {
     pub fn observe(
         &mut self,
         tid: u32,
-        rec: &InFlight,
+        rec: &SyscallRecord,
         now_ns: u64,
-        fd_kind: impl FnOnce(u32, u64) -> Option<FdKind>,
+        fd_kind: impl FnOnce(u32, u32, u32) -> Option<FdKind>,
         comm: impl FnOnce(u32, u32) -> Option<String>,
     ) -> Option<Stall> {
         let budget = self.budget_for(rec.tgid, rec.nr);
@@ -391,7 +393,7 @@ impl Monitor {
         let mut asked = None;
         let j = verdict::judge(rec.nr, &t, budget, || match cached {
             Some((_, kind)) => kind,
-            None => *asked.insert(fd_kind(rec.tgid, rec.arg0)),
+            None => *asked.insert(fd_kind(rec.tgid, tid, rec.nr)),
         });
         if let Some(kind) = asked {
             st.fd_kind = Some((rec.enter_ns, kind));
@@ -427,7 +429,7 @@ impl Monitor {
 
     /// Whether thread `tid` completed a syscall since its record was last observed, so
     /// `rec.last_duration_ns` is a new duration. (Call before `observe`.)
-    pub fn completed_since_observed(&self, tid: u32, rec: &InFlight) -> bool {
+    pub fn completed_since_observed(&self, tid: u32, rec: &SyscallRecord) -> bool {
         let before = self
             .threads
             .get(&tid)
@@ -774,7 +776,7 @@ mod tests {
     }
 
     /// Asleep in S since it began, unless a test says otherwise.
-    fn rec(tgid: u32, nr: Option<Sysno>, enter_ns: u64) -> InFlight {
+    fn rec(tgid: u32, nr: Option<Sysno>, enter_ns: u64) -> SyscallRecord {
         in_flight(tgid, nr.map(|n| n as u32), enter_ns, 0x01)
     }
 
@@ -785,12 +787,12 @@ mod tests {
         )
     }
 
-    fn observe(m: &mut Monitor, tid: u32, r: &InFlight, now: u64) -> Option<Stall> {
+    fn observe(m: &mut Monitor, tid: u32, r: &SyscallRecord, now: u64) -> Option<Stall> {
         m.observe(
             tid,
             r,
             now,
-            |_, _| Some(FdKind::Other),
+            |_, _, _| Some(FdKind::Other),
             |_, _| Some("svc".into()),
         )
     }
@@ -895,7 +897,7 @@ mod tests {
     fn the_fd_of_a_long_read_is_looked_up_once_per_syscall() {
         let mut m = monitor();
         let asked = std::cell::Cell::new(0);
-        let pipe = |_: u32, _: u64| {
+        let pipe = |_: u32, _: u32, _: u32| {
             asked.set(asked.get() + 1);
             Some(FdKind::Stream)
         };

@@ -11,10 +11,10 @@ use std::{
 };
 
 use regex::Regex;
-use watchdog_common::{InFlight, NOT_IN_SYSCALL, sched};
+use watchdog_common::{NOT_IN_SYSCALL, sched};
 
 use crate::{
-    events::{KernelLine, TaskEvent, TaskEventKind, ThreadExit},
+    events::{KernelLine, SyscallRecord, TaskEvent, TaskEventKind, ThreadExit},
     incidents::{Incident, Kind, SignalDetails, StallDetails, signal_code_meaning, signal_name},
     judging::{
         kmsg::{
@@ -65,6 +65,17 @@ pub trait Host {
     fn alive(&self, pid: u32) -> bool;
     /// Who process `pid` is: its real uid and its executable.
     fn identity(&self, pid: u32) -> Option<ProcIdentity>;
+}
+
+/// What the fd of thread `tid`'s syscall `nr` is, its first argument read from /proc
+/// (the kernel side does not keep arguments): None when the thread is no longer in
+/// that syscall.
+fn fd_kind_now(host: &impl Host, tgid: u32, tid: u32, nr: u32) -> Option<FdKind> {
+    let (now_in, fd) = host.syscall_now(tgid, tid)?;
+    if now_in != nr {
+        return None;
+    }
+    host.fd_kind(tgid, fd)
 }
 
 /// A problem line the kernel's log has that the event ring has not delivered is taken
@@ -126,7 +137,7 @@ struct BeforeAttach {
     next_look_ns: u64,
     gap_ns: u64,
     /// What the last look showed, as the kernel side would have recorded it.
-    record: InFlight,
+    record: SyscallRecord,
 }
 
 impl BeforeAttach {
@@ -139,7 +150,7 @@ impl BeforeAttach {
         now_ns: u64,
         host: &impl Host,
     ) -> Option<BeforeAttach> {
-        let (nr, arg0) = host.syscall_now(tgid, tid)?;
+        let (nr, _) = host.syscall_now(tgid, tid)?;
         if seen.is_some_and(|b| b.record.nr != nr) {
             return None;
         }
@@ -158,8 +169,9 @@ impl BeforeAttach {
             'T' | 't' => (sched::STOPPED, 0),
             _ => (0, 1),
         };
+        let on_cpu = on_cpu == 1;
         let ran_ns = run_ns.saturating_sub(run_base_ns);
-        let asleep_ns = if on_cpu == 0 {
+        let asleep_ns = if !on_cpu {
             now_ns.saturating_sub(asleep_since_ns)
         } else {
             0
@@ -178,11 +190,10 @@ impl BeforeAttach {
             asleep_since_ns,
             next_look_ns: now_ns + gap_ns,
             gap_ns,
-            record: InFlight {
+            record: SyscallRecord {
                 tgid,
                 nr,
                 enter_ns: since_ns,
-                arg0,
                 last_nr: NOT_IN_SYSCALL,
                 tid,
                 last_duration_ns: 0,
@@ -191,7 +202,7 @@ impl BeforeAttach {
                     .saturating_sub(since_ns)
                     .saturating_sub(ran_ns)
                     .saturating_sub(asleep_ns),
-                switch_ns: if on_cpu == 0 { asleep_since_ns } else { now_ns },
+                switch_ns: if on_cpu { now_ns } else { asleep_since_ns },
                 sched_state,
                 on_cpu,
             },
@@ -462,7 +473,12 @@ impl Reactions {
 
     /// Take in a scan of the in-flight table at `now_ns`: every monitored thread's
     /// record (tid, record). Threads not in it are gone.
-    pub fn on_scan(&mut self, entries: &[(u32, InFlight)], now_ns: u64, host: &impl Host) -> Scan {
+    pub fn on_scan(
+        &mut self,
+        entries: &[(u32, SyscallRecord)],
+        now_ns: u64,
+        host: &impl Host,
+    ) -> Scan {
         let mut effects = Vec::new();
         let mut stalls = Vec::new();
         let mut seen = HashSet::with_capacity(entries.len());
@@ -486,7 +502,7 @@ impl Reactions {
                 *tid,
                 rec,
                 now_ns,
-                |tgid, fd| host.fd_kind(tgid, fd),
+                |tgid, tid, nr| fd_kind_now(host, tgid, tid, nr),
                 |tgid, tid| host.comm(tgid, tid),
             );
             stalls.extend(stall);
@@ -530,7 +546,7 @@ impl Reactions {
                 tid,
                 &current.record,
                 now_ns,
-                |tgid, fd| host.fd_kind(tgid, fd),
+                |tgid, tid, nr| fd_kind_now(host, tgid, tid, nr),
                 |tgid, tid| host.comm(tgid, tid),
             );
             if let Some(mut stall) = stall {
@@ -1155,7 +1171,7 @@ mod tests {
         )
     }
 
-    fn record(tgid: u32, nr: Sysno, enter_ns: u64, sched_state: u32) -> InFlight {
+    fn record(tgid: u32, nr: Sysno, enter_ns: u64, sched_state: u32) -> SyscallRecord {
         in_flight(tgid, Some(nr as u32), enter_ns, sched_state)
     }
 
@@ -1297,7 +1313,7 @@ mod tests {
     fn idle_waits_never_stop_the_heartbeat() {
         let mut r = reactions();
         let h = host();
-        let idle: Vec<(u32, InFlight)> = [Sysno::epoll_wait, Sysno::futex, Sysno::nanosleep]
+        let idle: Vec<(u32, SyscallRecord)> = [Sysno::epoll_wait, Sysno::futex, Sysno::nanosleep]
             .into_iter()
             .enumerate()
             .map(|(i, nr)| (SVC + 1 + i as u32, record(SVC, nr, 0, S_STATE)))
@@ -1519,7 +1535,7 @@ mod tests {
         // SIGCONT: running again, nothing blocks resuming.
         let mut running = both;
         for (_, rec) in running.iter_mut() {
-            rec.on_cpu = 1;
+            rec.on_cpu = true;
             rec.sched_state = 0;
             rec.switch_ns = 9_100 * MS;
             rec.nr = NOT_IN_SYSCALL;

@@ -132,8 +132,8 @@ pub struct SyscallTime {
 
 impl SyscallTime {
     /// From the kernel's record at time `now_ns`.
-    pub fn of(rec: &watchdog_common::InFlight, now_ns: u64) -> SyscallTime {
-        let on_cpu = rec.on_cpu != 0;
+    pub fn of(rec: &crate::events::SyscallRecord, now_ns: u64) -> SyscallTime {
+        let on_cpu = rec.on_cpu;
         let state = RunState::from_switch(on_cpu, rec.sched_state);
         let elapsed_ns = now_ns.saturating_sub(rec.enter_ns);
         let in_state_ns = now_ns.saturating_sub(rec.switch_ns.max(rec.enter_ns));
@@ -463,11 +463,10 @@ mod tests {
 
     #[test]
     fn syscall_time_splits_on_and_off_cpu() {
-        let rec = watchdog_common::InFlight {
+        let rec = crate::events::SyscallRecord {
             tgid: 1,
             nr: 0,
             enter_ns: 1_000 * MS,
-            arg0: 0,
             last_nr: watchdog_common::NOT_IN_SYSCALL,
             tid: 0,
             last_duration_ns: 0,
@@ -475,7 +474,7 @@ mod tests {
             sleep_ns: 100 * MS,
             switch_ns: 1_300 * MS,
             sched_state: 0x02,
-            on_cpu: 0,
+            on_cpu: false,
         };
         let t = SyscallTime::of(&rec, 1_500 * MS);
         assert_eq!(t.state, RunState::Uninterruptible);

@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod clock;
 pub mod gate;
+pub mod jiffies;
 pub mod kmsg;
 pub mod mount;
 pub mod probes;

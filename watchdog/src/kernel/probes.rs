@@ -4,11 +4,14 @@ use std::path::Path;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, ProgramFd, RawTracePoint, TracePoint},
 };
-use watchdog_common::{InFlight, TASK_FIELD_GLOBALS, Target, counter, layout, maps};
+use watchdog_common::{ClockSample, InFlight, TASK_FIELD_GLOBALS, Target, counter, layout, maps};
 
-use crate::{kernel::btf, kernel::tracefs};
+use crate::{
+    events::SyscallRecord,
+    kernel::{btf, clock::monotonic_ns, jiffies::JiffyClock, tracefs},
+};
 
 /// The eBPF object built by build.rs (aya-build) from watchdog-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog"));
@@ -37,6 +40,8 @@ pub enum EbpfError {
     Layout(&'static str),
     #[error("mapping the in-flight slots: {0}")]
     Mmap(std::io::Error),
+    #[error("reading the kernel's clocks (the clock_sample program): {0}")]
+    Clock(String),
     #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
     Tracefs(std::io::Error),
     #[error("reading the kernel's BTF (/sys/kernel/btf/vmlinux, needs CONFIG_DEBUG_INFO_BTF): {0}")]
@@ -68,7 +73,7 @@ pub struct Channels {
 
 /// The in-flight records, as the scanner reads them: the SLOTS array through a read-only
 /// shared mapping (no syscall per thread), and the few threads whose slot another
-/// thread owns from the INFLIGHT hash.
+/// thread owns from the INFLIGHT hash; their jiffies placed on CLOCK_MONOTONIC.
 pub struct InFlightTable {
     base: *const InFlight,
     len: usize,
@@ -76,6 +81,8 @@ pub struct InFlightTable {
     // Owns the fd the mapping was made from.
     _slots: MapData,
     overflow: HashMap<MapData, u32, InFlight>,
+    sampler: ClockSampler,
+    clock: JiffyClock,
 }
 
 // SAFETY: the mapping is read-only here, shared with the kernel, and lives as long as
@@ -83,7 +90,12 @@ pub struct InFlightTable {
 unsafe impl Send for InFlightTable {}
 
 impl InFlightTable {
-    fn new(slots: MapData, overflow: HashMap<MapData, u32, InFlight>) -> Result<Self, EbpfError> {
+    fn new(
+        slots: MapData,
+        overflow: HashMap<MapData, u32, InFlight>,
+        sampler: ClockSampler,
+    ) -> Result<Self, EbpfError> {
+        let clock = sampler.calibrate()?;
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let len = slots.info().map_err(map_error(maps::SLOTS))?.max_entries() as usize;
         let page = 4096;
@@ -109,11 +121,34 @@ impl InFlightTable {
             bytes,
             _slots: slots,
             overflow,
+            sampler,
+            clock,
         })
     }
 
-    /// Every thread's record: (tid, record).
-    pub fn read(&self) -> Vec<(u32, InFlight)> {
+    /// The resolution of the kernel side's times (one jiffy).
+    pub fn tick_ns(&self) -> u64 {
+        self.clock.tick_ns()
+    }
+
+    /// Every thread's record: (tid, record). Each read first takes one more reading
+    /// of the two clocks; one that contradicts the calibration has it made again, and
+    /// an error means the records' times cannot be placed.
+    pub fn read(&mut self) -> Result<Vec<(u32, SyscallRecord)>, EbpfError> {
+        let sample = self.sampler.sample()?;
+        if let Err(e) = self.clock.observe(sample) {
+            tracing::warn!(error = %e, "the kernel's jiffies moved against the calibration: calibrating again");
+            self.clock = self.sampler.calibrate()?;
+        }
+        let clock = self.clock;
+        Ok(self
+            .raw()
+            .into_iter()
+            .map(|(tid, rec)| (tid, SyscallRecord::from_kernel(&rec, &clock)))
+            .collect())
+    }
+
+    fn raw(&self) -> Vec<(u32, InFlight)> {
         let mut out = Vec::new();
         for i in 0..self.len {
             // SAFETY: within the mapping; the kernel writes it concurrently, so each
@@ -139,6 +174,93 @@ impl Drop for InFlightTable {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, unmapped once.
         unsafe { libc::munmap(self.base as *mut libc::c_void, self.bytes) };
+    }
+}
+
+/// Reads jiffies and CLOCK_MONOTONIC together, in the kernel: runs the `clock_sample`
+/// program (BPF_PROG_TEST_RUN, never attached) and reads what it wrote.
+struct ClockSampler {
+    prog: ProgramFd,
+    out: Array<MapData, ClockSample>,
+}
+
+/// `union bpf_attr` as BPF_PROG_TEST_RUN reads it (`include/uapi/linux/bpf.h`).
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+impl ClockSampler {
+    fn sample(&self) -> Result<ClockSample, EbpfError> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let attr = TestRunAttr {
+            prog_fd: self.prog.as_fd().as_raw_fd() as u32,
+            ..TestRunAttr::default()
+        };
+        // SAFETY: a valid, zero-padded bpf_attr of the size passed; the kernel reads it
+        // and writes retval/duration back into it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &attr as *const TestRunAttr,
+                size_of::<TestRunAttr>(),
+            )
+        };
+        if rc < 0 {
+            return Err(EbpfError::Clock(format!(
+                "BPF_PROG_TEST_RUN: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        self.out
+            .get(&0, 0)
+            .map_err(|e| EbpfError::Clock(format!("reading map {}: {e}", maps::CLOCK)))
+    }
+
+    /// Sample back to back (a few µs apart) until two jiffy boundaries have passed and
+    /// tell the period: two jiffies, 20 ms at worst (HZ=100). Only the samples on either
+    /// side of each boundary are kept.
+    fn calibrate(&self) -> Result<JiffyClock, EbpfError> {
+        let deadline = monotonic_ns() + 1_000_000_000;
+        let mut prev = self.sample()?;
+        let mut kept = vec![prev];
+        loop {
+            let s = self.sample()?;
+            if s.jiffies != prev.jiffies {
+                kept.extend([prev, s]);
+                if kept.len() >= 5 {
+                    match JiffyClock::calibrate(&kept) {
+                        Ok(clock) => return Ok(clock),
+                        Err(e) if monotonic_ns() > deadline => {
+                            return Err(EbpfError::Clock(e.to_string()));
+                        }
+                        Err(_) => {}
+                    }
+                }
+            } else if monotonic_ns() > deadline {
+                return Err(EbpfError::Clock("jiffies did not move for a second".into()));
+            }
+            prev = s;
+        }
     }
 }
 
@@ -234,6 +356,21 @@ fn attach_raw(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), EbpfE
     Ok(())
 }
 
+/// Load raw tracepoint program `name` without attaching it (it is run on demand), and
+/// hand out its fd.
+fn load_unattached_raw(ebpf: &mut Ebpf, name: &'static str) -> Result<ProgramFd, EbpfError> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.load()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(|source| EbpfError::Program { name, source })
+}
+
 /// Attach BTF tracepoint program `name` to `tp`.
 fn attach_btf_tp(
     ebpf: &mut Ebpf,
@@ -259,9 +396,12 @@ fn task_field_offsets() -> Result<[u32; TASK_FIELD_GLOBALS.len()], EbpfError> {
     let types = btf::Btf::parse(&data).map_err(|e| EbpfError::Btf(e.to_string()))?;
     let mut out = [0; TASK_FIELD_GLOBALS.len()];
     for (slot, (_, field)) in out.iter_mut().zip(TASK_FIELD_GLOBALS) {
-        *slot = types
-            .field_offset("task_struct", field)
-            .map_err(|e| EbpfError::Btf(e.to_string()))?;
+        // `__state` was `state` before Linux 5.14.
+        let found = match types.field_offset("task_struct", field) {
+            Err(_) if field == "__state" => types.field_offset("task_struct", "state"),
+            found => found,
+        };
+        *slot = found.map_err(|e| EbpfError::Btf(e.to_string()))?;
     }
     Ok(out)
 }
@@ -315,12 +455,8 @@ fn read_layout() -> ([u32; layout::COUNT as usize], Vec<&'static str>) {
         ),
         (
             "sched",
-            "sched_switch",
-            &[
-                (layout::SWITCH_PREV_PID, "prev_pid"),
-                (layout::SWITCH_PREV_STATE, "prev_state"),
-                (layout::SWITCH_NEXT_PID, "next_pid"),
-            ],
+            "sched_process_exec",
+            &[(layout::EXEC_OLD_PID, "old_pid")],
         ),
         ("oom", "mark_victim", &[(layout::OOM_PID, "pid")]),
         (
@@ -352,6 +488,20 @@ fn read_layout() -> ([u32; layout::COUNT as usize], Vec<&'static str>) {
     (offsets, present)
 }
 
+/// Each loaded program's time and runs from the kernel's BPF statistics.
+fn run_stats(ebpf: &Ebpf) -> Vec<(String, u64, u64)> {
+    ebpf.programs()
+        .filter_map(|(name, prog)| {
+            let info = prog.info().ok()?;
+            Some((
+                name.to_owned(),
+                info.run_time().as_nanos() as u64,
+                info.run_count(),
+            ))
+        })
+        .collect()
+}
+
 /// The benchmark's floor: empty programs on sys_enter and sys_exit, attached alone (the
 /// daemon never attaches them). Detached when dropped.
 pub struct Floor {
@@ -368,7 +518,22 @@ impl Floor {
         Ok(Floor { _ebpf: ebpf })
     }
 
-    /// Empty BTF tracepoint programs (the kind the syscall probes are).
+    /// An empty BTF tracepoint program on sched_switch (the kind the probe is).
+    pub fn attach_switch() -> Result<Floor, EbpfError> {
+        raise_memlock();
+        let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
+        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        attach_btf_tp(&mut ebpf, "floor_switch", "sched_switch", &btf)?;
+        Ok(Floor { _ebpf: ebpf })
+    }
+
+    /// Each floor program's time and runs from the kernel's BPF statistics: (name, run
+    /// time ns, runs).
+    pub fn run_stats(&self) -> Vec<(String, u64, u64)> {
+        run_stats(&self._ebpf)
+    }
+
+    /// Empty BTF tracepoint programs (on sys_enter and sys_exit).
     pub fn attach_btf() -> Result<Floor, EbpfError> {
         raise_memlock();
         let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
@@ -415,7 +580,11 @@ impl Probes {
             Some(aya::maps::Map::Array(data)) => data,
             _ => return Err(EbpfError::MissingMap(maps::SLOTS)),
         };
-        let inflight = InFlightTable::new(slots, take(&mut ebpf, maps::INFLIGHT)?)?;
+        let sampler = ClockSampler {
+            prog: load_unattached_raw(&mut ebpf, "clock_sample")?,
+            out: take(&mut ebpf, maps::CLOCK)?,
+        };
+        let inflight = InFlightTable::new(slots, take(&mut ebpf, maps::INFLIGHT)?, sampler)?;
         let events = take(&mut ebpf, maps::EVENTS)?;
         let counters = Counters(take(&mut ebpf, maps::COUNTERS)?);
         // Exit first, so no thread can leave a slot behind between the other attaches.
@@ -425,15 +594,10 @@ impl Probes {
             "sched",
             "sched_process_exit",
         )?;
-        attach_btf_tp(&mut ebpf, "sys_exit", "sys_exit", &kernel_btf)?;
-        // Verdicts rest on knowing whether a thread is asleep or running: without
-        // sched_switch's fields every long wait would look like a spin.
-        if !present.contains(&"sched_switch") {
-            return Err(EbpfError::Layout(
-                "sched/sched_switch (prev_pid, prev_state, next_pid)",
-            ));
-        }
-        attach_tp(&mut ebpf, "sched_switch", "sched", "sched_switch")?;
+        attach_raw(&mut ebpf, "sys_exit", "sys_exit")?;
+        // Before sys_enter, so it is the only writer of each CPU's current task slot
+        // from the first syscall on (a CPU that has not switched yet takes a helper).
+        attach_btf_tp(&mut ebpf, "sched_switch", "sched_switch", &kernel_btf)?;
         // Targets by name and cgroup: exec makes them, fork spreads them.
         attach_tp(
             &mut ebpf,
@@ -450,7 +614,7 @@ impl Probes {
             "sched",
             "sched_process_fork",
         )?;
-        attach_btf_tp(&mut ebpf, "sys_enter", "sys_enter", &kernel_btf)?;
+        attach_raw(&mut ebpf, "sys_enter", "sys_enter")?;
         attach_tp(&mut ebpf, "printk_console", "printk", "console")?;
         // Structured signals beside the text, where this kernel has them.
         for (prog, category, name) in [
@@ -493,17 +657,7 @@ impl Probes {
     /// Each program's time and runs from the kernel's BPF statistics (zero unless
     /// `enable_run_stats` or kernel.bpf_stats_enabled=1): (name, run time ns, runs).
     pub fn run_stats(&self) -> Vec<(String, u64, u64)> {
-        self.ebpf
-            .programs()
-            .filter_map(|(name, prog)| {
-                let info = prog.info().ok()?;
-                Some((
-                    name.to_owned(),
-                    info.run_time().as_nanos() as u64,
-                    info.run_count(),
-                ))
-            })
-            .collect()
+        run_stats(&self.ebpf)
     }
 
     /// Start measuring the threads of process `tgid`.
