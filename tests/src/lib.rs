@@ -159,6 +159,26 @@ impl Workload {
         }
     }
 
+    /// Every line up to and including the next one starting with `prefix` (ERROR lines
+    /// fail).
+    pub fn lines_until(&mut self, prefix: &str, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("workload said no {prefix} line within {within:?}"));
+            assert!(!line.starts_with("ERROR"), "workload: {line}");
+            let done = line.starts_with(prefix);
+            out.push(line);
+            if done {
+                return out;
+            }
+        }
+    }
+
     /// Kill the process and reap it (again on drop, harmlessly).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -42,8 +42,11 @@ pub mod maps {
     /// `tid & mask`), memory-mapped by the daemon; INFLIGHT takes a thread whose slot is
     /// another's.
     pub const SLOTS: &str = "SLOTS";
-    /// Per-CPU [`super::CurrentTask`]: the task each CPU runs, as sched_switch left it.
+    /// Per-CPU [`super::CurrentTask`]: the last task to make a syscall on each CPU.
     pub const CURRENT: &str = "CURRENT";
+    /// One u64, bumped by every task exit and exec: [`super::CurrentTask`] entries
+    /// written before are void.
+    pub const TASK_EPOCH: &str = "TASK_EPOCH";
     /// One [`super::ClockSample`], written by the `clock_sample` program.
     pub const CLOCK: &str = "CLOCK";
     /// The bit arrays, which the loader sizes to the kernel's pid_max.
@@ -51,7 +54,7 @@ pub mod maps {
     /// Every map of the kernel side. It declares each one with a bare `#[map]` under
     /// the same identifier (the map's name is the identifier), and a unit test of the
     /// daemon checks the built object against this list.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         TARGETS,
         INFLIGHT,
         EVENTS,
@@ -63,6 +66,7 @@ pub mod maps {
         THREAD_BITS,
         SLOTS,
         CURRENT,
+        TASK_EPOCH,
         CLOCK,
     ];
 }
@@ -267,13 +271,16 @@ pub struct InFlight {
     pub on_cpu: u32,
 }
 
-/// One CPU's current task, as its last context switch left it: written by sched_switch
-/// from `next` (and by exec, which can change a thread's id), read by sys_enter and
-/// sys_exit instead of a helper call. `tgid` 0 means not known yet on this CPU (no
-/// switch seen since attach; the idle task, which makes no syscalls, is 0 too).
+/// One CPU's last task to make a syscall on it, keyed by the address of its saved
+/// user registers (unique to a live task): read by sys_enter and sys_exit instead of a
+/// helper call while the key matches (see `watchdog-ebpf/src/current.rs`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CurrentTask {
+    /// The task's `pt_regs` address; 0 in an entry never written.
+    pub regs: u64,
+    /// `TASK_EPOCH` when written: an exit or exec since voids the entry.
+    pub epoch: u64,
     pub tgid: u32,
     pub tid: u32,
 }
@@ -439,7 +446,7 @@ const _: () = {
     assert!(offset_of!(InFlight, enter_jiffies) == 8);
     assert!(offset_of!(InFlight, last_jiffies) == 24);
     assert!(offset_of!(InFlight, sleep_jiffies) == 40);
-    assert!(size_of::<CurrentTask>() == 8);
+    assert!(size_of::<CurrentTask>() == 24);
     assert!(size_of::<ClockSample>() == 16);
     assert!(size_of::<EventHeader>() == 40);
     assert!(offset_of!(EventHeader, comm) == 24);

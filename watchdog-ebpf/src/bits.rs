@@ -17,7 +17,7 @@ fn bit(bits: &Array<u64>, id: u32) -> Option<bool> {
 /// `*w += v` as one atomic instruction (BPF_ATOMIC add, no fetch: every kernel with BPF
 /// atomics has it). core's atomics offer no read-modify-write on this target.
 #[inline(always)]
-fn atomic_add(w: *mut u64, v: u64) {
+pub fn atomic_add(w: *mut u64, v: u64) {
     unsafe {
         core::arch::asm!("lock *(u64 *)({w} + 0) += {v}", w = in(reg) w, v = in(reg) v);
     }

@@ -51,9 +51,13 @@ pub static EXEC_BITS: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 pub static THREAD_BITS: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Each CPU's current task, as its last context switch left it (see `current`).
+/// Each CPU's last task to make a syscall on it (see `current`).
 #[map]
 pub static CURRENT: PerCpuArray<CurrentTask> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bumped by every task exit and exec: voids older `CURRENT` entries (see `current`).
+#[map]
+pub static TASK_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The last reading of `clock_sample`, which the daemon runs to relate jiffies to
 /// CLOCK_MONOTONIC.

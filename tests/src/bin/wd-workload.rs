@@ -33,6 +33,17 @@
 //! - `tcp-beat MS ADDR:PORT`: a thread named `tcpbeat` connects and writes a line
 //!   `beat PID SEQ` every MS ms, reconnecting when the connection fails. Prints
 //!   `TCPBEAT tid=T`.
+//! - `pingpong N`: two threads on one CPU pass a byte back and forth over two pipes N
+//!   times (two context switches and four syscalls a round trip). Prints
+//!   `PINGPONG ns=X` (the mean time per round trip). For the benchmark.
+//! - `churn WAVES THREADS N SYSCALL FORK`: WAVES waves of THREADS short-lived threads
+//!   named `churn`; each prints `CHURN tid=T`, sleeps 20 ms (clock_nanosleep), makes N
+//!   pairs of syscalls (SYSCALL, `getppid` or `getuid`, then sched_yield), sleeps 20 ms
+//!   again and exits. With FORK 1, each wave also forks a child process that makes N
+//!   getuid() calls and exits. Prints `CHURNED` when every wave is done.
+//! - `exec-thread`: a new thread (not the leader) execs this program again: the kernel
+//!   gives it the leader's pid, and the program starts over (`READY`). Prints
+//!   `EXEC tid=T` first.
 //!
 //! The main thread waits in a read of stdin (a pipe: idle, not stuck).
 use std::{
@@ -413,6 +424,143 @@ fn tcp_beat(args: &str) {
     });
 }
 
+/// Pin the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it; 0 is this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn pingpong(n: u64) {
+    let pipe = || {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors pipe() writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+        fds
+    };
+    let (ping, pong) = (pipe(), pipe());
+    // The last CPU: the same one for both threads, so every hand-over is a switch.
+    // SAFETY: sysconf has no preconditions.
+    let cpu = (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) - 1) as usize;
+    let byte = |fd: i32, write: bool| {
+        let mut b = [0u8; 1];
+        // SAFETY: a one-byte buffer on our stack, an fd of ours.
+        let r = unsafe {
+            if write {
+                libc::write(fd, b.as_ptr().cast(), 1)
+            } else {
+                libc::read(fd, b.as_mut_ptr().cast(), 1)
+            }
+        };
+        assert_eq!(r, 1, "pingpong pipe");
+    };
+    let echo = thread::spawn(move || {
+        pin_to(cpu);
+        for _ in 0..n {
+            byte(ping[0], false);
+            byte(pong[1], true);
+        }
+    });
+    pin_to(cpu);
+    let start = monotonic_ns();
+    for _ in 0..n {
+        byte(ping[1], true);
+        byte(pong[0], false);
+    }
+    let ns = (monotonic_ns() - start) as f64 / n.max(1) as f64;
+    echo.join().unwrap();
+    for fd in ping.into_iter().chain(pong) {
+        // SAFETY: our own descriptors, closed once.
+        unsafe { libc::close(fd) };
+    }
+    say(&format!("PINGPONG ns={ns:.2}"));
+}
+
+/// clock_nanosleep for `ms`, the raw syscall (the tests look for its number).
+fn sleep_raw(ms: i64) {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: ms * 1_000_000,
+    };
+    // SAFETY: a valid timespec; no remainder wanted.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clock_nanosleep,
+            libc::CLOCK_MONOTONIC,
+            0,
+            &ts as *const libc::timespec,
+            std::ptr::null_mut::<libc::timespec>(),
+        )
+    };
+}
+
+fn churn(args: &str) {
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let num = |i: usize, default: u64| words.get(i).and_then(|w| w.parse().ok()).unwrap_or(default);
+    let (waves, threads, n) = (num(0, 10), num(1, 4), num(2, 1000));
+    let marker = match words.get(3).copied().unwrap_or("getppid") {
+        "getuid" => libc::SYS_getuid,
+        _ => libc::SYS_getppid,
+    };
+    let fork = num(4, 0) == 1;
+    spawn("churner", move || {
+        for _ in 0..waves {
+            let wave: Vec<_> = (0..threads)
+                .map(|_| {
+                    thread::Builder::new()
+                        .name("churn".into())
+                        .spawn(move || {
+                            say(&format!("CHURN tid={}", tid()));
+                            sleep_raw(20);
+                            for _ in 0..n {
+                                // SAFETY: no arguments, no effects.
+                                unsafe {
+                                    libc::syscall(marker);
+                                    libc::syscall(libc::SYS_sched_yield);
+                                }
+                            }
+                            sleep_raw(20);
+                        })
+                        .expect("spawn churn thread")
+                })
+                .collect();
+            if fork {
+                // SAFETY: the child makes raw syscalls only, then _exit: nothing that
+                // could need a lock another thread held at fork.
+                unsafe {
+                    let child = libc::fork();
+                    if child == 0 {
+                        for _ in 0..n {
+                            libc::syscall(libc::SYS_getuid);
+                        }
+                        libc::_exit(0);
+                    }
+                    if child > 0 {
+                        libc::waitpid(child, std::ptr::null_mut(), 0);
+                    }
+                }
+            }
+            for t in wave {
+                t.join().unwrap();
+            }
+        }
+        say("CHURNED");
+    });
+}
+
+fn exec_thread() {
+    spawn("execer", || {
+        say(&format!("EXEC tid={}", tid()));
+        let err = std::os::unix::process::CommandExt::exec(&mut std::process::Command::new(
+            "/proc/self/exe",
+        ));
+        say(&format!("ERROR exec-thread: {err}"));
+    });
+}
+
 fn main() {
     say(&format!("READY pid={}", std::process::id()));
     let stdin = std::io::stdin();
@@ -435,6 +583,9 @@ fn main() {
             "udp-beat" => udp_beat(rest),
             "udp-loop" => udp_loop(rest),
             "tcp-beat" => tcp_beat(rest),
+            "pingpong" => pingpong(rest.trim().parse().unwrap_or(100_000)),
+            "churn" => churn(rest),
+            "exec-thread" => exec_thread(),
             "" => {}
             other => say(&format!("ERROR unknown command {other}")),
         }

@@ -10,6 +10,7 @@ use watchdog_common::{EXIT_GROUP_DEAD, ExitEvent, RecordKind, counter, layout};
 
 use crate::{
     bits::{clear_bit, has_slot, is_target},
+    current::forget_tasks,
     events::header,
     globals::field_offset,
     maps::{EVENTS, EXEC_BITS, THREAD_BITS, bump},
@@ -24,6 +25,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 fn try_sched_process_exit(ctx: &TracePointContext) -> Result<u32, i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // Its stack, and so its registers' address, may go to a new task.
+    forget_tasks();
     // Any thread with a slot, target or not any more (a reload may have let it go).
     if has_slot(tid) {
         drop_record(tid);

@@ -1,16 +1,14 @@
 //! sched_switch (a BTF tracepoint: the tasks are at hand as pointers, so their ids and
-//! state are plain loads): keep each CPU's current task (see `current`), and how a
-//! monitored thread spends its syscall, on a CPU or asleep, and in which state it went
-//! to sleep (S, D, stopped, traced).
+//! state are plain loads): how a monitored thread spends its syscall, on a CPU or
+//! asleep, and in which state it went to sleep (S, D, stopped, traced).
 //!
-//! Fires on every context switch on the host; for unmonitored threads it costs the
-//! current-task write and two bit tests, no helper call.
+//! Fires on every context switch on the host; for unmonitored threads it costs two
+//! bit tests, no helper call.
 use aya_ebpf::{helpers::bpf_jiffies64, macros::btf_tracepoint, programs::BtfTracePointContext};
 use watchdog_common::{NOT_IN_SYSCALL, sched};
 
 use crate::{
     bits::has_slot,
-    current::set_current,
     globals::{task_ids, task_state},
     slots::record_of,
 };
@@ -27,8 +25,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) {
     let preempt: u64 = ctx.arg(0);
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
-    let (next_tgid, next_tid) = task_ids(next);
-    set_current(next_tgid, next_tid);
+    let (_, next_tid) = task_ids(next);
     let (_, prev_tid) = task_ids(prev);
     // Each side on its own: comparing both lookups at once lets LLVM OR the two map
     // pointers together, which the verifier rejects ("pointer |= pointer").

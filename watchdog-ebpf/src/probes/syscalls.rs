@@ -1,9 +1,9 @@
 //! raw_syscalls sys_enter/sys_exit: keep the in-flight syscall of each monitored thread.
 //!
-//! Every syscall on the host runs these, so they make no helper call: raw tracepoints
-//! (cheaper than BTF ones here, and the syscall number is a plain argument), the
-//! current task from the per-CPU slot sched_switch keeps (`current`), bit arrays for
-//! the filter, and `bpf_jiffies64()` for the clock, which the verifier inlines into a
+//! Every syscall on the host runs these, so they make no helper call while a CPU runs
+//! one task: raw tracepoints (cheaper than BTF ones here, and the syscall number is a
+//! plain argument), the current task from a per-CPU entry keyed by its registers
+//! (`current`), bit arrays for the filter, and `bpf_jiffies64()` for the clock, which the verifier inlines into a
 //! load of `jiffies`. The first argument of the syscall is not kept: the daemon reads
 //! it from /proc when a verdict needs it (a long read: on which fd).
 use aya_ebpf::{helpers::bpf_jiffies64, macros::raw_tracepoint, programs::RawTracePointContext};
@@ -23,18 +23,18 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(_ctx: RawTracePointContext) -> i32 {
-    try_sys_exit();
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    try_sys_exit(&ctx);
     0
 }
 
 #[inline(always)]
 fn try_sys_enter(ctx: &RawTracePointContext) {
-    let (tgid, tid) = current_ids();
+    // TP_PROTO(struct pt_regs *regs, long id)
+    let (tgid, tid) = current_ids(ctx.arg(0));
     if !is_target(tgid) {
         return;
     }
-    // TP_PROTO(struct pt_regs *regs, long id)
     let nr: i64 = ctx.arg(1);
     let now = unsafe { bpf_jiffies64() };
     if has_slot(tid)
@@ -73,8 +73,9 @@ fn try_sys_enter(ctx: &RawTracePointContext) {
 }
 
 #[inline(always)]
-fn try_sys_exit() {
-    let (_, tid) = current_ids();
+fn try_sys_exit(ctx: &RawTracePointContext) {
+    // TP_PROTO(struct pt_regs *regs, long ret)
+    let (_, tid) = current_ids(ctx.arg(0));
     // Only monitored threads have a slot: the bit says so without a lookup.
     if !has_slot(tid) {
         return;

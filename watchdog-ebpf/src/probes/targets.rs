@@ -11,7 +11,7 @@ use watchdog_common::{RecordKind, TARGET_FOLLOW_FORKS, Target, layout};
 
 use crate::{
     bits::{clear_bit, has_slot, set_bit},
-    current::set_current,
+    current::forget_tasks,
     events::send_task_event,
     globals::field_offset,
     maps::{CGROUPS, COMMS, EXEC_BITS, TARGETS, THREAD_BITS},
@@ -23,11 +23,11 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // Runs in the exec'ing task, after the new program's comm is set.
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    // A non-leader thread that execs takes the leader's pid: this CPU's current task
-    // changed ids without a switch. Its old id's record would wait for an exit that
+    // A non-leader thread that execs takes the leader's pid: the current-task cache
+    // must forget its old ids, and its old id's record would wait for an exit that
     // never comes (the old leader's exit was its own), so it goes now; the execve in
     // flight ends under the new id.
-    set_current(tgid, tid);
+    forget_tasks();
     if let Some(off) = field_offset(layout::EXEC_OLD_PID)
         && let Ok(old) = unsafe { ctx.read_at::<i32>(off) }
         && old as u32 != tid
