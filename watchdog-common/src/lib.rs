@@ -23,6 +23,8 @@ pub mod maps {
     pub const TARGETS: &str = "TARGETS";
     /// tid -> [`super::InFlight`]: the current syscall of each monitored thread.
     pub const INFLIGHT: &str = "INFLIGHT";
+    /// One u64: the entries INFLIGHT holds now.
+    pub const INFLIGHT_LIVE: &str = "INFLIGHT_LIVE";
     /// Ring buffer of [`super::PrintkEvent`] and [`super::ExitEvent`] records.
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU u64 counters, indexed by [`super::counter`].
@@ -54,7 +56,7 @@ pub mod maps {
     /// Every map of the kernel side. It declares each one with a bare `#[map]` under
     /// the same identifier (the map's name is the identifier), and a unit test of the
     /// daemon checks the built object against this list.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         TARGETS,
         INFLIGHT,
         EVENTS,
@@ -67,12 +69,13 @@ pub mod maps {
         SLOTS,
         CURRENT,
         TASK_EPOCH,
+        INFLIGHT_LIVE,
         CLOCK,
     ];
 }
 
 /// Entries of SLOTS unless the loader is told otherwise (a power of two).
-pub const DEFAULT_SLOTS: u32 = 4096;
+pub const DEFAULT_SLOTS: u32 = 16384;
 
 /// The read-only globals of the kernel side that the loader sets before loading (so
 /// the programs read constants): one list, expanded by both sides with a macro of

@@ -56,8 +56,7 @@ pub fn current_ids(regs: u64) -> (u32, u32) {
     (tgid, tid)
 }
 
-// Apart: the cold path of a miss.
-#[inline(never)]
+#[inline(always)]
 fn helper_ids() -> (u32, u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     ((pid_tgid >> 32) as u32, pid_tgid as u32)

@@ -25,6 +25,10 @@ pub static SLOTS: Array<InFlight> = Array::with_max_entries(1, aya_ebpf::binding
 #[map]
 pub static INFLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(65536, 0);
 
+/// Entries in INFLIGHT now (the kernel side counts them with atomic adds).
+#[map]
+pub static INFLIGHT_LIVE: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Kernel messages, thread exits and task events, to userspace. 512 KiB holds half a
 /// second of a 10,000 lines/s printk flood; the reader drains it within milliseconds
 /// (BENCHMARKS.md).

@@ -4,9 +4,19 @@
 use watchdog_common::{InFlight, NOT_IN_SYSCALL};
 
 use crate::{
+    bits::atomic_add,
     globals::slot_mask,
-    maps::{INFLIGHT, SLOTS},
+    maps::{INFLIGHT, INFLIGHT_LIVE, SLOTS},
 };
+
+/// Count an INFLIGHT entry made (+1) or removed (-1): the daemon walks the hash only
+/// when it holds something (an empty walk visits every bucket).
+#[inline(always)]
+fn count_overflow(delta: u64) {
+    if let Some(n) = INFLIGHT_LIVE.get_ptr_mut(0) {
+        atomic_add(n, delta);
+    }
+}
 
 /// Thread `tid`'s in-flight record: its slot, or its INFLIGHT entry when the slot is
 /// another thread's.
@@ -37,7 +47,10 @@ pub fn new_record(tid: u32, rec: &InFlight) -> Result<(), ()> {
         unsafe { *slot = *rec };
         return Ok(());
     }
-    INFLIGHT.insert(tid, *rec, 0).map_err(|_| ())
+    // BPF_NOEXIST: a thread with an entry finds it (record_of) and never gets here.
+    INFLIGHT.insert(tid, *rec, 1).map_err(|_| ())?;
+    count_overflow(1);
+    Ok(())
 }
 
 /// Thread `tid` exited: free its slot or entry.
@@ -52,5 +65,7 @@ pub fn drop_record(tid: u32) {
         }
         return;
     }
-    let _ = INFLIGHT.remove(tid);
+    if INFLIGHT.remove(tid).is_ok() {
+        count_overflow(u64::MAX);
+    }
 }

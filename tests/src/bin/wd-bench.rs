@@ -5,6 +5,8 @@
 //!   process (`unmonitored`) and this one (`monitored`), and with the bpftrace one-liner
 //!   a user would write instead. Modes are interleaved within each round; the table
 //!   gives medians over the rounds.
+//! - Context switches: a pipe ping-pong between two threads on one CPU, against the
+//!   same floors, and each program's own run time from the kernel's BPF statistics.
 //! - Detection latency: a monitored thread enters uninterruptible sleep (vfork) at a
 //!   known time; from the end of its budget until the heartbeat stopped, and until the
 //!   exec hook (the alert) ran.
@@ -24,8 +26,9 @@
 //!   (loopback, a send loop): no gate attached, a gate on another port, a gate on this
 //!   port (open).
 //!
-//! `wd-bench [--quick] [SECTION...]`: sections syscalls, detection, oops, footprint,
-//! flood, failover, gate (all by default).
+//! `wd-bench [--quick] [SECTION...]`: sections syscalls, switches, detection, oops,
+//! footprint, flood, failover, gate (all by default). WD_BENCH_ROUNDS overrides the
+//! rounds; WD_BENCH_MODES=base,floor,... runs some syscall modes only (diagnostics).
 //!
 //! Everything goes to loopback; kernel lines written start with `watchdog-bench:`.
 //! When run as the daemon's exec hook (WATCHDOG_INCIDENT_ID is set), it only notes the
@@ -38,7 +41,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use watchdog::kernel::{clock::monotonic_ns, probes::Floor};
+use watchdog::kernel::{
+    clock::monotonic_ns,
+    probes::{Floor, Probes},
+};
 use watchdog_tests::*;
 
 /// Settings: the full run by default, `--quick` for a smoke run of the benchmark itself.
@@ -57,7 +63,7 @@ const FULL: Plan = Plan {
     syscalls: 3_000_000,
     detection_trials: 50,
     oops_trials: 20,
-    footprint_secs: 10,
+    footprint_secs: 20,
     flood_secs: 10,
     failover_trials: 20,
 };
@@ -77,18 +83,25 @@ fn main() {
         return stamp();
     }
     require_root();
-    let plan = if std::env::args().any(|a| a == "--quick") {
+    let mut plan = if std::env::args().any(|a| a == "--quick") {
         QUICK
     } else {
         FULL
     };
+    if let Some(rounds) = std::env::var("WD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        plan.rounds = rounds;
+    }
     // Sections named on the command line, or all of them.
     let named: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let sections: [(&str, Section); 7] = [
+    let sections: [(&str, Section); 8] = [
         ("syscalls", syscall_cost),
+        ("switches", switch_cost),
         ("detection", detection_latency),
         ("oops", oops_latency),
         ("footprint", footprint),
@@ -98,7 +111,7 @@ fn main() {
     ];
     if let Some(bad) = named.iter().find(|n| !sections.iter().any(|(s, _)| s == n)) {
         eprintln!(
-            "wd-bench: unknown section {bad:?} (syscalls, detection, oops, footprint, flood, failover, gate)"
+            "wd-bench: unknown section {bad:?} (syscalls, switches, detection, oops, footprint, flood, failover, gate)"
         );
         std::process::exit(2);
     }
@@ -317,6 +330,17 @@ fn syscall_cost(plan: &Plan, out: &mut String) {
     if bpftrace {
         modes.push(Mode::Bpftrace);
     }
+    // WD_BENCH_MODES=base,floor,unmonitored (a diagnostic run of some modes; base first).
+    if let Ok(only) = std::env::var("WD_BENCH_MODES") {
+        let names = ["base", "floor", "floor-btf", "unmonitored", "monitored", "bpftrace"];
+        modes.retain(|m| {
+            let i = [Mode::Base, Mode::Floor, Mode::FloorBtf, Mode::Unmonitored, Mode::Monitored, Mode::Bpftrace]
+                .iter()
+                .position(|x| x == m)
+                .unwrap();
+            only.split(',').any(|n| n == names[i])
+        });
+    }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for round in 0..plan.rounds {
         // Rotate the order each round, so no mode always runs first or last.
@@ -362,7 +386,7 @@ fn syscall_cost(plan: &Plan, out: &mut String) {
     }
     if !bpftrace {
         let _ = writeln!(out, "\nbpftrace is not installed: its row is missing.");
-    } else {
+    } else if modes.contains(&Mode::Bpftrace) && modes.contains(&Mode::Monitored) {
         let at = |mode: Mode| medians[modes.iter().position(|m| *m == mode).unwrap()];
         let monitored = at(Mode::Monitored) - base;
         let bt = at(Mode::Bpftrace) - base;
@@ -370,6 +394,158 @@ fn syscall_cost(plan: &Plan, out: &mut String) {
             out,
             "\nbpftrace's added cost is {:.1}x the monitored path's.",
             bt / monitored
+        );
+    }
+    let _ = writeln!(out);
+}
+
+// ---------------------------------------------------------------------------------
+// Context switches: a pipe ping-pong between two threads on one CPU
+
+/// What runs while the ping-pong is timed.
+#[derive(Clone, Copy, PartialEq)]
+enum SwitchMode {
+    Base,
+    Floor,
+    Unmonitored,
+    Monitored,
+}
+
+impl SwitchMode {
+    fn name(self) -> &'static str {
+        match self {
+            SwitchMode::Base => "base: nothing attached",
+            SwitchMode::Floor => "floor: empty sched_switch, sys_enter, sys_exit programs",
+            SwitchMode::Unmonitored => "unmonitored: daemon monitoring another process",
+            SwitchMode::Monitored => "monitored: daemon monitoring the ping-pong",
+        }
+    }
+}
+
+/// The floor programs' names for each program of ours.
+const SWITCH_PROGRAMS: [(&str, &str); 3] = [
+    ("sched_switch", "floor_switch"),
+    ("sys_enter", "floor_enter"),
+    ("sys_exit", "floor_exit"),
+];
+
+/// ns per run of each program over one ping-pong of `n` round trips, with the
+/// statistics on (they add clock reads of their own to every run: compare with the
+/// floor measured the same way).
+fn switch_run_stats(work: &mut Workload, n: u64, names: &[&str]) -> Vec<(String, f64)> {
+    let before = Probes::loaded_program_stats(names);
+    timed_loop(work, &format!("pingpong {n}"), "PINGPONG");
+    let after = Probes::loaded_program_stats(names);
+    after
+        .iter()
+        .filter_map(|(name, t1, c1)| {
+            let (_, t0, c0) = before.iter().find(|(b, ..)| b == name)?;
+            (c1 > c0).then(|| (name.clone(), (t1 - t0) as f64 / (c1 - c0) as f64))
+        })
+        .collect()
+}
+
+fn switch_cost(plan: &Plan, out: &mut String) {
+    let n = plan.syscalls / 20;
+    let modes = [
+        SwitchMode::Base,
+        SwitchMode::Floor,
+        SwitchMode::Unmonitored,
+        SwitchMode::Monitored,
+    ];
+    let mut round_trip: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut per_run: Vec<Vec<(String, f64)>> = vec![Vec::new(); modes.len()];
+    for round in 0..plan.rounds {
+        for k in 0..modes.len() {
+            let i = (k + round) % modes.len();
+            let mut work = Workload::spawn();
+            let mut other = None;
+            let mut floors = Vec::new();
+            let mut daemon = None;
+            match modes[i] {
+                SwitchMode::Base => {}
+                SwitchMode::Floor => {
+                    floors.push(Floor::attach().expect("attach the floor programs"));
+                    floors.push(Floor::attach_switch().expect("attach the sched_switch floor"));
+                }
+                SwitchMode::Unmonitored => {
+                    let w = Workload::spawn();
+                    daemon = Some(start_daemon(w.pid, "2s", "1s"));
+                    other = Some(w);
+                }
+                SwitchMode::Monitored => daemon = Some(start_daemon(work.pid, "2s", "1s")),
+            }
+            if let Some((_, d)) = &daemon {
+                pin_all(d.pid());
+            }
+            timed_loop(&mut work, &format!("pingpong {}", n / 10), "PINGPONG");
+            let ns = (0..RUNS)
+                .map(|_| timed_loop(&mut work, &format!("pingpong {}", n / RUNS as u64), "PINGPONG"))
+                .fold(f64::INFINITY, f64::min);
+            round_trip[i].push(ns);
+            // Once per mode: each program's own time, from the kernel's statistics.
+            if per_run[i].is_empty() && modes[i] != SwitchMode::Base {
+                let _stats = Probes::enable_run_stats().expect("enable BPF statistics");
+                let names: Vec<&str> = SWITCH_PROGRAMS
+                    .iter()
+                    .map(|(ours, floor)| if modes[i] == SwitchMode::Floor { *floor } else { *ours })
+                    .collect();
+                per_run[i] = switch_run_stats(&mut work, n, &names);
+            }
+            eprintln!("wd-bench: round {round} {}: {ns:.1} ns per round trip", modes[i].name());
+            if let Some((_, mut d)) = daemon {
+                d.stop();
+            }
+            drop(other);
+        }
+    }
+    let medians: Vec<f64> = round_trip.iter_mut().map(|v| median(v)).collect();
+    let _ = writeln!(
+        out,
+        "## Context switches\n\nTwo threads on one CPU pass a byte back and forth over two pipes ({n} round trips per mode and round, the best of {RUNS} runs, median of {} interleaved rounds). A round trip is two context switches and four syscalls (a write and a read on each side).\n",
+        plan.rounds
+    );
+    let _ = writeln!(
+        out,
+        "| mode | ns per round trip | added per switch vs base | added per switch vs floor |\n|---|---|---|---|"
+    );
+    let (base, floor) = (medians[0], medians[1]);
+    for (m, ns) in modes.iter().zip(&medians) {
+        let vs_floor = if matches!(m, SwitchMode::Base | SwitchMode::Floor) {
+            "-".to_owned()
+        } else {
+            format!("{:+.1} ns", (ns - floor) / 2.0)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {ns:.1} | {:+.1} ns | {vs_floor} |",
+            m.name(),
+            (ns - base) / 2.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nEach program's own run time, from the kernel's BPF statistics (`run_time_ns / run_cnt`) over one ping-pong of {n} round trips per mode; the statistics add clock reads of their own to each run, so each program is compared with an empty program on the same hook, measured the same way.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| program | empty program (floor) | unmonitored path | over the floor | monitored path | over the floor |\n|---|---|---|---|---|---|"
+    );
+    let at = |mode: usize, name: &str| {
+        per_run[mode]
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or(f64::NAN)
+    };
+    for (ours, floor_name) in SWITCH_PROGRAMS {
+        let f = at(1, floor_name);
+        let (u, m) = (at(2, ours), at(3, ours));
+        let _ = writeln!(
+            out,
+            "| {ours} | {f:.1} ns | {u:.1} ns | {:+.1} ns | {m:.1} ns | {:+.1} ns |",
+            u - f,
+            m - f
         );
     }
     let _ = writeln!(out);
@@ -567,9 +743,10 @@ fn footprint(plan: &Plan, out: &mut String) {
         out,
         "| while monitoring | CPU | RSS | peak RSS |\n|---|---|---|---|"
     );
-    let cases: [(&str, &[&str]); 3] = [
+    let cases: [(&str, &[&str]); 4] = [
         ("baseline: 7 idle threads", &["idle"]),
         ("1,000 idle threads", &["idle", "threads 993"]),
+        ("10,000 idle threads", &["idle", "threads 9993"]),
         ("a thread making 1 M syscalls/s", &["rate 1000000"]),
     ];
     for (name, cmds) in cases {

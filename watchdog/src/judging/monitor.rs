@@ -438,6 +438,34 @@ impl Monitor {
         rec.completed > 0 && before != Some(rec.completed)
     }
 
+    /// Whether observing `rec` at `now_ns` would change nothing, so the scan may skip
+    /// it: it is the record already observed, the thread is not stalled, and its
+    /// verdict cannot change with time alone. That holds in user space, within the
+    /// syscall's budget (every syscall is fine there, and the scan wakes at the budget's
+    /// end), and past it for a thread asleep in a wait judged idle (asleep, its time on a
+    /// CPU does not grow). A stop is never settled: its own budget runs on time.
+    pub fn settled(&self, tid: u32, rec: &SyscallRecord, now_ns: u64) -> bool {
+        let Some(st) = self.threads.get(&tid) else {
+            return false;
+        };
+        if st.latest != Some(*rec) || st.stalled_now() || is_stopped(rec) {
+            return false;
+        }
+        if rec.nr == NOT_IN_SYSCALL {
+            return true;
+        }
+        let budget = self.budget_for(rec.tgid, rec.nr).as_nanos() as u64;
+        if now_ns < rec.enter_ns.saturating_add(budget) {
+            return true;
+        }
+        let asleep = !rec.on_cpu && rec.sched_state & watchdog_common::sched::SLEEP_MASK != 0;
+        asleep
+            && matches!(
+                st.reason,
+                Some(verdict::Reason::IdleWait { .. } | verdict::Reason::StreamWait { .. })
+            )
+    }
+
     /// Forget threads that are no longer in the kernel's table (exited).
     pub fn retain_threads(&mut self, alive: impl Fn(u32) -> bool) {
         // Threads with a kernel fault stay listed until their process is gone: the
@@ -891,6 +919,41 @@ mod tests {
         );
         m.retarget(|_| Some(0), |_, _| false);
         assert!(m.blockers().is_empty());
+    }
+
+    #[test]
+    fn a_scan_skips_only_records_whose_verdict_time_alone_cannot_change() {
+        let mut m = monitor();
+        // Idle in epoll_wait, asleep: settled within its budget and past it.
+        let idle = rec(100, Some(Sysno::epoll_wait), 0);
+        assert!(!m.settled(101, &idle, 100 * MS), "never observed");
+        observe(&mut m, 101, &idle, 100 * MS);
+        assert!(m.settled(101, &idle, 200 * MS));
+        observe(&mut m, 101, &idle, 5_000 * MS);
+        assert!(m.settled(101, &idle, 9_000 * MS));
+        // A new record (another syscall) is never skipped.
+        let next = rec(100, Some(Sysno::epoll_wait), 6_000 * MS);
+        assert!(!m.settled(101, &next, 9_000 * MS));
+        // A bounded syscall in D: settled until its budget ends, then judged.
+        let mut stuck = rec(100, Some(Sysno::fsync), 0);
+        stuck.sched_state = watchdog_common::sched::UNINTERRUPTIBLE;
+        observe(&mut m, 102, &stuck, 100 * MS);
+        assert!(m.settled(102, &stuck, 299 * MS));
+        assert!(!m.settled(102, &stuck, 300 * MS));
+        assert!(observe(&mut m, 102, &stuck, 400 * MS).is_some());
+        assert!(!m.settled(102, &stuck, 500 * MS), "stalled threads are judged at every scan");
+        // On a CPU past its budget (its time on a CPU grows): judged at every scan.
+        let mut spin = rec(100, Some(Sysno::read), 0);
+        spin.on_cpu = true;
+        spin.sched_state = 0;
+        observe(&mut m, 103, &spin, 100 * MS);
+        assert!(m.settled(103, &spin, 200 * MS));
+        assert!(!m.settled(103, &spin, 301 * MS));
+        // Stopped: its own budget runs on time.
+        let mut stopped = rec(100, Some(Sysno::read), 0);
+        stopped.sched_state = watchdog_common::sched::STOPPED;
+        observe(&mut m, 104, &stopped, 100 * MS);
+        assert!(!m.settled(104, &stopped, 150 * MS));
     }
 
     #[test]

@@ -487,6 +487,10 @@ impl Reactions {
                 continue;
             }
             seen.insert(*tid);
+            // Most threads of an idle service: nothing new since the last scan.
+            if self.monitor.settled(*tid, rec, now_ns) {
+                continue;
+            }
             // The kernel side has seen it now: its syscall before attach is over.
             self.before_attach.remove(tid);
             // Each thread's last completed syscall, once, for the histogram.

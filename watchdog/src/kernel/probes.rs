@@ -81,6 +81,8 @@ pub struct InFlightTable {
     // Owns the fd the mapping was made from.
     _slots: MapData,
     overflow: HashMap<MapData, u32, InFlight>,
+    /// How many entries `overflow` holds: walked only when some.
+    overflow_live: Array<MapData, u64>,
     sampler: ClockSampler,
     clock: JiffyClock,
 }
@@ -93,6 +95,7 @@ impl InFlightTable {
     fn new(
         slots: MapData,
         overflow: HashMap<MapData, u32, InFlight>,
+        overflow_live: Array<MapData, u64>,
         sampler: ClockSampler,
     ) -> Result<Self, EbpfError> {
         let clock = sampler.calibrate()?;
@@ -121,6 +124,7 @@ impl InFlightTable {
             bytes,
             _slots: slots,
             overflow,
+            overflow_live,
             sampler,
             clock,
         })
@@ -165,7 +169,10 @@ impl InFlightTable {
                 }
             }
         }
-        out.extend(self.overflow.iter().filter_map(Result::ok));
+        // An empty walk of the hash still visits every bucket.
+        if self.overflow_live.get(&0, 0).map_or(true, |n| n > 0) {
+            out.extend(self.overflow.iter().filter_map(Result::ok));
+        }
         out
     }
 }
@@ -584,7 +591,12 @@ impl Probes {
             prog: load_unattached_raw(&mut ebpf, "clock_sample")?,
             out: take(&mut ebpf, maps::CLOCK)?,
         };
-        let inflight = InFlightTable::new(slots, take(&mut ebpf, maps::INFLIGHT)?, sampler)?;
+        let inflight = InFlightTable::new(
+            slots,
+            take(&mut ebpf, maps::INFLIGHT)?,
+            take(&mut ebpf, maps::INFLIGHT_LIVE)?,
+            sampler,
+        )?;
         let events = take(&mut ebpf, maps::EVENTS)?;
         let counters = Counters(take(&mut ebpf, maps::COUNTERS)?);
         // Exit first, so no thread can leave a slot behind between the other attaches.
@@ -652,6 +664,20 @@ impl Probes {
     /// the kernel closes ours when the daemon dies however it dies).
     pub fn enable_run_stats() -> Result<std::os::fd::OwnedFd, EbpfError> {
         aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(EbpfError::Stats)
+    }
+
+    /// Time and runs of every program loaded on the system (by any process) named one
+    /// of `names`, from the kernel's BPF statistics: (name, run time ns, runs).
+    pub fn loaded_program_stats(names: &[&str]) -> Vec<(String, u64, u64)> {
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter_map(|p| {
+                let name = p.name_as_str()?.to_owned();
+                names
+                    .contains(&name.as_str())
+                    .then(|| (name, p.run_time().as_nanos() as u64, p.run_count()))
+            })
+            .collect()
     }
 
     /// Each program's time and runs from the kernel's BPF statistics (zero unless
