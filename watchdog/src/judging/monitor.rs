@@ -125,6 +125,19 @@ impl ThreadState {
     }
 }
 
+/// A thread whose next observation would change nothing until `until_ns`: the scan
+/// skips it (see [`Monitor::settled`]). Kept apart from the thread states, small and
+/// hashed fast, because a scan asks for every thread.
+#[derive(Clone, Copy, Debug)]
+struct Settled {
+    rec: SyscallRecord,
+    until_ns: u64,
+    /// When its syscall runs out of budget, if that is still ahead.
+    deadline_ns: Option<u64>,
+}
+
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+
 pub struct Monitor {
     /// `DEFAULT_POLICY` first, then one per target with settings of its own.
     policies: Vec<Policy>,
@@ -142,6 +155,8 @@ pub struct Monitor {
     /// Program name of each target, when known: a process's exit is reported with the
     /// comm of its last thread, which may be any thread's name.
     names: BTreeMap<u32, String>,
+    /// The threads a scan may skip, by tid.
+    settled: FastMap<u32, Settled>,
 }
 
 impl Monitor {
@@ -159,6 +174,7 @@ impl Monitor {
             gone: BTreeMap::new(),
             children: BTreeMap::new(),
             names: BTreeMap::new(),
+            settled: FastMap::default(),
         }
     }
 
@@ -168,6 +184,8 @@ impl Monitor {
     pub fn set_policies(&mut self, policies: Vec<Policy>) {
         assert!(!policies.is_empty(), "the default policy is needed");
         self.policies = policies;
+        // Budgets changed: every thread is judged afresh.
+        self.settled.clear();
     }
 
     /// The policy process `tgid` follows (the default one if it is not a target).
@@ -234,6 +252,7 @@ impl Monitor {
         still_wanted: impl Fn(u32, &str) -> bool,
     ) -> Vec<u32> {
         let mut dropped = Vec::new();
+        self.settled.clear();
         let (kids, roots): (Vec<u32>, Vec<u32>) = self
             .targets
             .iter()
@@ -276,6 +295,7 @@ impl Monitor {
         self.children.remove(&tgid);
         self.names.remove(&tgid);
         self.threads.retain(|_, st| st.tgid != tgid);
+        self.settled.retain(|_, s| s.rec.tgid != tgid);
     }
 
     /// The program name of target `tgid`, when known.
@@ -303,6 +323,72 @@ impl Monitor {
     /// `fd_kind` answers what an fd of a process is (asked only for a read over budget);
     /// `comm` names a thread (asked once per thread).
     pub fn observe(
+        &mut self,
+        tid: u32,
+        rec: &SyscallRecord,
+        now_ns: u64,
+        fd_kind: impl FnOnce(u32, u32, u32) -> Option<FdKind>,
+        comm: impl FnOnce(u32, u32) -> Option<String>,
+    ) -> Option<Stall> {
+        let stall = self.observe_record(tid, rec, now_ns, fd_kind, comm);
+        self.settle(tid, rec, now_ns);
+        stall
+    }
+
+    /// Note until when thread `tid`'s verdict on `rec`, just observed, cannot change
+    /// with time alone: in user space, for ever; within the syscall's budget, until it
+    /// ends (every syscall is fine there, and the scan wakes at the budget's end); past
+    /// it, for ever for a thread asleep in a wait judged idle (asleep, its time on a CPU
+    /// does not grow). Never for a stalled thread, nor a stopped one (its own budget
+    /// runs on time).
+    fn settle(&mut self, tid: u32, rec: &SyscallRecord, now_ns: u64) {
+        let Some(st) = self.threads.get(&tid) else {
+            self.settled.remove(&tid);
+            return;
+        };
+        let until_ns = if st.latest != Some(*rec) || st.stalled_now() || is_stopped(rec) {
+            0
+        } else if rec.nr == NOT_IN_SYSCALL {
+            u64::MAX
+        } else {
+            let deadline = self.in_flight_deadline(rec);
+            let asleep = !rec.on_cpu && rec.sched_state & watchdog_common::sched::SLEEP_MASK != 0;
+            let idle = matches!(
+                st.reason,
+                Some(verdict::Reason::IdleWait { .. } | verdict::Reason::StreamWait { .. })
+            );
+            if asleep && idle {
+                u64::MAX
+            } else if now_ns < deadline {
+                deadline
+            } else {
+                0
+            }
+        };
+        if until_ns <= now_ns {
+            self.settled.remove(&tid);
+            return;
+        }
+        let deadline_ns = (rec.nr != NOT_IN_SYSCALL)
+            .then(|| self.in_flight_deadline(rec))
+            .filter(|&d| d > now_ns);
+        self.settled.insert(
+            tid,
+            Settled {
+                rec: *rec,
+                until_ns,
+                deadline_ns,
+            },
+        );
+    }
+
+    /// When syscall `rec` runs out of its budget.
+    fn in_flight_deadline(&self, rec: &SyscallRecord) -> u64 {
+        rec.enter_ns
+            .saturating_add(self.budget_for(rec.tgid, rec.nr).as_nanos() as u64)
+    }
+
+    fn observe_record(
         &mut self,
         tid: u32,
         rec: &SyscallRecord,
@@ -438,32 +524,12 @@ impl Monitor {
         rec.completed > 0 && before != Some(rec.completed)
     }
 
-    /// Whether observing `rec` at `now_ns` would change nothing, so the scan may skip
-    /// it: it is the record already observed, the thread is not stalled, and its
-    /// verdict cannot change with time alone. That holds in user space, within the
-    /// syscall's budget (every syscall is fine there, and the scan wakes at the budget's
-    /// end), and past it for a thread asleep in a wait judged idle (asleep, its time on a
-    /// CPU does not grow). A stop is never settled: its own budget runs on time.
-    pub fn settled(&self, tid: u32, rec: &SyscallRecord, now_ns: u64) -> bool {
-        let Some(st) = self.threads.get(&tid) else {
-            return false;
-        };
-        if st.latest != Some(*rec) || st.stalled_now() || is_stopped(rec) {
-            return false;
-        }
-        if rec.nr == NOT_IN_SYSCALL {
-            return true;
-        }
-        let budget = self.budget_for(rec.tgid, rec.nr).as_nanos() as u64;
-        if now_ns < rec.enter_ns.saturating_add(budget) {
-            return true;
-        }
-        let asleep = !rec.on_cpu && rec.sched_state & watchdog_common::sched::SLEEP_MASK != 0;
-        asleep
-            && matches!(
-                st.reason,
-                Some(verdict::Reason::IdleWait { .. } | verdict::Reason::StreamWait { .. })
-            )
+    /// Whether the scan may skip thread `tid`'s record `rec` at `now_ns` (it is the
+    /// record last observed, and time alone cannot have changed its verdict since; see
+    /// [`Monitor::observe`]): Some(when its syscall runs out of budget, if ahead).
+    pub fn settled(&self, tid: u32, rec: &SyscallRecord, now_ns: u64) -> Option<Option<u64>> {
+        let s = self.settled.get(&tid)?;
+        (s.rec == *rec && now_ns < s.until_ns).then(|| s.deadline_ns.filter(|&d| d > now_ns))
     }
 
     /// Forget threads that are no longer in the kernel's table (exited).
@@ -472,6 +538,8 @@ impl Monitor {
         // operator must see which thread it was.
         self.threads
             .retain(|&tid, st| alive(tid) || st.kernel_fault.is_some());
+        let threads = &self.threads;
+        self.settled.retain(|tid, _| threads.contains_key(tid));
     }
 
     /// A thread exited.
@@ -480,6 +548,7 @@ impl Monitor {
             && st.kernel_fault.is_none()
         {
             self.threads.remove(&tid);
+            self.settled.remove(&tid);
         }
     }
 
@@ -493,23 +562,29 @@ impl Monitor {
     /// become stalled later, by spinning or by falling into D; the periodic scan, at a
     /// quarter of the budget, catches those.)
     pub fn next_deadline(&self, now_ns: u64) -> Option<u64> {
-        let in_flight = self.threads.values().filter_map(|st| {
-            let cur = st.current?;
-            let deadline = cur
-                .enter_ns
-                .saturating_add(self.budget_for(cur.tgid, cur.nr).as_nanos() as u64);
+        self.threads
+            .keys()
+            .filter_map(|&tid| self.deadline_of(tid, now_ns))
+            .min()
+    }
+
+    /// The next time after `now_ns` at which thread `tid`'s verdict changes by time:
+    /// its syscall in flight runs out of budget, or its stop runs out of its own.
+    pub fn deadline_of(&self, tid: u32, now_ns: u64) -> Option<u64> {
+        let st = self.threads.get(&tid)?;
+        let in_flight = st.current.and_then(|cur| {
+            let deadline = self.in_flight_deadline(&cur);
             (st.stalled_in != Some(cur.enter_ns) && st.kernel_fault.is_none() && deadline > now_ns)
                 .then_some(deadline)
         });
         // A stop runs out of its budget too.
-        let stopped = self.threads.values().filter_map(|st| {
-            let l = st.latest.filter(is_stopped)?;
+        let stopped = st.latest.filter(is_stopped).and_then(|l| {
             let deadline = l
                 .switch_ns
                 .saturating_add(self.policy(st.tgid).stopped_budget.as_nanos() as u64);
             (st.stopped_in != Some(l.switch_ns) && deadline > now_ns).then_some(deadline)
         });
-        in_flight.chain(stopped).min()
+        in_flight.into_iter().chain(stopped).min()
     }
 
     /// A monitored process is gone (`how`: exited with status N, killed by SIGX): the
@@ -662,6 +737,7 @@ impl Monitor {
         at_ns: u64,
     ) -> Option<Stall> {
         let budget_ms = self.budget_ms(tgid);
+        self.settled.remove(&tid);
         let st = self.threads.entry(tid).or_default();
         if st.kernel_fault.is_some() {
             return None;
@@ -815,6 +891,12 @@ mod tests {
         )
     }
 
+    impl Monitor {
+        fn settled_now(&self, tid: u32, r: &SyscallRecord, now: u64) -> bool {
+            self.settled(tid, r, now).is_some()
+        }
+    }
+
     fn observe(m: &mut Monitor, tid: u32, r: &SyscallRecord, now: u64) -> Option<Stall> {
         m.observe(
             tid,
@@ -926,34 +1008,34 @@ mod tests {
         let mut m = monitor();
         // Idle in epoll_wait, asleep: settled within its budget and past it.
         let idle = rec(100, Some(Sysno::epoll_wait), 0);
-        assert!(!m.settled(101, &idle, 100 * MS), "never observed");
+        assert!(!m.settled_now(101, &idle, 100 * MS), "never observed");
         observe(&mut m, 101, &idle, 100 * MS);
-        assert!(m.settled(101, &idle, 200 * MS));
+        assert!(m.settled_now(101, &idle, 200 * MS));
         observe(&mut m, 101, &idle, 5_000 * MS);
-        assert!(m.settled(101, &idle, 9_000 * MS));
+        assert!(m.settled_now(101, &idle, 9_000 * MS));
         // A new record (another syscall) is never skipped.
         let next = rec(100, Some(Sysno::epoll_wait), 6_000 * MS);
-        assert!(!m.settled(101, &next, 9_000 * MS));
+        assert!(!m.settled_now(101, &next, 9_000 * MS));
         // A bounded syscall in D: settled until its budget ends, then judged.
         let mut stuck = rec(100, Some(Sysno::fsync), 0);
         stuck.sched_state = watchdog_common::sched::UNINTERRUPTIBLE;
         observe(&mut m, 102, &stuck, 100 * MS);
-        assert!(m.settled(102, &stuck, 299 * MS));
-        assert!(!m.settled(102, &stuck, 300 * MS));
+        assert!(m.settled_now(102, &stuck, 299 * MS));
+        assert!(!m.settled_now(102, &stuck, 300 * MS));
         assert!(observe(&mut m, 102, &stuck, 400 * MS).is_some());
-        assert!(!m.settled(102, &stuck, 500 * MS), "stalled threads are judged at every scan");
+        assert!(!m.settled_now(102, &stuck, 500 * MS), "stalled threads are judged at every scan");
         // On a CPU past its budget (its time on a CPU grows): judged at every scan.
         let mut spin = rec(100, Some(Sysno::read), 0);
         spin.on_cpu = true;
         spin.sched_state = 0;
         observe(&mut m, 103, &spin, 100 * MS);
-        assert!(m.settled(103, &spin, 200 * MS));
-        assert!(!m.settled(103, &spin, 301 * MS));
+        assert!(m.settled_now(103, &spin, 200 * MS));
+        assert!(!m.settled_now(103, &spin, 301 * MS));
         // Stopped: its own budget runs on time.
         let mut stopped = rec(100, Some(Sysno::read), 0);
         stopped.sched_state = watchdog_common::sched::STOPPED;
         observe(&mut m, 104, &stopped, 100 * MS);
-        assert!(!m.settled(104, &stopped, 150 * MS));
+        assert!(!m.settled_now(104, &stopped, 150 * MS));
     }
 
     #[test]

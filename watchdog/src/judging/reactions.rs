@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use foldhash::fast::FixedState;
 use regex::Regex;
 use watchdog_common::{NOT_IN_SYSCALL, sched};
 
@@ -481,16 +482,26 @@ impl Reactions {
     ) -> Scan {
         let mut effects = Vec::new();
         let mut stalls = Vec::new();
-        let mut seen = HashSet::with_capacity(entries.len());
+        let mut seen = HashSet::with_capacity_and_hasher(entries.len(), FixedState::default());
+        let mut next_deadline: Option<u64> = None;
+        let mut earliest = |d: Option<u64>| {
+            next_deadline = match (next_deadline, d) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
         for (tid, rec) in entries {
+            // Most threads of an idle service: nothing new since the last scan. (Only
+            // targets' threads are ever settled.)
+            if let Some(deadline) = self.monitor.settled(*tid, rec, now_ns) {
+                seen.insert(*tid);
+                earliest(deadline);
+                continue;
+            }
             if !self.monitor.is_target(rec.tgid) {
                 continue;
             }
             seen.insert(*tid);
-            // Most threads of an idle service: nothing new since the last scan.
-            if self.monitor.settled(*tid, rec, now_ns) {
-                continue;
-            }
             // The kernel side has seen it now: its syscall before attach is over.
             self.before_attach.remove(tid);
             // Each thread's last completed syscall, once, for the histogram.
@@ -510,28 +521,33 @@ impl Reactions {
                 |tgid, tid| host.comm(tgid, tid),
             );
             stalls.extend(stall);
+            earliest(self.monitor.deadline_of(*tid, now_ns));
         }
-        self.judge_before_attach(now_ns, host, &mut seen, &mut stalls);
+        let before_attach = self.judge_before_attach(now_ns, host, &mut seen, &mut stalls);
+        for tid in before_attach {
+            earliest(self.monitor.deadline_of(tid, now_ns));
+        }
         self.monitor.retain_threads(|tid| seen.contains(&tid));
         for stall in &stalls {
             self.on_budget_stall(stall, &mut effects);
         }
         Scan {
             effects,
-            next_deadline: self.monitor.next_deadline(now_ns),
+            next_deadline,
         }
     }
 
     /// Judge the threads in a syscall since before the probes attached, looking at those
-    /// that are due in /proc again.
+    /// that are due in /proc again. Returns the threads judged.
     fn judge_before_attach(
         &mut self,
         now_ns: u64,
         host: &impl Host,
-        seen: &mut HashSet<u32>,
+        seen: &mut HashSet<u32, FixedState>,
         stalls: &mut Vec<Stall>,
-    ) {
+    ) -> Vec<u32> {
         let tids: Vec<u32> = self.before_attach.keys().copied().collect();
+        let mut judged = Vec::with_capacity(tids.len());
         for tid in tids {
             let b = self.before_attach[&tid];
             let tgid = b.record.tgid;
@@ -546,6 +562,7 @@ impl Reactions {
             };
             self.before_attach.insert(tid, current);
             seen.insert(tid);
+            judged.push(tid);
             let stall = self.monitor.observe(
                 tid,
                 &current.record,
@@ -560,6 +577,7 @@ impl Reactions {
                 stalls.push(stall);
             }
         }
+        judged
     }
 
     /// A syscall overran its budget: stop the heartbeat, record what `/proc` shows of the
