@@ -51,9 +51,11 @@ pub static TARGET_BITS: Array<u64> = Array::with_max_entries(1, 0);
 pub static EXEC_BITS: Array<u64> = Array::with_max_entries(1, 0);
 
 /// tid bits of the threads that have an in-flight slot. Written here only: set by the
-/// thread's first monitored syscall, cleared when it exits.
+/// thread's first monitored syscall, cleared when it exits. Memory-mapped by the daemon
+/// (BPF_F_MMAPABLE): its scan reads the slots of these threads only.
 #[map]
-pub static THREAD_BITS: Array<u64> = Array::with_max_entries(1, 0);
+pub static THREAD_BITS: Array<u64> =
+    Array::with_max_entries(1, aya_ebpf::bindings::BPF_F_MMAPABLE);
 
 /// Each CPU's last task to make a syscall on it (see `current`).
 #[map]

@@ -269,7 +269,6 @@ async fn run_bound(
         )),
         tokio::spawn(tasks::scan(shared.clone(), channels.inflight)),
         tokio::spawn(tasks::watch_losses(shared.clone(), channels.counters)),
-        tokio::spawn(tasks::expire_reports(shared.clone())),
         tokio::spawn(tasks::auto_resume(shared.clone())),
         tokio::spawn(server::serve(
             listener,

@@ -21,8 +21,9 @@ use crate::{
     },
 };
 
-/// The event reader's longest wait for the ring buffer before it says it is alive.
-const READER_TICK: Duration = Duration::from_millis(250);
+/// The event reader's longest wait for the ring buffer before it says it is alive: a
+/// quarter of the liveness bound, and two wakeups a second on an idle node.
+const READER_TICK: Duration = Duration::from_millis(500);
 
 /// Read kernel events as they come, and react to each.
 pub(super) async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>, hooks: TestHooks) {
@@ -64,12 +65,21 @@ pub(super) async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>, h
 /// runs out, and exactly at the earliest deadline, so a stall is found within a timer
 /// tick of the budget running out, while the syscall is still in flight.
 pub(super) async fn scan(shared: Arc<Shared>, mut inflight: InFlightTable) {
+    let mut next_expiry = 0;
     loop {
         // Read each round: a reload may change the budget.
         let budget = shared.reactions().monitor().shortest_budget();
         let period = (budget / 4).clamp(Duration::from_millis(5), Duration::from_millis(500));
         let now = monotonic_ns();
         shared.liveness.beat(Part::Scanner, now);
+        // Complete kernel reports that went quiet, on the scanner's wakeups (at least
+        // every half second: a report is complete at most 1.5 s after its last line)
+        // rather than on wakeups of their own.
+        if now >= next_expiry {
+            let effects = shared.reactions().expire_reports(now, &ProcHost);
+            shared.apply(effects);
+            next_expiry = now + (REPORT_QUIET / 2).as_nanos() as u64;
+        }
         let entries = match inflight.read() {
             Ok(entries) => entries,
             Err(e) => {
@@ -91,17 +101,6 @@ pub(super) async fn scan(shared: Arc<Shared>, mut inflight: InFlightTable) {
             .next_deadline
             .map_or(next_periodic, |d| d.min(next_periodic));
         tokio::time::sleep(Duration::from_nanos(wake.saturating_sub(now))).await;
-    }
-}
-
-/// Complete kernel reports that went quiet.
-pub(super) async fn expire_reports(shared: Arc<Shared>) {
-    // Half the quiet time: a report is complete at most 1.5 s after its last line.
-    let mut ticker = tokio::time::interval(REPORT_QUIET / 2);
-    loop {
-        ticker.tick().await;
-        let effects = shared.reactions().expire_reports(monotonic_ns(), &ProcHost);
-        shared.apply(effects);
     }
 }
 

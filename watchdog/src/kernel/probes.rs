@@ -38,8 +38,8 @@ pub enum EbpfError {
     },
     #[error("tracepoint {0} is missing or has an unknown layout on this kernel")]
     Layout(&'static str),
-    #[error("mapping the in-flight slots: {0}")]
-    Mmap(std::io::Error),
+    #[error("mapping map {0}: {1}")]
+    Mmap(&'static str, std::io::Error),
     #[error("reading the kernel's clocks (the clock_sample program): {0}")]
     Clock(String),
     #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
@@ -71,38 +71,22 @@ pub struct Channels {
     pub counters: Counters,
 }
 
-/// The in-flight records, as the scanner reads them: the SLOTS array through a read-only
-/// shared mapping (no syscall per thread), and the few threads whose slot another
-/// thread owns from the INFLIGHT hash; their jiffies placed on CLOCK_MONOTONIC.
-pub struct InFlightTable {
-    base: *const InFlight,
+/// A read-only shared mapping of an mmapable BPF array map (BPF_F_MMAPABLE): the
+/// daemon reads what the kernel side writes with no syscall per element.
+struct MappedArray<T> {
+    base: *const T,
     len: usize,
     bytes: usize,
     // Owns the fd the mapping was made from.
-    _slots: MapData,
-    overflow: HashMap<MapData, u32, InFlight>,
-    /// How many entries `overflow` holds: walked only when some.
-    overflow_live: Array<MapData, u64>,
-    sampler: ClockSampler,
-    clock: JiffyClock,
+    _map: MapData,
 }
 
-// SAFETY: the mapping is read-only here, shared with the kernel, and lives as long as
-// the table; reading it from another thread is what it is for.
-unsafe impl Send for InFlightTable {}
-
-impl InFlightTable {
-    fn new(
-        slots: MapData,
-        overflow: HashMap<MapData, u32, InFlight>,
-        overflow_live: Array<MapData, u64>,
-        sampler: ClockSampler,
-    ) -> Result<Self, EbpfError> {
-        let clock = sampler.calibrate()?;
+impl<T> MappedArray<T> {
+    fn new(map: MapData, name: &'static str) -> Result<Self, EbpfError> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
-        let len = slots.info().map_err(map_error(maps::SLOTS))?.max_entries() as usize;
+        let len = map.info().map_err(map_error(name))?.max_entries() as usize;
         let page = 4096;
-        let bytes = (len * size_of::<InFlight>()).div_ceil(page) * page;
+        let bytes = (len * size_of::<T>()).div_ceil(page) * page;
         // SAFETY: a shared read-only mapping of an mmapable array map's fd, of its size
         // rounded up to a page (as the kernel maps it).
         let base = unsafe {
@@ -111,18 +95,67 @@ impl InFlightTable {
                 bytes,
                 libc::PROT_READ,
                 libc::MAP_SHARED,
-                slots.fd().as_fd().as_raw_fd(),
+                map.fd().as_fd().as_raw_fd(),
                 0,
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(EbpfError::Mmap(std::io::Error::last_os_error()));
+            return Err(EbpfError::Mmap(name, std::io::Error::last_os_error()));
         }
-        Ok(InFlightTable {
+        Ok(MappedArray {
             base: base.cast(),
             len,
             bytes,
-            _slots: slots,
+            _map: map,
+        })
+    }
+
+    /// Element `i`, read once (the kernel writes it concurrently; a record may be torn,
+    /// and the scanner checks what it acts on).
+    fn get(&self, i: usize) -> Option<T> {
+        // SAFETY: within the mapping, and T is plain old data.
+        (i < self.len).then(|| unsafe { std::ptr::read_volatile(self.base.add(i)) })
+    }
+}
+
+impl<T> Drop for MappedArray<T> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.bytes) };
+    }
+}
+
+/// The in-flight records, as the scanner reads them: THREAD_BITS says which threads
+/// have one, SLOTS holds each where its tid puts it (both through read-only shared
+/// mappings: no syscall per thread, and only the live threads' slots are touched),
+/// and the INFLIGHT hash the few whose slot another thread owns; their jiffies placed
+/// on CLOCK_MONOTONIC.
+pub struct InFlightTable {
+    slots: MappedArray<InFlight>,
+    thread_bits: MappedArray<u64>,
+    overflow: HashMap<MapData, u32, InFlight>,
+    /// How many entries `overflow` holds: walked only when some.
+    overflow_live: Array<MapData, u64>,
+    sampler: ClockSampler,
+    clock: JiffyClock,
+}
+
+// SAFETY: the mappings are read-only here, shared with the kernel, and live as long as
+// the table; reading them from another thread is what they are for.
+unsafe impl Send for InFlightTable {}
+
+impl InFlightTable {
+    fn new(
+        slots: MapData,
+        thread_bits: MapData,
+        overflow: HashMap<MapData, u32, InFlight>,
+        overflow_live: Array<MapData, u64>,
+        sampler: ClockSampler,
+    ) -> Result<Self, EbpfError> {
+        let clock = sampler.calibrate()?;
+        Ok(InFlightTable {
+            slots: MappedArray::new(slots, maps::SLOTS)?,
+            thread_bits: MappedArray::new(thread_bits, maps::THREAD_BITS)?,
             overflow,
             overflow_live,
             sampler,
@@ -154,18 +187,17 @@ impl InFlightTable {
 
     fn raw(&self) -> Vec<(u32, InFlight)> {
         let mut out = Vec::new();
-        for i in 0..self.len {
-            // SAFETY: within the mapping; the kernel writes it concurrently, so each
-            // record is copied with a volatile read and may be torn (the scanner checks
-            // what it acts on). A free slot costs one read of its owner.
-            unsafe {
-                let slot = self.base.add(i);
-                if std::ptr::read_volatile(std::ptr::addr_of!((*slot).tid)) == 0 {
-                    continue;
-                }
-                let rec = std::ptr::read_volatile(slot);
-                if rec.tid != 0 {
-                    out.push((rec.tid, rec));
+        let mask = self.slots.len - 1;
+        for w in 0..self.thread_bits.len {
+            let mut word = self.thread_bits.get(w).unwrap_or(0);
+            while word != 0 {
+                let tid = (w * 64) as u32 + word.trailing_zeros();
+                word &= word - 1;
+                // Not in its slot: another thread owns the slot, and the hash has it.
+                if let Some(rec) = self.slots.get(tid as usize & mask)
+                    && rec.tid == tid
+                {
+                    out.push((tid, rec));
                 }
             }
         }
@@ -174,13 +206,6 @@ impl InFlightTable {
             out.extend(self.overflow.iter().filter_map(Result::ok));
         }
         out
-    }
-}
-
-impl Drop for InFlightTable {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.bytes) };
     }
 }
 
@@ -583,16 +608,19 @@ impl Probes {
         let target_bits = take(&mut ebpf, maps::TARGET_BITS)?;
         let comms = take(&mut ebpf, maps::COMMS)?;
         let cgroups = take(&mut ebpf, maps::CGROUPS)?;
-        let slots = match ebpf.take_map(maps::SLOTS) {
-            Some(aya::maps::Map::Array(data)) => data,
-            _ => return Err(EbpfError::MissingMap(maps::SLOTS)),
+        let take_array = |ebpf: &mut Ebpf, name: &'static str| match ebpf.take_map(name) {
+            Some(aya::maps::Map::Array(data)) => Ok(data),
+            _ => Err(EbpfError::MissingMap(name)),
         };
+        let slots = take_array(&mut ebpf, maps::SLOTS)?;
+        let thread_bits = take_array(&mut ebpf, maps::THREAD_BITS)?;
         let sampler = ClockSampler {
             prog: load_unattached_raw(&mut ebpf, "clock_sample")?,
             out: take(&mut ebpf, maps::CLOCK)?,
         };
         let inflight = InFlightTable::new(
             slots,
+            thread_bits,
             take(&mut ebpf, maps::INFLIGHT)?,
             take(&mut ebpf, maps::INFLIGHT_LIVE)?,
             sampler,
