@@ -127,7 +127,7 @@ impl ThreadState {
 
 /// A thread whose next observation would change nothing until `until_ns`: the scan
 /// skips it (see [`Monitor::settled`]). Kept apart from the thread states, small and
-/// hashed fast, because a scan asks for every thread.
+/// in tid order, because a scan asks for every thread.
 #[derive(Clone, Copy, Debug)]
 struct Settled {
     rec: SyscallRecord,
@@ -136,7 +136,52 @@ struct Settled {
     deadline_ns: Option<u64>,
 }
 
-type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+/// The settled threads, sorted by tid. A scan asks for its threads in tid order (the
+/// kernel stage reads them so), so each lookup is usually the entry after the last one:
+/// the scan walks this table as it walks its records, in memory order.
+#[derive(Debug, Default)]
+struct SettledTable {
+    entries: Vec<(u32, Settled)>,
+    /// Where the next lookup probably is.
+    hint: std::cell::Cell<usize>,
+}
+
+impl SettledTable {
+    fn position(&self, tid: u32) -> Result<usize, usize> {
+        let h = self.hint.get();
+        if self.entries.get(h).is_some_and(|e| e.0 == tid) {
+            return Ok(h);
+        }
+        self.entries.binary_search_by_key(&tid, |e| e.0)
+    }
+
+    fn get(&self, tid: u32) -> Option<&Settled> {
+        let i = self.position(tid).ok()?;
+        self.hint.set(i + 1);
+        Some(&self.entries[i].1)
+    }
+
+    fn insert(&mut self, tid: u32, settled: Settled) {
+        match self.position(tid) {
+            Ok(i) => self.entries[i].1 = settled,
+            Err(i) => self.entries.insert(i, (tid, settled)),
+        }
+    }
+
+    fn remove(&mut self, tid: u32) {
+        if let Ok(i) = self.position(tid) {
+            self.entries.remove(i);
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(u32, &Settled) -> bool) {
+        self.entries.retain(|(tid, s)| keep(*tid, s));
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
 
 pub struct Monitor {
     /// `DEFAULT_POLICY` first, then one per target with settings of its own.
@@ -156,7 +201,7 @@ pub struct Monitor {
     /// comm of its last thread, which may be any thread's name.
     names: BTreeMap<u32, String>,
     /// The threads a scan may skip, by tid.
-    settled: FastMap<u32, Settled>,
+    settled: SettledTable,
 }
 
 impl Monitor {
@@ -174,7 +219,7 @@ impl Monitor {
             gone: BTreeMap::new(),
             children: BTreeMap::new(),
             names: BTreeMap::new(),
-            settled: FastMap::default(),
+            settled: SettledTable::default(),
         }
     }
 
@@ -343,7 +388,7 @@ impl Monitor {
     /// runs on time).
     fn settle(&mut self, tid: u32, rec: &SyscallRecord, now_ns: u64) {
         let Some(st) = self.threads.get(&tid) else {
-            self.settled.remove(&tid);
+            self.settled.remove(tid);
             return;
         };
         let until_ns = if st.latest != Some(*rec) || st.stalled_now() || is_stopped(rec) {
@@ -366,7 +411,7 @@ impl Monitor {
             }
         };
         if until_ns <= now_ns {
-            self.settled.remove(&tid);
+            self.settled.remove(tid);
             return;
         }
         let deadline_ns = (rec.nr != NOT_IN_SYSCALL)
@@ -528,18 +573,32 @@ impl Monitor {
     /// record last observed, and time alone cannot have changed its verdict since; see
     /// [`Monitor::observe`]): Some(when its syscall runs out of budget, if ahead).
     pub fn settled(&self, tid: u32, rec: &SyscallRecord, now_ns: u64) -> Option<Option<u64>> {
-        let s = self.settled.get(&tid)?;
+        let s = self.settled.get(tid)?;
         (s.rec == *rec && now_ns < s.until_ns).then(|| s.deadline_ns.filter(|&d| d > now_ns))
+    }
+
+    /// How many threads the monitor holds.
+    pub fn thread_count(&self) -> usize {
+        self.threads.len()
     }
 
     /// Forget threads that are no longer in the kernel's table (exited).
     pub fn retain_threads(&mut self, alive: impl Fn(u32) -> bool) {
         // Threads with a kernel fault stay listed until their process is gone: the
         // operator must see which thread it was.
-        self.threads
-            .retain(|&tid, st| alive(tid) || st.kernel_fault.is_some());
-        let threads = &self.threads;
-        self.settled.retain(|tid, _| threads.contains_key(tid));
+        let mut gone = Vec::new();
+        self.threads.retain(|&tid, st| {
+            let keep = alive(tid) || st.kernel_fault.is_some();
+            if !keep {
+                gone.push(tid);
+            }
+            keep
+        });
+        // In tid order, as the thread states are.
+        if !gone.is_empty() {
+            self.settled
+                .retain(|tid, _| gone.binary_search(&tid).is_err());
+        }
     }
 
     /// A thread exited.
@@ -548,7 +607,7 @@ impl Monitor {
             && st.kernel_fault.is_none()
         {
             self.threads.remove(&tid);
-            self.settled.remove(&tid);
+            self.settled.remove(tid);
         }
     }
 
@@ -737,7 +796,7 @@ impl Monitor {
         at_ns: u64,
     ) -> Option<Stall> {
         let budget_ms = self.budget_ms(tgid);
-        self.settled.remove(&tid);
+        self.settled.remove(tid);
         let st = self.threads.entry(tid).or_default();
         if st.kernel_fault.is_some() {
             return None;

@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use foldhash::fast::FixedState;
 use regex::Regex;
 use watchdog_common::{NOT_IN_SYSCALL, sched};
 
@@ -482,7 +481,8 @@ impl Reactions {
     ) -> Scan {
         let mut effects = Vec::new();
         let mut stalls = Vec::new();
-        let mut seen = HashSet::with_capacity_and_hasher(entries.len(), FixedState::default());
+        // The threads seen (each once: the kernel side keeps one record per thread).
+        let mut seen = Vec::with_capacity(entries.len());
         let mut next_deadline: Option<u64> = None;
         let mut earliest = |d: Option<u64>| {
             next_deadline = match (next_deadline, d) {
@@ -494,14 +494,14 @@ impl Reactions {
             // Most threads of an idle service: nothing new since the last scan. (Only
             // targets' threads are ever settled.)
             if let Some(deadline) = self.monitor.settled(*tid, rec, now_ns) {
-                seen.insert(*tid);
+                seen.push(*tid);
                 earliest(deadline);
                 continue;
             }
             if !self.monitor.is_target(rec.tgid) {
                 continue;
             }
-            seen.insert(*tid);
+            seen.push(*tid);
             // The kernel side has seen it now: its syscall before attach is over.
             self.before_attach.remove(tid);
             // Each thread's last completed syscall, once, for the histogram.
@@ -527,7 +527,13 @@ impl Reactions {
         for tid in before_attach {
             earliest(self.monitor.deadline_of(tid, now_ns));
         }
-        self.monitor.retain_threads(|tid| seen.contains(&tid));
+        // Every thread seen is in the monitor's table; the same count means none is gone
+        // (the usual scan: no walk of the table).
+        if seen.len() != self.monitor.thread_count() {
+            seen.sort_unstable();
+            self.monitor
+                .retain_threads(|tid| seen.binary_search(&tid).is_ok());
+        }
         for stall in &stalls {
             self.on_budget_stall(stall, &mut effects);
         }
@@ -543,7 +549,7 @@ impl Reactions {
         &mut self,
         now_ns: u64,
         host: &impl Host,
-        seen: &mut HashSet<u32, FixedState>,
+        seen: &mut Vec<u32>,
         stalls: &mut Vec<Stall>,
     ) -> Vec<u32> {
         let tids: Vec<u32> = self.before_attach.keys().copied().collect();
@@ -561,7 +567,7 @@ impl Reactions {
                 continue;
             };
             self.before_attach.insert(tid, current);
-            seen.insert(tid);
+            seen.push(tid);
             judged.push(tid);
             let stall = self.monitor.observe(
                 tid,

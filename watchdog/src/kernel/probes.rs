@@ -203,7 +203,13 @@ impl InFlightTable {
         }
         // An empty walk of the hash still visits every bucket.
         if self.overflow_live.get(&0, 0).map_or(true, |n| n > 0) {
-            out.extend(self.overflow.iter().filter_map(Result::ok));
+            // One record per thread: a slot's (in tid order so far) over a hash entry.
+            let in_slots = out.len();
+            for (tid, rec) in self.overflow.iter().filter_map(Result::ok) {
+                if out[..in_slots].binary_search_by_key(&tid, |e| e.0).is_err() {
+                    out.push((tid, rec));
+                }
+            }
         }
         out
     }
