@@ -50,11 +50,24 @@ fn main() -> anyhow::Result<()> {
     };
     // Nightly, through rustup (as aya-build does): build-std for the BPF target.
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "build", "--package", ebpf.name.as_str()])
-        .args(["--bins", "--message-format=json", "--release", "--target", target])
-        .args(["-Z", "build-std=core"])
-        .arg("--target-dir")
-        .arg(out_dir.join("aya-build/target").join(ebpf.name.as_str()));
+    cmd.args([
+        "run",
+        "nightly",
+        "cargo",
+        "build",
+        "--package",
+        ebpf.name.as_str(),
+    ])
+    .args([
+        "--bins",
+        "--message-format=json",
+        "--release",
+        "--target",
+        target,
+    ])
+    .args(["-Z", "build-std=core"])
+    .arg("--target-dir")
+    .arg(out_dir.join("aya-build/target").join(ebpf.name.as_str()));
     let mut rustflags = OsString::new();
     for (i, flag) in [
         format!("--cfg=bpf_target_arch=\"{arch}\""),
@@ -113,7 +126,10 @@ fn main() -> anyhow::Result<()> {
         for line in BufReader::new(log.as_bytes()).lines().map_while(Result::ok) {
             eprintln!("{line}");
         }
-        bail!("the eBPF build failed ({status}); its log is above and in {}", log_path.display());
+        bail!(
+            "the eBPF build failed ({status}); its log is above and in {}",
+            log_path.display()
+        );
     }
     for (name, binary) in binaries {
         let dst = out_dir.join(&name);

@@ -92,7 +92,11 @@ fn check_counts(seen: &[SyscallRecord], tids: &HashSet<u32>, n: u64) -> usize {
         );
         let (a, b) = (*a.iter().next().unwrap(), *b.iter().next().unwrap());
         if b - a != 2 * n + 1 {
-            let mut states: Vec<(u32, u32, u64, bool)> = seen.iter().filter(|r| r.tid == *tid).map(|r| (r.nr, r.last_nr, r.completed, r.on_cpu)).collect();
+            let mut states: Vec<(u32, u32, u64, bool)> = seen
+                .iter()
+                .filter(|r| r.tid == *tid)
+                .map(|r| (r.nr, r.last_nr, r.completed, r.on_cpu))
+                .collect();
             states.dedup();
             eprintln!("DEBUG {tid}: {states:?}");
         }
@@ -133,10 +137,25 @@ fn every_syscall_is_counted_for_the_thread_that_made_it_under_churn_on_every_cpu
     let mine: Vec<HashSet<u32>> = monitored.iter_mut().map(churned_tids).collect();
     let theirs: HashSet<u32> = others.iter_mut().flat_map(churned_tids).collect();
     let seen = watcher.stop();
-    let o = std::process::Command::new("bpftool").args(["map", "dump", "name", "COUNTERS"]).output().unwrap();
+    let o = std::process::Command::new("bpftool")
+        .args(["map", "dump", "name", "COUNTERS"])
+        .output()
+        .unwrap();
     eprintln!("DEBUGMISMATCH {}", String::from_utf8_lossy(&o.stdout));
-    let o = std::process::Command::new("bpftool").args(["prog", "show"]).output().unwrap();
-    eprintln!("DEBUGBPF {}", String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains("sys_e") || l.contains("sched_switch") || l.contains("recursion")).collect::<Vec<_>>().join("\n"));
+    let o = std::process::Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .unwrap();
+    eprintln!(
+        "DEBUGBPF {}",
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains("sys_e")
+                || l.contains("sched_switch")
+                || l.contains("recursion"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     drop(probes);
 
     let pids: HashSet<u32> = monitored.iter().map(|w| w.pid).collect();

@@ -54,8 +54,7 @@ pub static EXEC_BITS: Array<u64> = Array::with_max_entries(1, 0);
 /// thread's first monitored syscall, cleared when it exits. Memory-mapped by the daemon
 /// (BPF_F_MMAPABLE): its scan reads the slots of these threads only.
 #[map]
-pub static THREAD_BITS: Array<u64> =
-    Array::with_max_entries(1, aya_ebpf::bindings::BPF_F_MMAPABLE);
+pub static THREAD_BITS: Array<u64> = Array::with_max_entries(1, aya_ebpf::bindings::BPF_F_MMAPABLE);
 
 /// Each CPU's last task to make a syscall on it (see `current`).
 #[map]

@@ -146,6 +146,11 @@ pub(crate) fn cmd(program: &str, args: &[&str]) -> anyhow::Result<()> {
 }
 
 fn build() -> anyhow::Result<()> {
+    // The eBPF programs are built inside `watchdog`'s build script (nightly, bpf-linker):
+    // a fresh build spends a minute or two there, and shows only its diagnostics.
+    eprintln!(
+        "xtask: building (the eBPF programs too, in watchdog's build script; their build log: target/release/build/watchdog-*/out/ebpf-build.log)"
+    );
     cmd("cargo", &["build", "--release", "--locked"])
 }
 

@@ -332,12 +332,26 @@ fn syscall_cost(plan: &Plan, out: &mut String) {
     }
     // WD_BENCH_MODES=base,floor,unmonitored (a diagnostic run of some modes; base first).
     if let Ok(only) = std::env::var("WD_BENCH_MODES") {
-        let names = ["base", "floor", "floor-btf", "unmonitored", "monitored", "bpftrace"];
+        let names = [
+            "base",
+            "floor",
+            "floor-btf",
+            "unmonitored",
+            "monitored",
+            "bpftrace",
+        ];
         modes.retain(|m| {
-            let i = [Mode::Base, Mode::Floor, Mode::FloorBtf, Mode::Unmonitored, Mode::Monitored, Mode::Bpftrace]
-                .iter()
-                .position(|x| x == m)
-                .unwrap();
+            let i = [
+                Mode::Base,
+                Mode::Floor,
+                Mode::FloorBtf,
+                Mode::Unmonitored,
+                Mode::Monitored,
+                Mode::Bpftrace,
+            ]
+            .iter()
+            .position(|x| x == m)
+            .unwrap();
             only.split(',').any(|n| n == names[i])
         });
     }
@@ -480,7 +494,13 @@ fn switch_cost(plan: &Plan, out: &mut String) {
             }
             timed_loop(&mut work, &format!("pingpong {}", n / 10), "PINGPONG");
             let ns = (0..RUNS)
-                .map(|_| timed_loop(&mut work, &format!("pingpong {}", n / RUNS as u64), "PINGPONG"))
+                .map(|_| {
+                    timed_loop(
+                        &mut work,
+                        &format!("pingpong {}", n / RUNS as u64),
+                        "PINGPONG",
+                    )
+                })
                 .fold(f64::INFINITY, f64::min);
             round_trip[i].push(ns);
             // Once per mode: each program's own time, from the kernel's statistics.
@@ -488,11 +508,20 @@ fn switch_cost(plan: &Plan, out: &mut String) {
                 let _stats = Probes::enable_run_stats().expect("enable BPF statistics");
                 let names: Vec<&str> = SWITCH_PROGRAMS
                     .iter()
-                    .map(|(ours, floor)| if modes[i] == SwitchMode::Floor { *floor } else { *ours })
+                    .map(|(ours, floor)| {
+                        if modes[i] == SwitchMode::Floor {
+                            *floor
+                        } else {
+                            *ours
+                        }
+                    })
                     .collect();
                 per_run[i] = switch_run_stats(&mut work, n, &names);
             }
-            eprintln!("wd-bench: round {round} {}: {ns:.1} ns per round trip", modes[i].name());
+            eprintln!(
+                "wd-bench: round {round} {}: {ns:.1} ns per round trip",
+                modes[i].name()
+            );
             if let Some((_, mut d)) = daemon {
                 d.stop();
             }

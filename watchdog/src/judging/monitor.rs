@@ -1082,7 +1082,10 @@ mod tests {
         assert!(m.settled_now(102, &stuck, 299 * MS));
         assert!(!m.settled_now(102, &stuck, 300 * MS));
         assert!(observe(&mut m, 102, &stuck, 400 * MS).is_some());
-        assert!(!m.settled_now(102, &stuck, 500 * MS), "stalled threads are judged at every scan");
+        assert!(
+            !m.settled_now(102, &stuck, 500 * MS),
+            "stalled threads are judged at every scan"
+        );
         // On a CPU past its budget (its time on a CPU grows): judged at every scan.
         let mut spin = rec(100, Some(Sysno::read), 0);
         spin.on_cpu = true;

@@ -114,7 +114,11 @@ mod tests {
         assert!((CLASS_TABLE_LEN..4 * CLASS_TABLE_LEN).all(|nr| name(nr).is_none()));
         for nr in 0..CLASS_TABLE_LEN {
             if let Some(n) = name(nr) {
-                assert_eq!(class(nr) == SyscallClass::Wait, WAIT_SYSCALLS.contains(&n), "{n}");
+                assert_eq!(
+                    class(nr) == SyscallClass::Wait,
+                    WAIT_SYSCALLS.contains(&n),
+                    "{n}"
+                );
             }
         }
     }
