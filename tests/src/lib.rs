@@ -145,18 +145,9 @@ impl Workload {
 
     /// The next line starting with `prefix`; other lines are skipped, ERROR lines fail.
     pub fn expect(&mut self, prefix: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("workload said no {prefix} line within {within:?}"));
-            assert!(!line.starts_with("ERROR"), "workload: {line}");
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
+        self.lines_until(prefix, within)
+            .pop()
+            .expect("lines_until ends with the line it waited for")
     }
 
     /// Every line up to and including the next one starting with `prefix` (ERROR lines

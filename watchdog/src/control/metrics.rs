@@ -98,7 +98,7 @@ impl Default for Metrics {
             );
             r.register(
                 "syscall_duration_seconds",
-                "Durations of monitored syscalls, by target program (sampled: the last syscall of each thread per scan)",
+                "Durations of monitored syscalls, by target program (sampled: the last syscall of each thread per scan; to a jiffy, 0 under one)",
                 m.syscall_seconds.clone(),
             );
             r.register(

@@ -252,41 +252,18 @@ mod tests {
             JiffyClock::calibrate(&flat),
             Err(CalibrationError::TooFewBoundaries)
         );
+        // Two boundaries, each seen between two samples (jiffy, ns before, ns after).
+        let edges = |a: (u64, u64, u64), b: (u64, u64, u64)| {
+            [(a.0 - 1, a.1), (a.0, a.2), (b.0 - 1, b.1), (b.0, b.2)]
+                .map(|(jiffies, ns)| ClockSample { jiffies, ns })
+        };
         // Boundaries 3.7 ms apart: no HZ has that tick.
-        let odd = [
-            ClockSample { jiffies: 1, ns: 0 },
-            ClockSample {
-                jiffies: 2,
-                ns: 1_000,
-            },
-            ClockSample {
-                jiffies: 2,
-                ns: 3_700_000,
-            },
-            ClockSample {
-                jiffies: 3,
-                ns: 3_701_000,
-            },
-        ];
+        let odd = edges((2, 0, 1_000), (3, 3_700_000, 3_701_000));
         let err = JiffyClock::calibrate(&odd).unwrap_err();
         assert!(matches!(err, CalibrationError::UnknownHz(..)), "{err}");
         assert!(err.to_string().contains("matches no kernel HZ"), "{err}");
         // Samples so sparse that 250 and 256 both fit.
-        let sparse = [
-            ClockSample { jiffies: 1, ns: 0 },
-            ClockSample {
-                jiffies: 2,
-                ns: 200_000,
-            },
-            ClockSample {
-                jiffies: 2,
-                ns: 3_850_000,
-            },
-            ClockSample {
-                jiffies: 3,
-                ns: 4_100_000,
-            },
-        ];
+        let sparse = edges((2, 0, 200_000), (3, 3_850_000, 4_100_000));
         assert!(matches!(
             JiffyClock::calibrate(&sparse),
             Err(CalibrationError::AmbiguousHz(..))

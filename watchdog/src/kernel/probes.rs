@@ -381,7 +381,11 @@ where
     T::try_from(map).map_err(map_error(name))
 }
 
-fn attach_raw(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), EbpfError> {
+/// Load raw tracepoint program `name`.
+fn load_raw<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut RawTracePoint, EbpfError> {
     let prog: &mut RawTracePoint = ebpf
         .program_mut(name)
         .ok_or(EbpfError::MissingProgram(name))?
@@ -389,7 +393,12 @@ fn attach_raw(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), EbpfE
         .map_err(|source| EbpfError::Program { name, source })?;
     prog.load()
         .map_err(|source| EbpfError::Program { name, source })?;
-    prog.attach(tp)
+    Ok(prog)
+}
+
+fn attach_raw(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), EbpfError> {
+    load_raw(ebpf, name)?
+        .attach(tp)
         .map_err(|source| EbpfError::Program { name, source })?;
     Ok(())
 }
@@ -397,14 +406,8 @@ fn attach_raw(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), EbpfE
 /// Load raw tracepoint program `name` without attaching it (it is run on demand), and
 /// hand out its fd.
 fn load_unattached_raw(ebpf: &mut Ebpf, name: &'static str) -> Result<ProgramFd, EbpfError> {
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(EbpfError::MissingProgram(name))?
-        .try_into()
-        .map_err(|source| EbpfError::Program { name, source })?;
-    prog.load()
-        .map_err(|source| EbpfError::Program { name, source })?;
-    prog.fd()
+    load_raw(ebpf, name)?
+        .fd()
         .and_then(|fd| fd.try_clone().map_err(Into::into))
         .map_err(|source| EbpfError::Program { name, source })
 }
