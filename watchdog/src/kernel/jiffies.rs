@@ -7,10 +7,12 @@
 //! (`tick_do_update_jiffies64` advances `jiffies_64` by whole periods from a fixed
 //! phase), so jiffy `j` is the interval `[B + j·T, B + (j+1)·T)` for one unknown phase
 //! `B` and the period `T` of the kernel's HZ. A sample (jiffies `j` read at time `t`)
-//! bounds the phase from above, `B + j·T ≤ t`. The smallest such bound `U` stands for
-//! `B`, and a stamp becomes the *end* of its jiffy as `U` places it: never earlier than
-//! the moment stamped, so an elapsed time is never overstated and no verdict comes
-//! early; it may come up to one jiffy (plus the calibration's slack, microseconds) late.
+//! bounds the phase from above, `B + j·T ≤ t`. The smallest bound `U` of the calibration's
+//! samples stands for `B`, and a stamp becomes the *end* of its jiffy as `U` places it:
+//! never earlier than the moment stamped, so an elapsed time is never overstated and no
+//! verdict comes early; it may come up to one jiffy (plus the calibration's slack,
+//! microseconds) late. Later samples only check `U`, never move it: the daemon knows a
+//! stuck syscall by its start time, which must not change between scans.
 //! A stamp taken while `jiffies` lagged (its update was late) reads early by the lag.
 use watchdog_common::ClockSample;
 
@@ -39,6 +41,10 @@ pub enum CalibrationError {
         ns: u64,
         early_ns: u64,
     },
+    #[error(
+        "a sample read jiffy {jiffies} at {ns} ns, {late_ns} ns after that jiffy should have begun: jiffies fell behind"
+    )]
+    Lag { jiffies: u64, ns: u64, late_ns: u64 },
 }
 
 /// The relation of jiffies to CLOCK_MONOTONIC on this kernel.
@@ -87,30 +93,42 @@ impl JiffyClock {
             ref_jiffies: samples[0].jiffies,
             ref_start_ns: samples[0].ns,
         };
-        for s in samples {
-            clock.observe(*s)?;
-        }
+        // The smallest bound of all: the closest to the true phase, never below it.
+        let phase = samples.iter().map(|s| clock.phase_bound(*s)).min();
+        clock.ref_start_ns = phase.unwrap_or(0).max(0) as u64;
         Ok(clock)
     }
 
-    /// Take in a later sample: it may narrow where jiffies start. A sample that puts a
-    /// jiffy's start more than a jiffy before what the earlier samples allowed means the
-    /// calibration was wrong (or the clock stepped): the caller calibrates again.
-    pub fn observe(&mut self, s: ClockSample) -> Result<(), CalibrationError> {
-        let bound = s.ns as i128 - self.jiffies_since_ref(s.jiffies) * self.tick_ns as i128;
+    /// Check a later sample against the calibration, which it never moves: a record's
+    /// time must not change between two scans (a stuck syscall is known by its start).
+    /// A sample that puts a jiffy's start more than a jiffy before what the calibration
+    /// allowed means the calibration was wrong or the clock stepped; one more than two
+    /// jiffies after means `jiffies` fell behind CLOCK_MONOTONIC, which would make stamps
+    /// read early. Either way the caller calibrates again.
+    pub fn check(&self, s: ClockSample) -> Result<(), CalibrationError> {
+        let bound = self.phase_bound(s);
         let current = self.ref_start_ns as i128;
-        if bound < current - self.tick_ns as i128 {
+        let tick = self.tick_ns as i128;
+        if bound < current - tick {
             return Err(CalibrationError::Drift {
                 jiffies: s.jiffies,
                 ns: s.ns,
                 early_ns: (current - bound) as u64,
             });
         }
-        if bound < current {
-            // Only ever lowered, towards the true phase; never below zero.
-            self.ref_start_ns = bound.max(0) as u64;
+        if bound > current + 2 * tick {
+            return Err(CalibrationError::Lag {
+                jiffies: s.jiffies,
+                ns: s.ns,
+                late_ns: (bound - current) as u64,
+            });
         }
         Ok(())
+    }
+
+    /// The latest time the reference jiffy can have started, by sample `s`.
+    fn phase_bound(&self, s: ClockSample) -> i128 {
+        s.ns as i128 - self.jiffies_since_ref(s.jiffies) * self.tick_ns as i128
     }
 
     /// Jiffies from the reference to `j` (jiffies_64 starts near 2^64 and wraps five
@@ -219,28 +237,39 @@ mod tests {
     }
 
     #[test]
-    fn later_samples_narrow_the_phase_and_a_wrong_one_is_drift() {
+    fn later_samples_never_move_the_clock_and_a_wrong_one_is_drift_or_lag() {
         // Sampled 20 µs after each boundary at best: the phase is known within 20 µs.
         let early = sampled(250, 1_000_000, 0, 1_020_000, 10 * MS, 50_000);
-        let mut clock = JiffyClock::calibrate(&early).unwrap();
-        let loose = clock.end_ns(100);
-        clock
-            .observe(ClockSample {
-                jiffies: 100,
-                ns: 1_000_000 + 400 * MS + 10,
-            })
-            .unwrap();
-        assert!(clock.end_ns(100) < loose);
-        assert_eq!(clock.end_ns(100), 1_000_000 + 404 * MS + 10);
+        let clock = JiffyClock::calibrate(&early).unwrap();
+        let before = clock.end_ns(100);
+        assert_eq!(before, 1_020_000 + 101 * 4 * MS);
+        // A tighter sample is fine, and changes nothing: times stay put between scans.
+        let tight = ClockSample {
+            jiffies: 100,
+            ns: 1_000_000 + 400 * MS + 10,
+        };
+        assert_eq!(clock.check(tight), Ok(()));
+        assert_eq!(clock.end_ns(100), before);
         // Jiffy 200 seen a whole jiffy before it can begin: not this kernel's clock.
         let err = clock
-            .observe(ClockSample {
+            .check(ClockSample {
                 jiffies: 200,
                 ns: 1_000_000 + 790 * MS,
             })
             .unwrap_err();
         assert!(
             matches!(err, CalibrationError::Drift { jiffies: 200, .. }),
+            "{err}"
+        );
+        // Jiffy 200 still read three jiffies after its end: jiffies fell behind.
+        let err = clock
+            .check(ClockSample {
+                jiffies: 200,
+                ns: 1_000_000 + 813 * MS,
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, CalibrationError::Lag { jiffies: 200, .. }),
             "{err}"
         );
     }

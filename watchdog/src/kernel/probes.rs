@@ -169,11 +169,12 @@ impl InFlightTable {
     }
 
     /// Every thread's record: (tid, record). Each read first takes one more reading
-    /// of the two clocks; one that contradicts the calibration has it made again, and
-    /// an error means the records' times cannot be placed.
+    /// of the two clocks; one that contradicts the calibration has it made again (a
+    /// record's times may then move by up to a jiffy, once), and an error means the
+    /// records' times cannot be placed.
     pub fn read(&mut self) -> Result<Vec<(u32, SyscallRecord)>, EbpfError> {
         let sample = self.sampler.sample()?;
-        if let Err(e) = self.clock.observe(sample) {
+        if let Err(e) = self.clock.check(sample) {
             tracing::warn!(error = %e, "the kernel's jiffies moved against the calibration: calibrating again");
             self.clock = self.sampler.calibrate()?;
         }
