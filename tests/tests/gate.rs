@@ -48,6 +48,15 @@ fn stall_until_verdict(node: &mut Node, ms: u64) -> u64 {
     }
 }
 
+/// Stall the node's workload for `ms`, wait for the verdict, then for the gates to take
+/// hold: returns when the heartbeat stopped, and a time after which the gates are
+/// closed (CLOCK_MONOTONIC ns).
+fn stall_until_closed(node: &mut Node, ms: u64) -> (u64, u64) {
+    let stopped = stall_until_verdict(node, ms);
+    thread::sleep(Duration::from_nanos(SETTLE));
+    (stopped, monotonic_ns())
+}
+
 /// Every destination (`via`) keeps hearing `pid` after `since`, within two seconds.
 fn assert_still_heard(heard: &Heard, pid: u32, vias: &[String], since: u64) {
     for via in vias {
@@ -150,9 +159,7 @@ fn a_stalled_service_heartbeat_is_held_back_on_the_veth_and_on_loopback_and_no_o
     }
 
     // The main thread sticks in the kernel: the verdict closes the gates.
-    let stopped = stall_until_verdict(&mut node, 4000);
-    thread::sleep(Duration::from_nanos(SETTLE));
-    let closed = monotonic_ns();
+    let (stopped, closed) = stall_until_closed(&mut node, 4000);
     thread::sleep(Duration::from_secs(1));
     assert_silent(&peer_b, svc, &b_vias, closed);
     assert_silent(&peer_a, svc, &a_vias, closed);
@@ -252,9 +259,7 @@ fn a_dead_daemon_closes_the_gate_after_its_grace_and_a_restarted_one_takes_it_ov
     peer.wait_for(svc, &via, back, Duration::from_secs(2));
 
     // Stalled, then the daemon dies and another takes over: not one beat gets out.
-    stall_until_verdict(&mut node, 6000);
-    thread::sleep(Duration::from_nanos(SETTLE));
-    let closed = monotonic_ns();
+    let (_, closed) = stall_until_closed(&mut node, 6000);
     node.daemon.signal(libc::SIGKILL);
     thread::sleep(Duration::from_millis(800));
     node.restart_silent(opts);
@@ -327,9 +332,7 @@ fn a_tcp_heartbeat_and_one_sent_by_another_process_are_held_back() {
     tcp_heard.wait_for(svc, &tvia, t0, Duration::from_secs(2));
     udp_heard.wait_for(helper_pid, &uvia, t0, Duration::from_secs(2));
 
-    stall_until_verdict(&mut node, 3000);
-    thread::sleep(Duration::from_nanos(SETTLE));
-    let closed = monotonic_ns();
+    let (_, closed) = stall_until_closed(&mut node, 3000);
     thread::sleep(Duration::from_secs(1));
     assert_silent(&tcp_heard, svc, std::slice::from_ref(&tvia), closed);
     assert_silent(&udp_heard, helper_pid, std::slice::from_ref(&uvia), closed);
@@ -403,9 +406,7 @@ fn a_reload_changes_the_gates_live_and_one_without_gates_takes_the_gate_away() {
         vec![("udp:7132,to=127.0.0.1".to_owned(), 0)],
         "{status:#}"
     );
-    stall_until_verdict(&mut node, 2500);
-    thread::sleep(Duration::from_nanos(SETTLE));
-    let closed = monotonic_ns();
+    let (_, closed) = stall_until_closed(&mut node, 2500);
     thread::sleep(Duration::from_secs(1));
     assert_silent(&heard, svc, std::slice::from_ref(&vb), closed);
     assert_still_heard(&heard, svc, std::slice::from_ref(&va), closed);

@@ -88,7 +88,7 @@ macro_rules! with_loader_globals {
     ($m:ident) => {
         $m! {
             slot_mask: WD_SLOT_MASK;
-            task: WD_TASK_PID => pid, WD_TASK_TGID => tgid, WD_TASK_STATE => __state;
+            task: WD_TASK_PID => pid, WD_TASK_STATE => __state;
             fields:
                 /// sched_process_exit: `bool group_dead` (absent on older kernels).
                 EXIT_GROUP_DEAD => WD_EXIT_GROUP_DEAD,

@@ -8,7 +8,7 @@ use watchdog_common::layout;
 macro_rules! declare_globals {
     (
         slot_mask: $mask:ident;
-        task: $task_pid:ident => pid, $task_tgid:ident => tgid, $task_state:ident => __state;
+        task: $task_pid:ident => pid, $task_state:ident => __state;
         fields: $($(#[$doc:meta])* $field:ident => $global:ident,)*
     ) => {
         #[unsafe(no_mangle)]
@@ -23,19 +23,13 @@ macro_rules! declare_globals {
         #[unsafe(no_mangle)]
         static $task_pid: Global<u32> = Global::new(0);
         #[unsafe(no_mangle)]
-        static $task_tgid: Global<u32> = Global::new(0);
-        #[unsafe(no_mangle)]
         static $task_state: Global<u32> = Global::new(0);
 
-        /// A task's (tgid, tid), read from its task_struct (a BTF pointer: plain loads)
-        /// at the offsets the loader set.
+        /// A task's thread id, read from its task_struct (a BTF pointer: a plain load)
+        /// at the offset the loader set.
         #[inline(always)]
-        pub fn task_ids(task: *const u8) -> (u32, u32) {
-            unsafe {
-                let tgid = *(task.add($task_tgid.load() as usize) as *const u32);
-                let tid = *(task.add($task_pid.load() as usize) as *const u32);
-                (tgid, tid)
-            }
+        pub fn task_tid(task: *const u8) -> u32 {
+            unsafe { *(task.add($task_pid.load() as usize) as *const u32) }
         }
 
         /// A task's raw `__state` (`state` before Linux 5.14; its low half on

@@ -4,9 +4,9 @@
 use watchdog_common::{InFlight, NOT_IN_SYSCALL};
 
 use crate::{
-    bits::atomic_add,
+    bits::{atomic_add, clear_bit, has_slot},
     globals::slot_mask,
-    maps::{INFLIGHT, INFLIGHT_LIVE, SLOTS},
+    maps::{INFLIGHT, INFLIGHT_LIVE, SLOTS, THREAD_BITS},
 };
 
 /// Count an INFLIGHT entry made (+1) or removed (-1): the daemon walks the hash only
@@ -53,9 +53,19 @@ pub fn new_record(tid: u32, rec: &InFlight) -> Result<(), ()> {
     Ok(())
 }
 
-/// Thread `tid` exited: free its slot or entry.
+/// Thread `tid` is gone (it exited, or its id went to another thread by exec): its
+/// record and its bit go.
 #[inline(always)]
-pub fn drop_record(tid: u32) {
+pub fn forget_thread(tid: u32) {
+    if has_slot(tid) {
+        drop_record(tid);
+        clear_bit(&THREAD_BITS, tid);
+    }
+}
+
+/// Free thread `tid`'s slot or entry.
+#[inline(always)]
+fn drop_record(tid: u32) {
     if let Some(slot) = SLOTS.get_ptr_mut(tid & slot_mask())
         && unsafe { (*slot).tid } == tid
     {

@@ -203,6 +203,18 @@ impl Mode {
             Mode::Bpftrace => "bpftrace one-liner (pid filter, start map, histogram)",
         }
     }
+
+    /// Its name in WD_BENCH_MODES.
+    fn key(self) -> &'static str {
+        match self {
+            Mode::Base => "base",
+            Mode::Floor => "floor",
+            Mode::FloorBtf => "floor-btf",
+            Mode::Unmonitored => "unmonitored",
+            Mode::Monitored => "monitored",
+            Mode::Bpftrace => "bpftrace",
+        }
+    }
 }
 
 /// What a mode keeps attached while the loop runs; dropped after.
@@ -318,6 +330,11 @@ fn timed_loop(work: &mut Workload, command: &str, prefix: &str) -> f64 {
 /// Runs per mode and round; the fastest counts.
 const RUNS: usize = 5;
 
+/// The fastest of `RUNS` runs: noise on a VM only adds time, so the best run is the cost.
+fn best_of_runs(mut run: impl FnMut() -> f64) -> f64 {
+    (0..RUNS).map(|_| run()).fold(f64::INFINITY, f64::min)
+}
+
 /// A thread spinning on CPU 0 until dropped. The loop on CPU 1 runs measurably faster
 /// while CPU 0 is idle than while it works (a vCPU's sibling state on this VM), and the
 /// modes keep CPU 0 busy to different degrees (the daemon scans a monitored loop's
@@ -370,28 +387,7 @@ fn syscall_cost(plan: &Plan, out: &mut String) {
     }
     // WD_BENCH_MODES=base,floor,unmonitored (a diagnostic run of some modes; base first).
     if let Ok(only) = std::env::var("WD_BENCH_MODES") {
-        let names = [
-            "base",
-            "floor",
-            "floor-btf",
-            "unmonitored",
-            "monitored",
-            "bpftrace",
-        ];
-        modes.retain(|m| {
-            let i = [
-                Mode::Base,
-                Mode::Floor,
-                Mode::FloorBtf,
-                Mode::Unmonitored,
-                Mode::Monitored,
-                Mode::Bpftrace,
-            ]
-            .iter()
-            .position(|x| x == m)
-            .unwrap();
-            only.split(',').any(|n| n == names[i])
-        });
+        modes.retain(|m| only.split(',').any(|n| n == m.key()));
     }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for round in 0..plan.rounds {
@@ -401,11 +397,8 @@ fn syscall_cost(plan: &Plan, out: &mut String) {
             let mut work = Workload::spawn();
             pin(work.pid, 1);
             let attached = attach(modes[i], work.pid);
-            // Noise on a VM only adds time: the best of a few runs is the cost.
             run_loop(&mut work, plan.syscalls / 10);
-            let ns = (0..RUNS)
-                .map(|_| run_loop(&mut work, plan.syscalls / RUNS as u64))
-                .fold(f64::INFINITY, f64::min);
+            let ns = best_of_runs(|| run_loop(&mut work, plan.syscalls / RUNS as u64));
             drop(attached);
             eprintln!("wd-bench: round {round} {}: {ns:.1} ns", modes[i].name());
             samples[i].push(ns);
@@ -531,15 +524,8 @@ fn switch_cost(plan: &Plan, out: &mut String) {
                 pin_all(d.pid());
             }
             timed_loop(&mut work, &format!("pingpong {}", n / 10), "PINGPONG");
-            let ns = (0..RUNS)
-                .map(|_| {
-                    timed_loop(
-                        &mut work,
-                        &format!("pingpong {}", n / RUNS as u64),
-                        "PINGPONG",
-                    )
-                })
-                .fold(f64::INFINITY, f64::min);
+            let one_run = format!("pingpong {}", n / RUNS as u64);
+            let ns = best_of_runs(|| timed_loop(&mut work, &one_run, "PINGPONG"));
             round_trip[i].push(ns);
             // Once per mode: each program's own time, from the kernel's statistics.
             if per_run[i].is_empty() && modes[i] != SwitchMode::Base {
@@ -1177,9 +1163,7 @@ fn gate(plan: &Plan, out: &mut String) {
                 opts.extra.extend(pins.args());
             }
             let mut daemon = Daemon::start(opts, group, &rec);
-            let best = (0..RUNS)
-                .map(|_| run_udp_loop(&mut sender, n, "127.0.0.1:7202"))
-                .fold(f64::MAX, f64::min);
+            let best = best_of_runs(|| run_udp_loop(&mut sender, n, "127.0.0.1:7202"));
             row.push(best);
             daemon.stop();
         }

@@ -9,12 +9,12 @@ use aya_ebpf::{
 use watchdog_common::{EXIT_GROUP_DEAD, ExitEvent, RecordKind, counter, layout};
 
 use crate::{
-    bits::{clear_bit, has_slot, is_target},
+    bits::{clear_bit, is_target},
     current::forget_tasks,
     events::header,
     globals::field_offset,
-    maps::{EVENTS, EXEC_BITS, THREAD_BITS, bump},
-    slots::drop_record,
+    maps::{EVENTS, EXEC_BITS, bump},
+    slots::forget_thread,
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
@@ -28,10 +28,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<u32, i32> {
     // Its stack, and so its registers' address, may go to a new task.
     forget_tasks();
     // Any thread with a slot, target or not any more (a reload may have let it go).
-    if has_slot(tid) {
-        drop_record(tid);
-        clear_bit(&THREAD_BITS, tid);
-    }
+    forget_thread(tid);
     if !is_target(tgid) {
         return Ok(0);
     }

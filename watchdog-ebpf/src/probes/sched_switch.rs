@@ -9,7 +9,7 @@ use watchdog_common::{NOT_IN_SYSCALL, sched};
 
 use crate::{
     bits::has_slot,
-    globals::{task_ids, task_state},
+    globals::{task_state, task_tid},
     slots::record_of,
 };
 
@@ -25,8 +25,8 @@ fn try_sched_switch(ctx: &BtfTracePointContext) {
     let preempt: u64 = ctx.arg(0);
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
-    let (_, next_tid) = task_ids(next);
-    let (_, prev_tid) = task_ids(prev);
+    let next_tid = task_tid(next);
+    let prev_tid = task_tid(prev);
     // Each side on its own: comparing both lookups at once lets LLVM OR the two map
     // pointers together, which the verifier rejects ("pointer |= pointer").
     if has_slot(prev_tid)

@@ -3,8 +3,8 @@
 //! Every syscall on the host runs these, so they make no helper call while a CPU runs
 //! one task: raw tracepoints (cheaper than BTF ones here, and the syscall number is a
 //! plain argument), the current task from a per-CPU entry keyed by its registers
-//! (`current`), bit arrays for the filter, and `bpf_jiffies64()` for the clock, which the verifier inlines into a
-//! load of `jiffies`. The first argument of the syscall is not kept: the daemon reads
+//! (`current`), bit arrays for the filter, and `bpf_jiffies64()` for the clock, which
+//! the verifier inlines into a load of `jiffies`. The first argument of the syscall is not kept: the daemon reads
 //! it from /proc when a verdict needs it (a long read: on which fd).
 use aya_ebpf::{helpers::bpf_jiffies64, macros::raw_tracepoint, programs::RawTracePointContext};
 use watchdog_common::{InFlight, NOT_IN_SYSCALL, counter};

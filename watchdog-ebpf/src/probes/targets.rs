@@ -10,12 +10,12 @@ use aya_ebpf::{
 use watchdog_common::{RecordKind, TARGET_FOLLOW_FORKS, Target, layout};
 
 use crate::{
-    bits::{clear_bit, has_slot, set_bit},
+    bits::set_bit,
     current::forget_tasks,
     events::send_task_event,
     globals::field_offset,
-    maps::{CGROUPS, COMMS, EXEC_BITS, TARGETS, THREAD_BITS},
-    slots::drop_record,
+    maps::{CGROUPS, COMMS, EXEC_BITS, TARGETS},
+    slots::forget_thread,
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
@@ -31,10 +31,8 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if let Some(off) = field_offset(layout::EXEC_OLD_PID)
         && let Ok(old) = unsafe { ctx.read_at::<i32>(off) }
         && old as u32 != tid
-        && has_slot(old as u32)
     {
-        drop_record(old as u32);
-        clear_bit(&THREAD_BITS, old as u32);
+        forget_thread(old as u32);
     }
     if TARGETS.get_ptr(tgid).is_some() {
         return 0;

@@ -397,7 +397,10 @@ impl Monitor {
             u64::MAX
         } else {
             let deadline = self.in_flight_deadline(rec);
-            let asleep = !rec.on_cpu && rec.sched_state & watchdog_common::sched::SLEEP_MASK != 0;
+            let asleep = matches!(
+                RunState::from_switch(rec.on_cpu, rec.sched_state),
+                RunState::Waiting | RunState::Uninterruptible
+            );
             let idle = matches!(
                 st.reason,
                 Some(verdict::Reason::IdleWait { .. } | verdict::Reason::StreamWait { .. })
@@ -414,9 +417,7 @@ impl Monitor {
             self.settled.remove(tid);
             return;
         }
-        let deadline_ns = (rec.nr != NOT_IN_SYSCALL)
-            .then(|| self.in_flight_deadline(rec))
-            .filter(|&d| d > now_ns);
+        let deadline_ns = self.deadline_of(tid, now_ns);
         self.settled.insert(
             tid,
             Settled {
@@ -619,7 +620,9 @@ impl Monitor {
     /// The earliest time after `now_ns` at which a syscall now in flight runs out of
     /// budget: when the scanner should look next, at the latest. (A wait syscall can
     /// become stalled later, by spinning or by falling into D; the periodic scan, at a
-    /// quarter of the budget, catches those.)
+    /// quarter of the budget, catches those.) The scan gathers the same from
+    /// [`Monitor::deadline_of`] as it goes; the tests ask it of the whole table.
+    #[cfg(test)]
     pub fn next_deadline(&self, now_ns: u64) -> Option<u64> {
         self.threads
             .keys()

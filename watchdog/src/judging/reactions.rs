@@ -254,9 +254,6 @@ pub struct Scan {
     pub next_deadline: Option<u64>,
 }
 
-/// The lowest console level (err) at which a line no rule knows is counted.
-pub const UNMATCHED_LEVEL: u8 = 3;
-
 /// The daemon's decisions, with the state they need.
 pub struct Reactions {
     monitor: Monitor,
@@ -484,12 +481,8 @@ impl Reactions {
         // The threads seen (each once: the kernel side keeps one record per thread).
         let mut seen = Vec::with_capacity(entries.len());
         let mut next_deadline: Option<u64> = None;
-        let mut earliest = |d: Option<u64>| {
-            next_deadline = match (next_deadline, d) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        };
+        let mut earliest =
+            |d: Option<u64>| next_deadline = next_deadline.into_iter().chain(d).min();
         for (tid, rec) in entries {
             // Most threads of an idle service: nothing new since the last scan. (Only
             // targets' threads are ever settled.)
@@ -523,8 +516,9 @@ impl Reactions {
             stalls.extend(stall);
             earliest(self.monitor.deadline_of(*tid, now_ns));
         }
-        let before_attach = self.judge_before_attach(now_ns, host, &mut seen, &mut stalls);
-        for tid in before_attach {
+        let from = seen.len();
+        self.judge_before_attach(now_ns, host, &mut seen, &mut stalls);
+        for &tid in &seen[from..] {
             earliest(self.monitor.deadline_of(tid, now_ns));
         }
         // Every thread seen is in the monitor's table; the same count means none is gone
@@ -544,16 +538,15 @@ impl Reactions {
     }
 
     /// Judge the threads in a syscall since before the probes attached, looking at those
-    /// that are due in /proc again. Returns the threads judged.
+    /// that are due in /proc again; each one judged is added to `seen`.
     fn judge_before_attach(
         &mut self,
         now_ns: u64,
         host: &impl Host,
         seen: &mut Vec<u32>,
         stalls: &mut Vec<Stall>,
-    ) -> Vec<u32> {
+    ) {
         let tids: Vec<u32> = self.before_attach.keys().copied().collect();
-        let mut judged = Vec::with_capacity(tids.len());
         for tid in tids {
             let b = self.before_attach[&tid];
             let tgid = b.record.tgid;
@@ -568,7 +561,6 @@ impl Reactions {
             };
             self.before_attach.insert(tid, current);
             seen.push(tid);
-            judged.push(tid);
             let stall = self.monitor.observe(
                 tid,
                 &current.record,
@@ -583,7 +575,6 @@ impl Reactions {
                 stalls.push(stall);
             }
         }
-        judged
     }
 
     /// A syscall overran its budget: stop the heartbeat, record what `/proc` shows of the
@@ -696,7 +687,7 @@ impl Reactions {
     ) {
         for (level, text) in lines {
             let c = self.rules.classify(text);
-            if c.rule.is_none() && level <= UNMATCHED_LEVEL {
+            if c.is_unmatched_error(level) {
                 self.unmatched_errors += 1;
             }
             if c.class == Class::None {

@@ -30,7 +30,7 @@ use watchdog_common::gate::{GateRule, GateState, MAX_GATES, PIN_VERSION, maps, p
 
 use crate::kernel::procfs;
 
-/// The gate object built by build.rs (aya-build) from watchdog-ebpf.
+/// The gate object built by build.rs from watchdog-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gate"));
 
 /// Where the gate is pinned unless configured otherwise.
@@ -297,17 +297,9 @@ impl GateProbes {
         Ok(())
     }
 
-    /// Only the daemon writes these bits (under its lock), so read-modify-write is safe.
+    /// The bit of sender `tgid` (see [`super::probes::set_bit`]).
     fn set_sender_bit(&mut self, tgid: u32, on: bool) -> Result<(), GateError> {
-        let index = tgid >> 6;
-        let Ok(word) = self.sender_bits.get(&index, 0) else {
-            // Beyond the array (pid_max raised since): the kernel side looks in the hash.
-            return Ok(());
-        };
-        let bit = 1u64 << (tgid & 63);
-        let word = if on { word | bit } else { word & !bit };
-        self.sender_bits
-            .set(index, word, 0)
+        super::probes::set_bit(&mut self.sender_bits, tgid, on)
             .map_err(map_error(maps::SENDER_BITS))
     }
 

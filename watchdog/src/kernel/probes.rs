@@ -13,7 +13,7 @@ use crate::{
     kernel::{btf, clock::monotonic_ns, jiffies::JiffyClock, tracefs},
 };
 
-/// The eBPF object built by build.rs (aya-build) from watchdog-ebpf.
+/// The eBPF object built by build.rs from watchdog-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog"));
 
 #[derive(Debug, thiserror::Error)]
@@ -161,11 +161,6 @@ impl InFlightTable {
             sampler,
             clock,
         })
-    }
-
-    /// The resolution of the kernel side's times (one jiffy).
-    pub fn tick_ns(&self) -> u64 {
-        self.clock.tick_ns()
     }
 
     /// Every thread's record: (tid, record). Each read first takes one more reading
@@ -448,6 +443,22 @@ fn task_field_offsets() -> Result<[u32; TASK_FIELD_GLOBALS.len()], EbpfError> {
     Ok(out)
 }
 
+/// Set or clear `id`'s bit in a bit array only userspace writes (a read-modify-write of
+/// its word, safe under the daemon's lock). An id beyond the array (pid_max raised since
+/// load) is left to the hash the kernel side falls back to.
+pub(crate) fn set_bit(
+    bits: &mut Array<MapData, u64>,
+    id: u32,
+    on: bool,
+) -> Result<(), aya::maps::MapError> {
+    let index = id / 64;
+    let Ok(word) = bits.get(&index, 0) else {
+        return Ok(());
+    };
+    let bit = 1u64 << (id % 64);
+    bits.set(index, if on { word | bit } else { word & !bit }, 0)
+}
+
 /// Words of a bit array with one bit per id up to the kernel's pid_max (ids beyond it,
 /// if pid_max is raised later, fall back to the hash maps).
 pub(crate) fn bit_words() -> u32 {
@@ -530,20 +541,6 @@ fn read_layout() -> ([u32; layout::COUNT as usize], Vec<&'static str>) {
     (offsets, present)
 }
 
-/// Each loaded program's time and runs from the kernel's BPF statistics.
-fn run_stats(ebpf: &Ebpf) -> Vec<(String, u64, u64)> {
-    ebpf.programs()
-        .filter_map(|(name, prog)| {
-            let info = prog.info().ok()?;
-            Some((
-                name.to_owned(),
-                info.run_time().as_nanos() as u64,
-                info.run_count(),
-            ))
-        })
-        .collect()
-}
-
 /// The benchmark's floor: empty programs on sys_enter and sys_exit, attached alone (the
 /// daemon never attaches them). Detached when dropped.
 pub struct Floor {
@@ -567,12 +564,6 @@ impl Floor {
         let mut ebpf = EbpfLoader::new().load(OBJECT)?;
         attach_btf_tp(&mut ebpf, "floor_switch", "sched_switch", &btf)?;
         Ok(Floor { _ebpf: ebpf })
-    }
-
-    /// Each floor program's time and runs from the kernel's BPF statistics: (name, run
-    /// time ns, runs).
-    pub fn run_stats(&self) -> Vec<(String, u64, u64)> {
-        run_stats(&self._ebpf)
     }
 
     /// Empty BTF tracepoint programs (on sys_enter and sys_exit).
@@ -645,8 +636,7 @@ impl Probes {
             "sched_process_exit",
         )?;
         attach_raw(&mut ebpf, "sys_exit", "sys_exit")?;
-        // Before sys_enter, so it is the only writer of each CPU's current task slot
-        // from the first syscall on (a CPU that has not switched yet takes a helper).
+        // Before sys_enter: a record is followed through its switches from the first.
         attach_btf_tp(&mut ebpf, "sched_switch", "sched_switch", &kernel_btf)?;
         // Targets by name and cgroup: exec makes them, fork spreads them.
         attach_tp(
@@ -721,7 +711,17 @@ impl Probes {
     /// Each program's time and runs from the kernel's BPF statistics (zero unless
     /// `enable_run_stats` or kernel.bpf_stats_enabled=1): (name, run time ns, runs).
     pub fn run_stats(&self) -> Vec<(String, u64, u64)> {
-        run_stats(&self.ebpf)
+        self.ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some((
+                    name.to_owned(),
+                    info.run_time().as_nanos() as u64,
+                    info.run_count(),
+                ))
+            })
+            .collect()
     }
 
     /// Start measuring the threads of process `tgid`.
@@ -739,16 +739,7 @@ impl Probes {
     /// Set or clear `tgid`'s bit in TARGET_BITS (which only userspace writes, and only
     /// through `Probes`, behind the daemon's lock: no update is lost).
     fn set_target_bit(&mut self, tgid: u32, on: bool) -> Result<(), EbpfError> {
-        let index = tgid / 64;
-        // Beyond the array (pid_max raised since load): the hash alone decides.
-        let Ok(word) = self.target_bits.get(&index, 0) else {
-            return Ok(());
-        };
-        let bit = 1u64 << (tgid % 64);
-        let word = if on { word | bit } else { word & !bit };
-        self.target_bits
-            .set(index, word, 0)
-            .map_err(map_error(maps::TARGET_BITS))
+        set_bit(&mut self.target_bits, tgid, on).map_err(map_error(maps::TARGET_BITS))
     }
 
     /// Start measuring processes that exec program `name` (and what they fork).

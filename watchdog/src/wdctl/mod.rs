@@ -20,10 +20,7 @@ use crate::{
     },
     heartbeat::iface::Interface,
     heartbeat::{listener, socket},
-    judging::{
-        kmsg::{RuleSet, corpus, prefix, report::assemble_log, rules::BUILTIN_NAME},
-        reactions::UNMATCHED_LEVEL,
-    },
+    judging::kmsg::{RuleSet, corpus, prefix, report::assemble_log, rules::BUILTIN_NAME},
     terminal::{printable, printable_all},
 };
 
@@ -126,7 +123,7 @@ fn classify(a: &KmsgArgs, out: &mut impl Write) -> anyhow::Result<()> {
         let c = rules.classify(line);
         if a.unmatched {
             let level = prefix::strip(line).level;
-            if c.rule.is_some() || level.is_none_or(|l| l > UNMATCHED_LEVEL) {
+            if !level.is_some_and(|l| c.is_unmatched_error(l)) {
                 continue;
             }
         }

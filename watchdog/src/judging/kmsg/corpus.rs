@@ -69,13 +69,17 @@ pub struct Score {
 }
 
 impl Score {
-    /// Problem lines classified right, over all problem lines (1.0 if there are none).
-    pub fn recall(&self) -> f64 {
-        let (right, total) = self
-            .per_class
+    /// Problem lines: (classified right, all).
+    fn problems(&self) -> (usize, usize) {
+        self.per_class
             .iter()
             .filter(|(c, _)| **c != Class::None)
-            .fold((0, 0), |(r, t), (_, (cr, ct))| (r + cr, t + ct));
+            .fold((0, 0), |(r, t), (_, (cr, ct))| (r + cr, t + ct))
+    }
+
+    /// Problem lines classified right, over all problem lines (1.0 if there are none).
+    pub fn recall(&self) -> f64 {
+        let (right, total) = self.problems();
         if total == 0 {
             1.0
         } else {
@@ -124,12 +128,7 @@ impl fmt::Display for Score {
                 class.as_str()
             )?;
         }
-        let problems: usize = self
-            .per_class
-            .iter()
-            .filter(|(c, _)| **c != Class::None)
-            .map(|(_, (_, t))| t)
-            .sum();
+        let (_, problems) = self.problems();
         writeln!(
             f,
             "problem lines: {problems}, recall {:.1}%; benign lines alerted: {}",

@@ -194,9 +194,18 @@ pub struct Classification<'r> {
     pub rule: Option<&'r Rule>,
 }
 
+/// The lowest console level (err) at which a line no rule knows is counted.
+const UNMATCHED_LEVEL: u8 = 3;
+
 impl Classification<'_> {
     pub fn rule_id(&self) -> Option<&str> {
         self.rule.map(|r| r.id.as_str())
+    }
+
+    /// Whether this is a line at console `level` err or worse (0-3) that no rule knows
+    /// (a rule of class `none` knows its lines): the sign of a rule that is missing.
+    pub fn is_unmatched_error(&self, level: u8) -> bool {
+        self.rule.is_none() && level <= UNMATCHED_LEVEL
     }
 }
 
