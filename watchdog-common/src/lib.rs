@@ -81,7 +81,8 @@ pub const DEFAULT_SLOTS: u32 = 16384;
 /// the programs read constants): one list, expanded by both sides with a macro of
 /// their own, so the names cannot drift apart. Each entry: the global, then what it
 /// holds: `slot_mask` (SLOTS' index mask, entries - 1), `task(FIELD)` (the offset of
-/// `task_struct.FIELD`, from the kernel's BTF) or `field(INDEX)` (the offset of a
+/// `task_struct.FIELD`, from the kernel's BTF), `pid_view` (offsets of `STRUCT.FIELD`,
+/// from the kernel's BTF, for the pid namespace iterator) or `field(INDEX)` (the offset of a
 /// tracepoint field, from tracefs; see [`layout`]).
 #[macro_export]
 macro_rules! with_loader_globals {
@@ -89,6 +90,12 @@ macro_rules! with_loader_globals {
         $m! {
             slot_mask: WD_SLOT_MASK;
             task: WD_TASK_PID => pid, WD_TASK_STATE => __state;
+            pid_view:
+                WD_TASK_TGID => task_struct.tgid,
+                WD_TASK_THREAD_PID => task_struct.thread_pid,
+                WD_PID_LEVEL => pid.level,
+                WD_PID_NUMBERS => pid.numbers,
+                WD_UPID_NS => upid.ns;
             fields:
                 /// sched_process_exit: `bool group_dead` (absent on older kernels).
                 EXIT_GROUP_DEAD => WD_EXIT_GROUP_DEAD,
@@ -115,6 +122,7 @@ macro_rules! loader_global_names {
     (
         slot_mask: $mask:ident;
         task: $($task:ident => $task_field:ident),*;
+        pid_view: $($view:ident => $view_struct:ident . $view_field:ident),*;
         fields: $($(#[$doc:meta])* $field:ident => $global:ident,)*
     ) => {
         /// The global holding SLOTS' index mask (entries - 1).
@@ -123,6 +131,12 @@ macro_rules! loader_global_names {
         /// Globals holding `task_struct` field offsets: (global, field).
         pub const TASK_FIELD_GLOBALS: [(&str, &str); [$(stringify!($task)),*].len()] =
             [$((stringify!($task), stringify!($task_field))),*];
+
+        /// Globals holding the offsets the `pid_view` iterator reads (a task's ids and
+        /// its `struct pid`'s per-namespace numbers): (global, struct, field). Only a
+        /// daemon in a pid namespace of its own loads that program.
+        pub const PID_VIEW_GLOBALS: [(&str, &str, &str); [$(stringify!($view)),*].len()] =
+            [$((stringify!($view), stringify!($view_struct), stringify!($view_field))),*];
 
         /// Field offsets of tracepoint records on the running kernel: userspace reads
         /// them from tracefs and sets them as read-only globals before loading, so the
@@ -299,6 +313,21 @@ pub struct ClockSample {
     pub ns: u64,
 }
 
+/// One task as the `pid_view` iterator reports it to a daemon in a pid namespace of
+/// its own: its ids as the kernel side sees them (the initial namespace's) and as the
+/// daemon does. The iterator walks the reader's namespace, so every task it reports is
+/// visible there; `local_tid` is 0 only if the kernel's structures said otherwise.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PidPair {
+    pub global_tid: u32,
+    pub global_tgid: u32,
+    pub local_tid: u32,
+}
+
+/// The deepest pid namespace level the kernel allows (`MAX_PID_NS_LEVEL`).
+pub const MAX_PID_NS_LEVEL: u32 = 32;
+
 /// Task states: what sched_switch stores (the raw `task_struct.__state` of a thread
 /// that went to sleep), and the TASK_REPORT encoding the rest of the daemon speaks,
 /// which is what the sched_switch trace event and `ps` show.
@@ -451,6 +480,7 @@ const _: () = {
     assert!(offset_of!(InFlight, sleep_jiffies) == 40);
     assert!(size_of::<CurrentTask>() == 24);
     assert!(size_of::<ClockSample>() == 16);
+    assert!(size_of::<PidPair>() == 12);
     assert!(size_of::<EventHeader>() == 40);
     assert!(offset_of!(EventHeader, comm) == 24);
     assert!(offset_of!(PrintkEvent, len) == 40);

@@ -9,6 +9,8 @@ macro_rules! declare_globals {
     (
         slot_mask: $mask:ident;
         task: $task_pid:ident => pid, $task_state:ident => __state;
+        pid_view: $task_tgid:ident => task_struct.tgid, $task_thread_pid:ident => task_struct.thread_pid,
+            $pid_level:ident => pid.level, $pid_numbers:ident => pid.numbers, $upid_ns:ident => upid.ns;
         fields: $($(#[$doc:meta])* $field:ident => $global:ident,)*
     ) => {
         #[unsafe(no_mangle)]
@@ -37,6 +39,39 @@ macro_rules! declare_globals {
         #[inline(always)]
         pub fn task_state(task: *const u8) -> u32 {
             unsafe { *(task.add($task_state.load() as usize) as *const u32) }
+        }
+
+        #[unsafe(no_mangle)]
+        static $task_tgid: Global<u32> = Global::new(0);
+        #[unsafe(no_mangle)]
+        static $task_thread_pid: Global<u32> = Global::new(0);
+        #[unsafe(no_mangle)]
+        static $pid_level: Global<u32> = Global::new(0);
+        #[unsafe(no_mangle)]
+        static $pid_numbers: Global<u32> = Global::new(0);
+        #[unsafe(no_mangle)]
+        static $upid_ns: Global<u32> = Global::new(0);
+
+        /// Where the pid namespace iterator finds things: in `task_struct`, `tgid` and
+        /// `thread_pid`; in `struct pid`, `level` and `numbers[]`; in `struct upid`,
+        /// `ns` (`nr` is at 0).
+        pub struct PidOffsets {
+            pub tgid: usize,
+            pub thread_pid: usize,
+            pub level: usize,
+            pub numbers: usize,
+            pub upid_ns: usize,
+        }
+
+        #[inline(always)]
+        pub fn pid_offsets() -> PidOffsets {
+            PidOffsets {
+                tgid: $task_tgid.load() as usize,
+                thread_pid: $task_thread_pid.load() as usize,
+                level: $pid_level.load() as usize,
+                numbers: $pid_numbers.load() as usize,
+                upid_ns: $upid_ns.load() as usize,
+            }
         }
 
         $(

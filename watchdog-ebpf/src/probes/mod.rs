@@ -2,6 +2,7 @@
 //! function.
 mod clock;
 mod floor;
+mod pid_view;
 mod printk;
 mod process_exit;
 mod sched_switch;

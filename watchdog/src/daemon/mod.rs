@@ -76,12 +76,6 @@ pub enum DaemonError {
     GateKernel(#[from] crate::kernel::gate::GateError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error(
-        "the watchdog runs in a pid namespace of its own ({0}): the kernel side sees the \
-         host's pids and this process sees others, so a target would be the wrong process; \
-         run it in the host's pid namespace (e.g. a container with --pid=host)"
-    )]
-    PidNamespace(String),
 }
 
 /// The event reader and the scanner must each make progress within this long, or the

@@ -37,9 +37,6 @@ impl Settings {
     /// Check the configuration against the system: pids and interface exist, the rules
     /// file is valid.
     pub fn from_config(c: Config) -> Result<Self, DaemonError> {
-        if let Some(ns) = procfs::own_pid_namespace() {
-            return Err(DaemonError::PidNamespace(ns));
-        }
         let targets = TargetTable::resolve(&c.targets)?;
         let interface =
             Interface::by_name(&c.interface).map_err(|source| DaemonError::Interface {

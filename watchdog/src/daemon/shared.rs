@@ -33,6 +33,9 @@ use crate::{
 pub(super) struct ProcHost;
 
 impl Host for ProcHost {
+    fn named_by_kernel(&self, tid: u32) -> Option<u32> {
+        crate::kernel::pidns::ids().named(tid)
+    }
     fn tgid_of(&self, tid: u32) -> Option<u32> {
         procfs::tgid_of(tid)
     }
@@ -172,6 +175,21 @@ impl Shared {
 
     /// Send the heartbeat again (an operator's resume, or the auto-resume), and forget
     /// the latch.
+    /// The kernel side made a target, at exec, of a process outside the daemon's pid
+    /// namespace (a program of a watched name elsewhere on the host): not the service.
+    pub fn drop_foreign_target(&self, kernel_tgid: u32) {
+        tracing::info!(
+            kernel_pid = kernel_tgid,
+            "a program of a watched name outside the watchdog's pid namespace: not monitored"
+        );
+        if let Some(Err(e)) = lock(&self.probes)
+            .as_mut()
+            .map(|p| p.remove_kernel_target(kernel_tgid))
+        {
+            tracing::warn!(kernel_pid = kernel_tgid, error = %e, "could not stop measuring it");
+        }
+    }
+
     pub fn resume_heartbeat(&self) {
         self.latch.open();
         self.service_gate.follow();

@@ -16,6 +16,7 @@ use crate::{
     kernel::{
         clock::monotonic_ns,
         kmsg::KmsgReader,
+        pidns::{self, Localized},
         probes::{Counters, InFlightTable},
         ring,
     },
@@ -37,14 +38,22 @@ pub(super) async fn read_events(shared: Arc<Shared>, events: RingBuf<MapData>, h
         true
     };
     let on_record = |bytes: &[u8]| {
-        let effects = match events::decode(bytes) {
-            Ok(Event::KernelLine(line)) => shared.reactions().on_kernel_line(&line, &ProcHost),
-            Ok(Event::ThreadExit(exit)) => shared.reactions().on_exit(exit, &ProcHost),
-            Ok(Event::Task(ev)) => shared.reactions().on_task_event(ev, &ProcHost),
+        let event = match events::decode(bytes).map(|ev| pidns::ids().localize(ev)) {
+            Ok(Localized::Event(ev)) => ev,
+            Ok(Localized::Drop) => return,
+            Ok(Localized::ForeignTarget(kernel_tgid)) => {
+                shared.drop_foreign_target(kernel_tgid);
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable kernel event");
                 return;
             }
+        };
+        let effects = match event {
+            Event::KernelLine(line) => shared.reactions().on_kernel_line(&line, &ProcHost),
+            Event::ThreadExit(exit) => shared.reactions().on_exit(exit, &ProcHost),
+            Event::Task(ev) => shared.reactions().on_task_event(ev, &ProcHost),
         };
         shared.apply(effects);
     };

@@ -722,11 +722,13 @@ impl Monitor {
 
     /// Take in a kernel line, classified once by the caller (`c`), and say what it means.
     /// `tgid_of` finds the process of a thread the monitor has not seen (from /proc in
-    /// the daemon).
+    /// the daemon); `named` turns a pid from the line's text (the kernel's) into the
+    /// daemon's.
     pub fn on_kernel_line(
         &mut self,
         c: &Classification<'_>,
         line: &KernelLine,
+        named: impl FnOnce(u32) -> Option<u32>,
         tgid_of: impl FnOnce(u32) -> Option<u32>,
     ) -> LineVerdict {
         if c.class == Class::None {
@@ -737,7 +739,8 @@ impl Monitor {
             tid: line.tid,
             comm: line.comm.clone(),
         };
-        let subject = line_subject(c.class, &line.text, Some(&printer));
+        let subject =
+            line_subject(c.class, &line.text, Some(&printer)).and_then(|s| s.in_view(named));
         let subject_tgid = subject.as_ref().and_then(|s| {
             if s.how == "printer" {
                 Some(line.tgid)
@@ -938,7 +941,7 @@ mod tests {
         l: &KernelLine,
         tgid_of: impl FnOnce(u32) -> Option<u32>,
     ) -> LineVerdict {
-        m.on_kernel_line(&rules.classify_text(&l.text), l, tgid_of)
+        m.on_kernel_line(&rules.classify_text(&l.text), l, Some, tgid_of)
     }
 
     /// Asleep in S since it began, unless a test says otherwise.

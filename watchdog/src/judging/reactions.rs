@@ -65,6 +65,11 @@ pub trait Host {
     fn alive(&self, pid: u32) -> bool;
     /// Who process `pid` is: its real uid and its executable.
     fn identity(&self, pid: u32) -> Option<ProcIdentity>;
+    /// A thread the kernel names in its messages (`PID: 1234`, the initial pid
+    /// namespace's id), as this process sees it: None for a task it does not judge.
+    fn named_by_kernel(&self, tid: u32) -> Option<u32> {
+        Some(tid)
+    }
 }
 
 /// What the fd of thread `tid`'s syscall `nr` is, its first argument read from /proc
@@ -613,9 +618,12 @@ impl Reactions {
         let mut out = Vec::new();
         let rules = self.rules.clone();
         let class = rules.classify_text(&line.text);
-        let verdict = self
-            .monitor
-            .on_kernel_line(&class, line, |tid| host.tgid_of(tid));
+        let verdict = self.monitor.on_kernel_line(
+            &class,
+            line,
+            |tid| host.named_by_kernel(tid),
+            |tid| host.tgid_of(tid),
+        );
         match &verdict {
             LineVerdict::Stall(stall) => {
                 out.push(Effect::Count(Count::KernelReport(stall.cause.clone())));
@@ -735,7 +743,8 @@ impl Reactions {
         out.push(Effect::Count(Count::KernelReport(
             c.class.as_str().to_owned(),
         )));
-        let subject = line_subject(c.class, stripped, None);
+        let subject = line_subject(c.class, stripped, None)
+            .and_then(|s| s.in_view(|pid| host.named_by_kernel(pid)));
         let tgid = subject.as_ref().and_then(|s| self.tgid_of(s.pid, host));
         let monitored = tgid.is_some_and(|t| self.monitor.is_target(t));
         let stops = c.action == Action::StopHeartbeat;
@@ -832,7 +841,9 @@ impl Reactions {
 
     /// A complete kernel report, recorded with whom it is about.
     fn on_report(&self, report: Report, host: &impl Host) -> Effect {
-        let subject = report.subject();
+        let subject = report
+            .subject()
+            .and_then(|s| s.in_view(|pid| host.named_by_kernel(pid)));
         let tgid = subject
             .as_ref()
             .and_then(|s| match (&s.how[..], &report.printer) {

@@ -281,6 +281,13 @@ impl GateProbes {
     /// Make the senders map say `want` (tgid -> mask), changing only what differs: the
     /// hash first, then its bit (so a set bit always has its entry).
     pub fn sync_senders(&mut self, want: &StdHashMap<u32, u64>) -> Result<(), GateError> {
+        // The tagger sees the kernel's ids; a process gone from view has none.
+        let ids = super::pidns::ids();
+        let want: StdHashMap<u32, u64> = want
+            .iter()
+            .filter_map(|(tgid, mask)| Some((ids.track(*tgid).ok().flatten()?, *mask)))
+            .collect();
+        let want = &want;
         let have: StdHashMap<u32, u64> = self.senders.iter().filter_map(Result::ok).collect();
         for (tgid, mask) in want {
             if have.get(tgid) != Some(mask) {

@@ -7,6 +7,7 @@ pub mod gate;
 pub mod jiffies;
 pub mod kmsg;
 pub mod mount;
+pub mod pidns;
 pub mod probes;
 pub mod procfs;
 pub mod ring;

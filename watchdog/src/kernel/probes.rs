@@ -4,13 +4,21 @@ use std::path::Path;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramFd, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, Iter, ProgramFd, RawTracePoint, TracePoint},
 };
-use watchdog_common::{ClockSample, InFlight, TASK_FIELD_GLOBALS, Target, counter, layout, maps};
+use watchdog_common::{
+    ClockSample, InFlight, PID_VIEW_GLOBALS, TASK_FIELD_GLOBALS, Target, counter, layout, maps,
+};
 
 use crate::{
     events::SyscallRecord,
-    kernel::{btf, clock::monotonic_ns, jiffies::JiffyClock, tracefs},
+    kernel::{
+        btf,
+        clock::monotonic_ns,
+        jiffies::JiffyClock,
+        pidns::{self, PidView, TaskIds},
+        tracefs,
+    },
 };
 
 /// The eBPF object built by build.rs from watchdog-ebpf.
@@ -50,6 +58,10 @@ pub enum EbpfError {
         "--probe-stats: enabling the kernel's BPF run-time statistics (kernel 5.8+, CAP_SYS_ADMIN): {0}"
     )]
     Stats(aya::sys::SyscallError),
+    #[error("{0}")]
+    PidView(#[from] super::pidns::ViewError),
+    #[error("process {0} is not in the watchdog's pid namespace (gone, or out of its view)")]
+    NotInNamespace(u32),
 }
 
 /// Handles on the loaded, attached programs and their maps. Dropping it detaches every
@@ -174,10 +186,17 @@ impl InFlightTable {
             self.clock = self.sampler.calibrate()?;
         }
         let clock = self.clock;
+        let ids = pidns::ids();
         Ok(self
             .raw()
             .into_iter()
-            .map(|(tid, rec)| (tid, SyscallRecord::from_kernel(&rec, &clock)))
+            .filter_map(|(tid, rec)| {
+                // In the daemon's pid namespace (a thread it cannot place is gone).
+                let (tid, tgid) = ids.thread(tid, rec.tgid)?;
+                let mut rec = SyscallRecord::from_kernel(&rec, &clock);
+                rec.tgid = tgid;
+                Some((tid, rec))
+            })
             .collect())
     }
 
@@ -399,6 +418,24 @@ fn attach_raw(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), EbpfE
     Ok(())
 }
 
+/// Load the `pid_view` task iterator and attach it as an iterator link, for a daemon
+/// in a pid namespace of its own.
+fn load_pid_view(ebpf: &mut Ebpf, btf: &Btf) -> Result<PidView, EbpfError> {
+    use std::os::fd::AsFd as _;
+    let name = "pid_view";
+    let prog: &mut Iter = ebpf
+        .program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    prog.load("task", btf)
+        .map_err(|source| EbpfError::Program { name, source })?;
+    let fd = prog
+        .fd()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    PidView::attach(fd.as_fd()).map_err(|e| EbpfError::PidView(pidns::ViewError::from(e)))
+}
+
 /// Load raw tracepoint program `name` without attaching it (it is run on demand), and
 /// hand out its fd.
 fn load_unattached_raw(ebpf: &mut Ebpf, name: &'static str) -> Result<ProgramFd, EbpfError> {
@@ -427,10 +464,27 @@ fn attach_btf_tp(
     Ok(())
 }
 
-/// Offsets of the `task_struct` fields the kernel side reads, from the kernel's BTF.
-fn task_field_offsets() -> Result<[u32; TASK_FIELD_GLOBALS.len()], EbpfError> {
+/// Offsets of the `task_struct` fields the kernel side reads, from the kernel's BTF,
+/// and (for a daemon in a pid namespace of its own) those the `pid_view` iterator reads.
+fn task_field_offsets(
+    in_namespace: bool,
+) -> Result<
+    (
+        [u32; TASK_FIELD_GLOBALS.len()],
+        [u32; PID_VIEW_GLOBALS.len()],
+    ),
+    EbpfError,
+> {
     let data = std::fs::read(btf::VMLINUX).map_err(|e| EbpfError::Btf(e.to_string()))?;
     let types = btf::Btf::parse(&data).map_err(|e| EbpfError::Btf(e.to_string()))?;
+    let mut view = [0; PID_VIEW_GLOBALS.len()];
+    if in_namespace {
+        for (slot, (_, name, field)) in view.iter_mut().zip(PID_VIEW_GLOBALS) {
+            *slot = types
+                .field_offset(name, field)
+                .map_err(|e| EbpfError::Btf(e.to_string()))?;
+        }
+    }
     let mut out = [0; TASK_FIELD_GLOBALS.len()];
     for (slot, (_, field)) in out.iter_mut().zip(TASK_FIELD_GLOBALS) {
         // `__state` was `state` before Linux 5.14.
@@ -440,7 +494,7 @@ fn task_field_offsets() -> Result<[u32; TASK_FIELD_GLOBALS.len()], EbpfError> {
         };
         *slot = found.map_err(|e| EbpfError::Btf(e.to_string()))?;
     }
-    Ok(out)
+    Ok((out, view))
 }
 
 /// Set or clear `id`'s bit in a bit array only userspace writes (a read-modify-write of
@@ -585,7 +639,8 @@ impl Probes {
         raise_memlock();
         // Field offsets become constants of the programs, set before they load.
         let (offsets, present) = read_layout();
-        let task_offsets = task_field_offsets()?;
+        let in_namespace = super::procfs::own_pid_namespace().is_some();
+        let (task_offsets, view_offsets) = task_field_offsets(in_namespace)?;
         let kernel_btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
         let mut loader = EbpfLoader::new();
         // The one parse of the kernel's BTF (the loader would parse its own otherwise).
@@ -594,6 +649,9 @@ impl Probes {
             loader.override_global(name, off, true);
         }
         for ((name, _), off) in TASK_FIELD_GLOBALS.iter().zip(&task_offsets) {
+            loader.override_global(name, off, true);
+        }
+        for ((name, _, _), off) in PID_VIEW_GLOBALS.iter().zip(&view_offsets) {
             loader.override_global(name, off, true);
         }
         let words = bit_words();
@@ -605,6 +663,15 @@ impl Probes {
         let mask = slots - 1;
         loader.override_global(watchdog_common::SLOT_MASK_GLOBAL, &mask, true);
         let mut ebpf = loader.load(OBJECT)?;
+        if in_namespace {
+            let view = load_pid_view(&mut ebpf, &kernel_btf)?;
+            pidns::set(TaskIds::Namespace(std::sync::Mutex::new((
+                view,
+                pidns::IdMap::default(),
+            ))));
+        } else {
+            pidns::set(TaskIds::Host);
+        }
         let targets = take(&mut ebpf, maps::TARGETS)?;
         let target_bits = take(&mut ebpf, maps::TARGET_BITS)?;
         let comms = take(&mut ebpf, maps::COMMS)?;
@@ -730,6 +797,10 @@ impl Probes {
     }
 
     fn insert_target(&mut self, tgid: u32, flags: u32) -> Result<(), EbpfError> {
+        // The kernel side's ids are the initial pid namespace's.
+        let tgid = pidns::ids()
+            .track(tgid)?
+            .ok_or(EbpfError::NotInNamespace(tgid))?;
         self.targets
             .insert(tgid, Target { flags }, 0)
             .map_err(map_error(maps::TARGETS))?;
@@ -773,6 +844,15 @@ impl Probes {
 
     /// Stop measuring process `tgid` (it is gone).
     pub fn remove_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        let Some(tgid) = pidns::ids().untrack(tgid) else {
+            return Ok(());
+        };
+        self.remove_kernel_target(tgid)
+    }
+
+    /// Stop measuring the process the kernel side knows as `tgid` (its id, not ours: a
+    /// process it made a target that the daemon cannot see).
+    pub fn remove_kernel_target(&mut self, tgid: u32) -> Result<(), EbpfError> {
         self.set_target_bit(tgid, false)?;
         ignore_missing(self.targets.remove(&tgid), maps::TARGETS)
     }
@@ -781,7 +861,7 @@ impl Probes {
 #[cfg(test)]
 mod tests {
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
-    use watchdog_common::{SLOT_MASK_GLOBAL, TASK_FIELD_GLOBALS, layout, maps};
+    use watchdog_common::{PID_VIEW_GLOBALS, SLOT_MASK_GLOBAL, TASK_FIELD_GLOBALS, layout, maps};
 
     use super::OBJECT;
 
@@ -812,6 +892,7 @@ mod tests {
         let globals = layout::GLOBALS
             .iter()
             .chain(TASK_FIELD_GLOBALS.iter().map(|(g, _)| g))
+            .chain(PID_VIEW_GLOBALS.iter().map(|(g, _, _)| g))
             .chain([&SLOT_MASK_GLOBAL]);
         for g in globals {
             assert!(symbols.contains(g), "global {g} is not in the object");

@@ -84,6 +84,18 @@ pub struct Subject {
     pub how: String,
 }
 
+impl Subject {
+    /// The subject in the daemon's ids. The printer is already; a pid from the text is
+    /// the kernel's (the initial pid namespace's) and goes through `named`, which says
+    /// None for a task outside what the daemon judges.
+    pub fn in_view(mut self, named: impl FnOnce(u32) -> Option<u32>) -> Option<Subject> {
+        if self.how != "printer" {
+            self.pid = named(self.pid)?;
+        }
+        Some(self)
+    }
+}
+
 static CPU_PID_COMM: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: (\S+)(?: (Not tainted|Tainted: ((?:[A-Z] *)+)))?").unwrap()
 });
