@@ -3,6 +3,7 @@
 mod fixture;
 pub mod keepalived;
 pub mod netns;
+pub mod nspawn;
 pub mod pacemaker;
 
 pub use fixture::*;

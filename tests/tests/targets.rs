@@ -312,28 +312,98 @@ fn each_target_has_its_own_policy_and_targets_reload_live() {
 }
 
 #[test]
-fn a_daemon_in_a_pid_namespace_of_its_own_refuses_to_run() {
+fn a_daemon_in_a_pid_namespace_of_its_own_judges_that_namespaces_service() {
     require_root();
-    // A container without the host's pids: the daemon is pid 1 there, the kernel side
-    // would see other pids than it does.
-    let out = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc"])
-        .arg(bin("watchdog"))
-        .args([
-            "--comm",
-            "nothing-here",
-            "--heartbeat",
-            "239.255.88.2:20002",
-        ])
-        .args(["--interface", "lo", "--socket", "/tmp/wd-pidns-test.sock"])
-        .output()
-        .expect("unshare (util-linux)");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("watchdog: error: the watchdog runs in a pid namespace of its own (pid:["),
-        "{err}"
+    // A container without the host's pids: the daemon is its pid 1 and the service its
+    // pid 2, while the kernel side sees the host's ids for both. The daemon must take
+    // `--pid 2` as the container's 2, and name the stuck thread by the container's tid.
+    let dir = TempDir::new("pidns");
+    let socket = dir.0.join("wd.sock");
+    let script = format!(
+        // (An asynchronous list's stdin is /dev/null: the pipe goes through fd 3.)
+        "exec 3<&0; {work} <&3 & exec {daemon} --pid $! --budget 500ms --interval 50ms \
+         --heartbeat 239.255.88.2:20002 --interface lo --ttl 1 --socket {socket} \
+         --store {store} < /dev/null 3<&-",
+        work = bin("wd-workload").display(),
+        daemon = bin("watchdog").display(),
+        socket = socket.display(),
+        store = dir.0.join("incidents.db").display(),
     );
+    let mut child = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "sh",
+            "-c",
+        ])
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare (util-linux)");
+    let mut commands = child.stdin.take().unwrap();
+    let mut said = std::io::BufReader::new(child.stdout.take().unwrap());
+    let wdctl = |args: &[&str]| {
+        let out = Command::new(bin("wdctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .arg("--json")
+            .output()
+            .expect("run wdctl");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()
+    };
+    let mut status = None;
+    for _ in 0..100 {
+        status = wdctl(&["status"]);
+        if status.is_some() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let status = status.expect("the daemon in the pid namespace answers");
+    assert_eq!(
+        status["monitored_pids"],
+        serde_json::json!([2]),
+        "{status:#}"
+    );
+    assert_eq!(status["heartbeat"], "sending", "{status:#}");
+
+    use std::io::{BufRead as _, Write as _};
+    writeln!(commands, "stall-vfork 3000").unwrap();
+    let mut line = String::new();
+    while !line.starts_with("STALL") {
+        line.clear();
+        assert_ne!(said.read_line(&mut line).unwrap(), 0, "the workload ended");
+    }
+    let tid = field(line.trim(), "tid");
+    thread::sleep(Duration::from_millis(1000));
+    let status = wdctl(&["status"]).expect("status");
+    assert_eq!(status["heartbeat"], "stopped", "{status:#}");
+    let reason = status["stopped_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.starts_with(&format!("thread {tid} (stuck) of pid 2: vfork")),
+        "{status:#}"
+    );
+    let threads = wdctl(&["threads"]).expect("threads");
+    let row = thread_row(&threads, tid);
+    assert_eq!(row["verdict"], "stalled", "{row:#}");
+    // SIGTERM to the daemon (unshare's child, pid 1 there; unshare itself ignores
+    // SIGTERM) ends the namespace, the workload with it.
+    let daemon: i32 = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(daemon, libc::SIGTERM) };
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "the daemon's exit: {exit}");
 }
 
 #[test]

@@ -13,7 +13,8 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Debian packages: LLVM 22 to build bpf-linker; bpftool for the tests' detach check;
 /// systemd for `systemd-analyze verify` of the unit file; python3 (its sqlite3) for a
 /// test that locks the incident store as another process would; keepalived and Pacemaker
-/// with corosync, which the failover tests run for real.
+/// with corosync, which the failover tests run for real; systemd-nspawn and mmdebstrap,
+/// to boot a real systemd for the shipped unit's test (see [`nspawn_tree`]).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libzstd-dev",
@@ -25,13 +26,64 @@ const APT_PACKAGES: &[&str] = &[
     "pacemaker",
     "corosync",
     "pacemaker-cli-utils",
+    "systemd-container",
+    "mmdebstrap",
+    "gpg",
 ];
+
+/// The Debian tree the unit's test boots with systemd-nspawn (tests/src/nspawn.rs):
+/// minbase with systemd as init, dbus, and procps (the unit's ExecReload runs
+/// /bin/kill), of the host's release. Built once, from the host's own apt sources; the
+/// test boots it under an overlay, so it never changes.
+const NSPAWN_TREE: &str = "target/nspawn-tree";
 
 pub fn all() -> anyhow::Result<()> {
     rust_components()?;
     apt_packages()?;
     bpf_linker()?;
     tracefs()?;
+    nspawn_tree()?;
+    Ok(())
+}
+
+fn nspawn_tree() -> anyhow::Result<()> {
+    let tree = Path::new(NSPAWN_TREE);
+    // Written last: a tree without it is a build that did not finish.
+    let done = tree.join(".watchdog-complete");
+    if done.exists() || !is_root() {
+        return Ok(());
+    }
+    if tree.exists() {
+        std::fs::remove_dir_all(tree).context("removing an unfinished nspawn tree")?;
+    }
+    // The host's apt sources (deb822 on bookworm and later, else the one-line list),
+    // passed as the mirror: mmdebstrap copies the file into the tree.
+    let sources = [
+        "/etc/apt/sources.list.d/debian.sources",
+        "/etc/apt/sources.list",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .context("no apt sources on this host to build the nspawn tree from")?;
+    // The host's own release, so the tree's libc runs the host's binaries.
+    let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let suite = release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|s| s.trim_matches('"').to_owned())
+        .context("no VERSION_CODENAME in /etc/os-release to build the nspawn tree for")?;
+    cmd(
+        "mmdebstrap",
+        &[
+            "--quiet",
+            "--variant=minbase",
+            "--include=systemd,systemd-sysv,dbus,procps",
+            &suite,
+            NSPAWN_TREE,
+            sources,
+        ],
+    )?;
+    std::fs::write(&done, b"").context("marking the nspawn tree complete")?;
     Ok(())
 }
 
