@@ -272,6 +272,33 @@ pub struct DaemonArgs {
     /// How long the exec hook may run before it is killed [default: 10s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub exec_hook_timeout: Option<Duration>,
+    /// Push every incident to this Alertmanager (`http://HOST:PORT`, API v2) as an
+    /// alert. Repeatable: each member of an Alertmanager cluster gets every alert.
+    #[arg(long = "alertmanager", value_name = "URL", value_parser = parse_alertmanager_url)]
+    pub alertmanagers: Vec<String>,
+    /// How often an alert that holds (the heartbeat stopped) is sent again; it says it
+    /// ends four of these later, so a node that dies does not leave it firing forever
+    /// [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub alertmanager_resend: Option<Duration>,
+}
+
+/// An Alertmanager's base URL: `http://HOST[:PORT][/PATH]`, without a trailing slash.
+pub fn parse_alertmanager_url(s: &str) -> Result<String, String> {
+    let rest = if let Some(rest) = s.strip_prefix("http://") {
+        rest
+    } else if s.starts_with("https://") {
+        return Err(format!(
+            "{s}: https is not supported (this build has no TLS): reach the Alertmanager over http, or through a local TLS proxy"
+        ));
+    } else {
+        return Err(format!("{s}: an Alertmanager URL starts with http://"));
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '@') {
+        return Err(format!("{s}: no host:port after http://"));
+    }
+    Ok(s.trim_end_matches('/').to_owned())
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -504,6 +531,21 @@ pub struct ListenArgs {
     /// Stop after this long (default: run until interrupted).
     #[arg(long = "for", value_name = "DUR", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Serve the fleet as heard (each node's status, last beat age, sequence gaps,
+    /// restarts; refused datagrams) to Prometheus at http://ADDR:PORT/metrics: a fleet
+    /// heartbeat monitor.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// A node is silent after this many of its heartbeat intervals without one.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub silent_after: u32,
+    /// The nodes' heartbeat interval, until two beats of a node tell its own, and for
+    /// expected nodes never heard.
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_interval)]
+    pub node_interval: Duration,
+    /// A node that should be in the group (repeatable): silent until it is heard.
+    #[arg(long = "expect", value_name = "NODE_ID", value_parser = parse_node_id)]
+    pub expected: Vec<String>,
 }
 
 #[cfg(test)]

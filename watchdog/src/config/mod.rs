@@ -150,6 +150,8 @@ pub struct FileConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub exec_hook: HookSection,
+    #[serde(default)]
+    pub alertmanager: AlertmanagerSection,
     /// `[[target]]`: targets with settings of their own.
     #[serde(default)]
     pub target: Vec<toml::Spanned<TargetSection>>,
@@ -272,6 +274,23 @@ pub struct StoreSection {
     pub max: Option<u64>,
 }
 
+/// `[alertmanager]`: where incidents are pushed as alerts.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerSection {
+    #[serde(default, deserialize_with = "alertmanager_urls")]
+    pub urls: Vec<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub resend: Option<Duration>,
+}
+
+fn alertmanager_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|u| cli::parse_alertmanager_url(u).map_err(D::Error::custom))
+        .collect()
+}
+
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HookSection {
@@ -310,6 +329,10 @@ pub struct Config {
     pub exec_hook: Option<PathBuf>,
     pub exec_hook_timeout: Duration,
     pub state_hook: Option<PathBuf>,
+    /// Alertmanagers every incident is pushed to (base URLs).
+    pub alertmanagers: Vec<String>,
+    /// How often a holding alert is sent again.
+    pub alertmanager_resend: Duration,
     /// The service heartbeat gates, in the order configured.
     pub gates: Vec<GateSpec>,
     /// How long a dead daemon's gates stay open.
@@ -545,6 +568,15 @@ pub fn merge(
             .or(file.exec_hook.timeout)
             .unwrap_or(DEFAULT_HOOK_TIMEOUT),
         state_hook: args.state_hook.clone().or(file.state_hook),
+        alertmanagers: if args.alertmanagers.is_empty() {
+            file.alertmanager.urls
+        } else {
+            args.alertmanagers.clone()
+        },
+        alertmanager_resend: args
+            .alertmanager_resend
+            .or(file.alertmanager.resend)
+            .unwrap_or(DEFAULT_ALERTMANAGER_RESEND),
         gates,
         gate_grace,
         gate_pin_dir: args
@@ -558,6 +590,9 @@ pub fn merge(
 /// A dead daemon's gates close after this many of its heartbeat intervals (unless
 /// configured): as long as its own heartbeat's peers wait, give or take.
 pub const GATE_GRACE_INTERVALS: u32 = 3;
+
+/// A holding alert is sent again this often (as Prometheus resends its own).
+pub const DEFAULT_ALERTMANAGER_RESEND: Duration = Duration::from_secs(60);
 
 fn check_gates(gates: &[GateSpec]) -> Result<(), ConfigError> {
     let max = watchdog_common::gate::MAX_GATES;
@@ -799,7 +834,7 @@ mod tests {
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `state_hook`, `auto_resume_after`, `stall_signal`, `stopped_budget`, `socket`, `metrics`, `probe_stats`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `target`, `gate`, `gate_grace`, `gate_pin_dir`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `state_hook`, `auto_resume_after`, `stall_signal`, `stopped_budget`, `socket`, `metrics`, `probe_stats`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `alertmanager`, `target`, `gate`, `gate_grace`, `gate_pin_dir`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),

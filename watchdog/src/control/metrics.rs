@@ -18,6 +18,8 @@ type Labels = Vec<(String, String)>;
 /// What is current when scraped, supplied by the daemon.
 pub struct Snapshot {
     pub heartbeat_sending: bool,
+    /// Why the heartbeat is stopped, while it is.
+    pub stopped_reason: Option<String>,
     pub heartbeats_sent: u64,
     pub monitored_threads: i64,
     pub lost_events: u64,
@@ -25,6 +27,9 @@ pub struct Snapshot {
     pub kernel_lines: u64,
     /// Kernel log lines at level err or worse that no rule knows.
     pub unmatched_error_lines: u64,
+    /// Pushes of the alerts to an Alertmanager that succeeded, and that failed.
+    pub alertmanager_sent: u64,
+    pub alertmanager_failures: u64,
     /// (gate, packets dropped) of each service heartbeat gate.
     pub gates: Vec<(String, u64)>,
     /// (program, run time ns, runs) from the kernel's BPF statistics (zero unless
@@ -38,6 +43,7 @@ pub struct Metrics {
     kernel_reports: Family<Labels, Counter>,
     syscall_seconds: Family<Labels, Histogram>,
     heartbeat_sending: Gauge,
+    heartbeat_stop: Family<Labels, Gauge>,
     heartbeats_sent: Gauge,
     monitored_threads: Gauge,
     lost_events: Gauge,
@@ -47,6 +53,8 @@ pub struct Metrics {
     probe_runs: Family<Labels, Gauge>,
     gated_packets: Family<Labels, Counter>,
     unmatched_error_lines: Gauge,
+    alertmanager_sent: Counter,
+    alertmanager_failures: Counter,
 }
 
 fn histogram() -> Histogram {
@@ -64,6 +72,7 @@ impl Default for Metrics {
             kernel_reports: Family::default(),
             syscall_seconds: Family::new_with_constructor(histogram),
             heartbeat_sending: Gauge::default(),
+            heartbeat_stop: Family::default(),
             heartbeats_sent: Gauge::default(),
             monitored_threads: Gauge::default(),
             lost_events: Gauge::default(),
@@ -73,6 +82,8 @@ impl Default for Metrics {
             probe_runs: Family::default(),
             gated_packets: Family::default(),
             unmatched_error_lines: Gauge::default(),
+            alertmanager_sent: Counter::default(),
+            alertmanager_failures: Counter::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -80,6 +91,11 @@ impl Default for Metrics {
                 "heartbeat_sending",
                 "1 while the heartbeat is sent, 0 when stopped",
                 m.heartbeat_sending.clone(),
+            );
+            r.register(
+                "heartbeat_stop_info",
+                "1, labelled with the reason, while the heartbeat is stopped",
+                m.heartbeat_stop.clone(),
             );
             r.register(
                 "heartbeats_sent",
@@ -93,7 +109,7 @@ impl Default for Metrics {
             );
             r.register(
                 "kernel_reports",
-                "Kernel messages classified as problems, by class",
+                "Kernel messages classified as problems, by class and severity (info, warning, error, critical)",
                 m.kernel_reports.clone(),
             );
             r.register(
@@ -137,6 +153,16 @@ impl Default for Metrics {
                 m.gated_packets.clone(),
             );
             r.register(
+                "alertmanager_sends",
+                "Pushes of the alerts to an Alertmanager that it accepted",
+                m.alertmanager_sent.clone(),
+            );
+            r.register(
+                "alertmanager_failures",
+                "Pushes of the alerts to an Alertmanager that failed (refused, timed out, error status); each is retried",
+                m.alertmanager_failures.clone(),
+            );
+            r.register(
                 "probe_runs",
                 "Runs of each probe (needs --probe-stats or kernel.bpf_stats_enabled=1)",
                 m.probe_runs.clone(),
@@ -155,9 +181,12 @@ impl Metrics {
         self.verdicts.get_or_create(&label("cause", cause)).inc();
     }
 
-    pub fn kernel_report(&self, class: &str) {
+    pub fn kernel_report(&self, class: &str, severity: &str) {
         self.kernel_reports
-            .get_or_create(&label("class", class))
+            .get_or_create(&vec![
+                ("class".to_owned(), class.to_owned()),
+                ("severity".to_owned(), severity.to_owned()),
+            ])
             .inc();
     }
 
@@ -170,6 +199,13 @@ impl Metrics {
     /// The text exposition, with `now` filled in.
     pub fn render(&self, now: &Snapshot) -> String {
         self.heartbeat_sending.set(i64::from(now.heartbeat_sending));
+        // Only the current reason: a stop's series ends when it is resumed.
+        self.heartbeat_stop.clear();
+        if let Some(reason) = &now.stopped_reason {
+            self.heartbeat_stop
+                .get_or_create(&label("reason", reason))
+                .set(1);
+        }
         self.heartbeats_sent.set(now.heartbeats_sent as i64);
         self.monitored_threads.set(now.monitored_threads);
         self.lost_events.set(now.lost_events as i64);
@@ -177,6 +213,13 @@ impl Metrics {
         self.kernel_lines.set(now.kernel_lines as i64);
         self.unmatched_error_lines
             .set(now.unmatched_error_lines as i64);
+        // Counters only go up: add what is new since the last scrape.
+        for (counter, total) in [
+            (&self.alertmanager_sent, now.alertmanager_sent),
+            (&self.alertmanager_failures, now.alertmanager_failures),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         for (gate, dropped) in &now.gates {
             let c = self.gated_packets.get_or_create(&label("gate", gate));
             // A counter only goes up: add what is new since the last scrape.
@@ -264,10 +307,13 @@ mod tests {
     fn the_exposition_has_what_operators_alert_on() {
         let m = Metrics::default();
         m.verdict("syscall-budget");
-        m.kernel_report("oops");
+        m.kernel_report("oops", "critical");
         m.syscall("postgres", 0.002);
         let text = m.render(&Snapshot {
             heartbeat_sending: false,
+            stopped_reason: Some("thread 7 (db) of pid 6: vfork".into()),
+            alertmanager_sent: 3,
+            alertmanager_failures: 1,
             heartbeats_sent: 12,
             monitored_threads: 7,
             lost_events: 0,
@@ -280,11 +326,13 @@ mod tests {
         for want in [
             "watchdog_heartbeat_sending 0",
             "watchdog_verdicts_total{cause=\"syscall-budget\"} 1",
-            "watchdog_kernel_reports_total{class=\"oops\"} 1",
+            "watchdog_kernel_reports_total{class=\"oops\",severity=\"critical\"} 1",
+            "watchdog_heartbeat_stop_info{reason=\"thread 7 (db) of pid 6: vfork\"} 1",
             "watchdog_syscall_duration_seconds_count{target=\"postgres\"} 1",
             "watchdog_probe_runs{probe=\"sys_enter\"} 10",
             "watchdog_gated_packets_total{gate=\"udp:5405\"} 40",
             "watchdog_kernel_lines_unmatched_errors 2",
+            "watchdog_alertmanager_failures_total 1",
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }

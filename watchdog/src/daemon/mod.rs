@@ -32,6 +32,7 @@ use crate::{
     },
     incidents::{
         alert::{self, ExecHook, SinkStats},
+        alertmanager::{self, AlertmanagerStats},
         store::{Store, StoreError},
     },
     judging::{
@@ -77,6 +78,9 @@ pub enum DaemonError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
+
+/// How long one push to an Alertmanager may take before it counts as failed.
+const ALERTMANAGER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The event reader and the scanner must each make progress within this long, or the
 /// heartbeat stops (the reader wakes at least every 250 ms, the scanner at least every
@@ -141,12 +145,29 @@ async fn run_bound(
     let incarnation = store.next_incarnation(heartbeat::sender::incarnation)?;
     let store = Arc::new(Mutex::new(store));
     let sink_stats = Arc::new(SinkStats::default());
+    let alertmanager_stats = Arc::new(AlertmanagerStats::default());
+    let alertmanager = (!settings.config.alertmanagers.is_empty()).then(|| {
+        alertmanager::start(
+            settings.config.alertmanagers.clone(),
+            settings.node_id.clone(),
+            settings.config.alertmanager_resend,
+            ALERTMANAGER_TIMEOUT,
+            alertmanager_stats.clone(),
+        )
+    });
+    if let (Some(am), Some((reason, at_unix_ms))) = (&alertmanager, &latched) {
+        let _ = am.send(alertmanager::Notice::LatchedBeforeStart {
+            reason: reason.clone(),
+            at_unix_ms: *at_unix_ms,
+        });
+    }
     let sink = alert::start(
         store.clone(),
         settings.config.exec_hook.clone().map(|program| ExecHook {
             program,
             timeout: settings.config.exec_hook_timeout,
         }),
+        alertmanager,
         sink_stats.clone(),
     );
     // Program names of the processes monitored from the start (for how they end).
@@ -192,6 +213,7 @@ async fn run_bound(
         store,
         sink: Mutex::new(sink),
         sink_stats,
+        alertmanager_stats,
     });
     if let Some((reason, at_unix_ms)) = &latched {
         let reason =

@@ -1,5 +1,8 @@
 //! Answers to the control socket (wdctl) and the metrics endpoint, from the shared state.
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, atomic::Ordering},
+};
 
 use super::shared::{Shared, lock};
 use crate::{
@@ -110,6 +113,9 @@ pub(super) fn metrics_snapshot(s: &Shared) -> Snapshot {
     let (_, threads) = monitored(s);
     Snapshot {
         heartbeat_sending: s.latch.is_open(),
+        stopped_reason: s.latch.reason(),
+        alertmanager_sent: s.alertmanager_stats.sent.load(Ordering::Relaxed),
+        alertmanager_failures: s.alertmanager_stats.failures.load(Ordering::Relaxed),
         heartbeats_sent: s.sender.sent(),
         monitored_threads: threads as i64,
         lost_events: s.lost_events(),

@@ -18,6 +18,7 @@ use crate::{
     incidents::{
         Incident,
         alert::{Alert, Sink, SinkStats},
+        alertmanager::AlertmanagerStats,
         signal_name,
         store::Store,
     },
@@ -93,6 +94,7 @@ pub(super) struct Shared {
     pub store: Arc<Mutex<Store>>,
     pub sink: Mutex<mpsc::Sender<Sink>>,
     pub sink_stats: Arc<SinkStats>,
+    pub alertmanager_stats: Arc<AlertmanagerStats>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -158,7 +160,9 @@ impl Shared {
                     }
                 }
                 Effect::Count(Count::Verdict(cause)) => self.metrics.verdict(&cause),
-                Effect::Count(Count::KernelReport(class)) => self.metrics.kernel_report(&class),
+                Effect::Count(Count::KernelReport { class, severity }) => {
+                    self.metrics.kernel_report(&class, severity.as_str())
+                }
                 Effect::Count(Count::SyscallSeconds { program, seconds }) => {
                     self.metrics.syscall(&program, seconds)
                 }

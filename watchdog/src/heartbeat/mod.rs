@@ -1,5 +1,6 @@
 //! Stage 5, the heartbeat: the packet format and its key, the socket on the chosen
 //! interface, the sender with its latch and the liveness it checks, and the listener.
+pub mod fleet;
 pub mod gate_spec;
 pub mod iface;
 pub mod key;

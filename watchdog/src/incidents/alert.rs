@@ -1,5 +1,6 @@
-//! Alert sinks. Every incident is stored first, then logged, then handed to the exec
-//! hook, on a thread of its own: nothing here can hold up the heartbeat.
+//! Alert sinks. Every incident is stored first, then logged, then handed to the
+//! Alertmanager sender (a thread of its own) and the exec hook, on a thread of its own:
+//! nothing here can hold up the heartbeat.
 use std::{
     path::PathBuf,
     sync::{
@@ -12,8 +13,10 @@ use std::{
 };
 
 use crate::{
+    incidents::alertmanager::Notice,
     incidents::store::Store,
     incidents::{Incident, Kind},
+    kernel::procfs,
 };
 
 /// The exec hook: `PROGRAM CLASS HOST SUMMARY`, the incident as JSON on stdin,
@@ -58,6 +61,7 @@ pub enum Sink {
 pub fn start(
     store: Arc<Mutex<Store>>,
     hook: Option<ExecHook>,
+    alertmanager: Option<mpsc::Sender<Notice>>,
     stats: Arc<SinkStats>,
 ) -> mpsc::Sender<Sink> {
     let (tx, rx) = mpsc::channel::<Sink>();
@@ -80,6 +84,9 @@ pub fn start(
                         if let Err(e) = done {
                             tracing::error!(error = %e, "the heartbeat's latch is not kept: a restarted daemon may send it");
                         }
+                        if let (None, Some(am)) = (&latch, &alertmanager) {
+                            let _ = am.send(Notice::Resumed);
+                        }
                         continue;
                     }
                 };
@@ -96,6 +103,13 @@ pub fn start(
                     }
                 };
                 log(&inc);
+                if let Some(am) = &alertmanager {
+                    let cgroup = inc.pid.and_then(procfs::cgroup_path);
+                    let _ = am.send(Notice::Incident {
+                        incident: Box::new(inc.clone()),
+                        cgroup,
+                    });
+                }
                 if let Some(h) = hook.as_ref().filter(|_| hook_wanted) {
                     run_hook(h, &inc, &stats, &running);
                 }

@@ -1,6 +1,7 @@
 //! Stage 4, incidents and alerts: the incident record, its store, and the sinks it
-//! goes to once stored (log, exec hook).
+//! goes to once stored (log, Alertmanager, exec hook).
 pub mod alert;
+pub mod alertmanager;
 pub mod record;
 pub mod store;
 

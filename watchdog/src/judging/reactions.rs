@@ -18,7 +18,7 @@ use crate::{
     incidents::{Incident, Kind, SignalDetails, StallDetails, signal_code_meaning, signal_name},
     judging::{
         kmsg::{
-            Action, Class, RuleSet, prefix,
+            Action, Class, RuleSet, Severity, prefix,
             report::{Assembler, Line, Printer, Report, assemble_log, line_subject},
         },
         monitor::{LineVerdict, Monitor, Stall},
@@ -220,8 +220,8 @@ impl BeforeAttach {
 pub enum Count {
     /// A verdict, by cause (`syscall-budget`, `exited`, a report's class).
     Verdict(String),
-    /// A kernel line of a problem class.
-    KernelReport(String),
+    /// A kernel line of a problem class, with its severity.
+    KernelReport { class: String, severity: Severity },
     /// A monitored thread's completed syscall took this long (a program's histogram).
     SyscallSeconds { program: String, seconds: f64 },
 }
@@ -626,13 +626,17 @@ impl Reactions {
         );
         match &verdict {
             LineVerdict::Stall(stall) => {
-                out.push(Effect::Count(Count::KernelReport(stall.cause.clone())));
+                out.push(Effect::Count(Count::KernelReport {
+                    class: stall.cause.clone(),
+                    severity: class.severity,
+                }));
                 self.kernel_verdict(stall, &mut out);
             }
-            LineVerdict::Alert { class, .. } => {
-                out.push(Effect::Count(Count::KernelReport(
-                    class.as_str().to_owned(),
-                )));
+            LineVerdict::Alert { class: c, .. } => {
+                out.push(Effect::Count(Count::KernelReport {
+                    class: c.as_str().to_owned(),
+                    severity: class.severity,
+                }));
             }
             LineVerdict::Ordinary => {}
         }
@@ -740,9 +744,10 @@ impl Reactions {
         let rules = self.rules.clone();
         let c = rules.classify(text);
         let stripped = prefix::strip(text).text;
-        out.push(Effect::Count(Count::KernelReport(
-            c.class.as_str().to_owned(),
-        )));
+        out.push(Effect::Count(Count::KernelReport {
+            class: c.class.as_str().to_owned(),
+            severity: c.severity,
+        }));
         let subject = line_subject(c.class, stripped, None)
             .and_then(|s| s.in_view(|pid| host.named_by_kernel(pid)));
         let tgid = subject.as_ref().and_then(|s| self.tgid_of(s.pid, host));
@@ -1619,7 +1624,10 @@ mod tests {
         );
         let out = r.on_kernel_line(&line, &h);
         assert_eq!(shape(&out), ["stop"], "{out:?}");
-        assert!(out.contains(&Effect::Count(Count::KernelReport("bug".into()))));
+        assert!(out.contains(&Effect::Count(Count::KernelReport {
+            class: "bug".into(),
+            severity: Severity::Critical
+        })));
         let reason = stop_reason(&out).unwrap();
         assert!(
             reason.contains("kernel reported bug") && reason.contains("in this thread"),
@@ -1648,7 +1656,13 @@ mod tests {
         let line = kernel_line(OTHER, OTHER, "other", 0, "watchdog-test: BUG: not ours");
         let out = r.on_kernel_line(&line, &h);
         assert_eq!(shape(&out), Vec::<&str>::new());
-        assert_eq!(out, [Effect::Count(Count::KernelReport("bug".into()))]);
+        assert_eq!(
+            out,
+            [Effect::Count(Count::KernelReport {
+                class: "bug".into(),
+                severity: Severity::Critical
+            })]
+        );
         let out = r.finish_reports(&h);
         let (inc, _, _) = recorded(&out)[0];
         assert!(!inc.monitored && !inc.stopped_heartbeat);

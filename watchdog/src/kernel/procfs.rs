@@ -123,10 +123,17 @@ pub fn cgroup(path: &Path) -> Result<(PathBuf, u64), CgroupError> {
     }
 }
 
+/// Process `pid`'s cgroup v2, as a path under the cgroup2 mount (`/system.slice/x`).
+pub fn cgroup_path(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
+}
+
 /// The id of process `pid`'s cgroup v2 (as [`cgroup`] gives it), if it still exists.
 pub fn cgroup_id_of(pid: u32) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let rel = cgroup_path(pid)?;
     let dir = cgroup2_mount()?.join(rel.trim_start_matches('/'));
     fs::metadata(dir).ok().map(|m| m.ino())
 }

@@ -4,6 +4,7 @@ pub mod render;
 use std::{
     io::{Read, Write},
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
     time::Instant,
 };
 
@@ -15,11 +16,14 @@ use crate::{
         WdctlArgs, WdctlCommand,
     },
     control::{
-        client,
+        client, metrics,
         proto::{Reply, Request},
     },
     heartbeat::iface::Interface,
-    heartbeat::{listener, socket},
+    heartbeat::{
+        fleet::{Fleet, FleetSettings},
+        listener, socket,
+    },
     judging::kmsg::{RuleSet, corpus, prefix, report::assemble_log, rules::BUILTIN_NAME},
     terminal::{printable, printable_all},
 };
@@ -83,15 +87,50 @@ fn listen(args: ListenArgs, out: &mut impl Write) -> anyhow::Result<()> {
         .context("--key")?;
     let mut l = listener::Listener::new(sock, std::time::Duration::from_secs(1), key)?;
     let start = Instant::now();
+    let fleet = Arc::new(Mutex::new(Fleet::new(
+        FleetSettings {
+            silent_after: args.silent_after,
+            default_interval: args.node_interval,
+            expected: args.expected.clone(),
+        },
+        start,
+    )));
+    if let Some(addr) = args.metrics {
+        serve_fleet(addr, fleet.clone()).with_context(|| format!("--metrics {addr}"))?;
+    }
     loop {
         if args.duration.is_some_and(|d| start.elapsed() >= d) {
             return Ok(());
         }
         if let Some(seen) = l.next_seen()? {
+            fleet
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .on_seen(&seen, Instant::now());
             listener::print_seen(out, &seen, args.json)?;
             out.flush()?;
         }
     }
+}
+
+/// Serve the fleet's metrics from a thread of their own (the listener loop is plain
+/// blocking I/O): bound before returning, so a taken port is an error at start.
+fn serve_fleet(addr: std::net::SocketAddr, fleet: Arc<Mutex<Fleet>>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(metrics::bind(addr))?;
+    std::thread::Builder::new()
+        .name("wd-fleet-metrics".into())
+        .spawn(move || {
+            runtime.block_on(metrics::serve(listener, move || {
+                fleet
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .render(Instant::now())
+            }))
+        })?;
+    Ok(())
 }
 
 fn load_rules(path: Option<&Path>) -> anyhow::Result<RuleSet> {
