@@ -158,7 +158,10 @@ impl<'a> NodeBuilder<'a> {
             Spawn::BeforeDaemon(spawn) => (Some(spawn()), None),
             Spawn::AfterDaemon(spawn) => (None, Some(spawn)),
         };
-        let group = unique_group();
+        let pid = early.as_ref().map_or(0, |w| w.pid);
+        let mut opts = DaemonOpts::new(pid, self.budget, self.interval);
+        (self.opts)(&mut opts);
+        let group = opts.group.unwrap_or_else(unique_group);
         let rec = Recorder::start(group);
         let later = later.map(|spawn| {
             thread::spawn(move || {
@@ -166,9 +169,6 @@ impl<'a> NodeBuilder<'a> {
                 spawn()
             })
         });
-        let pid = early.as_ref().map_or(0, |w| w.pid);
-        let mut opts = DaemonOpts::new(pid, self.budget, self.interval);
-        (self.opts)(&mut opts);
         let daemon = Daemon::start(opts, group, &rec);
         let work = match (early, later) {
             (Some(work), _) => work,

@@ -5,6 +5,7 @@ pub mod keepalived;
 pub mod netns;
 pub mod nspawn;
 pub mod pacemaker;
+pub mod prometheus;
 
 pub use fixture::*;
 use std::{
@@ -269,6 +270,10 @@ pub struct DaemonOpts {
     pub env: Vec<(&'static str, String)>,
     /// A command (with its arguments) that runs the daemon, e.g. setpriv.
     pub wrapper: Vec<String>,
+    /// `--node-id`.
+    pub node_id: &'static str,
+    /// The heartbeat group, if not a fresh one of its own (nodes of one segment).
+    pub group: Option<SocketAddr>,
 }
 
 impl DaemonOpts {
@@ -284,6 +289,8 @@ impl DaemonOpts {
             extra: Vec::new(),
             env: Vec::new(),
             wrapper: Vec::new(),
+            node_id: "test-node",
+            group: None,
         }
     }
 }
@@ -383,7 +390,8 @@ impl Daemon {
     }
 
     fn spawn(opts: DaemonOpts, group: SocketAddr) -> Self {
-        let tag = format!("{}-{}", std::process::id(), group.port());
+        // Nodes of one segment share the group: their node ids tell them apart.
+        let tag = format!("{}-{}-{}", std::process::id(), group.port(), opts.node_id);
         let dir = std::env::temp_dir();
         let socket = dir.join(format!("wd-test-{tag}.sock"));
         // Numbered: a daemon restarted on the same group must not write the log that its
@@ -426,7 +434,7 @@ impl Daemon {
                 "--ttl",
                 "1",
             ])
-            .args(["--node-id", "test-node", "--socket"])
+            .args(["--node-id", opts.node_id, "--socket"])
             .arg(&socket)
             .env("WATCHDOG_LOG", "info")
             .stderr(std::fs::File::create(&log).unwrap())

@@ -47,7 +47,8 @@ impl NodeStatus {
 struct Node {
     /// None: expected, never heard.
     last: Option<Instant>,
-    /// The node's own interval, as its beats show it (the last gap).
+    /// The node's own interval, as its beats show it (the last gap between two alive
+    /// beats).
     interval: Option<Duration>,
     incarnation: u64,
     seq: u64,
@@ -129,7 +130,11 @@ impl Fleet {
             .or_insert_with(Node::expected);
         match node.last {
             Some(last) if node.incarnation == hb.incarnation => {
-                node.interval = Some(now - last);
+                // Its interval, from two regular beats (a last gasp is a burst of
+                // stalled datagrams back to back, no interval).
+                if node.said == NodeStatus::Alive && hb.status == Status::Alive {
+                    node.interval = Some(now - last);
+                }
                 // The listener refused anything not newer: the seq only goes up.
                 node.sequence_gaps += hb.seq.saturating_sub(node.seq + 1);
             }
@@ -318,7 +323,10 @@ mod tests {
         f.on_seen(&beat("a", 1, 1, Status::Alive), t0);
         f.on_seen(&beat("a", 1, 2, Status::Alive), t0 + 100 * MS);
         assert_eq!(f.view(t0 + 150 * MS)[0].status, NodeStatus::Alive);
-        f.on_seen(&beat("a", 1, 3, Status::Stalled), t0 + 200 * MS);
+        // The last gasp: three stalled datagrams back to back.
+        for seq in 3..6 {
+            f.on_seen(&beat("a", 1, seq, Status::Stalled), t0 + 200 * MS);
+        }
         let v = &f.view(t0 + 250 * MS)[0];
         assert_eq!(v.status, NodeStatus::Stalled("thread 7 stuck".into()));
         // Three of its own 100 ms intervals without a beat: silent, the reason kept.
@@ -327,7 +335,7 @@ mod tests {
             (&v.status, v.reason.as_deref()),
             (&NodeStatus::Silent, Some("thread 7 stuck"))
         );
-        f.on_seen(&beat("a", 1, 4, Status::Alive), t0 + 600 * MS);
+        f.on_seen(&beat("a", 1, 6, Status::Alive), t0 + 600 * MS);
         let v = &f.view(t0 + 600 * MS)[0];
         assert_eq!((&v.status, v.reason.as_deref()), (&NodeStatus::Alive, None));
     }

@@ -41,7 +41,11 @@ pub enum Notice {
 enum State {
     /// The heartbeat is stopped by it: re-sent, ending `resend * 4` after each send.
     Holds,
-    /// Ends by itself at this time (ms since the epoch).
+    /// Fires for `resend * 4` from when an Alertmanager first took it (so one that was
+    /// down when it happened still gets it firing, not already over); until then it
+    /// is sent like a holding one.
+    Fires,
+    /// Over at this time (ms since the epoch): resolved, or its time to fire is up.
     EndsAt(u64),
 }
 
@@ -163,7 +167,7 @@ impl AlertBook {
         let state = if inc.stopped_heartbeat {
             State::Holds
         } else {
-            State::EndsAt(inc.at_unix_ms.max(now_ms) + self.lifetime_ms())
+            State::Fires
         };
         self.entries.push(Entry {
             labels,
@@ -187,7 +191,7 @@ impl AlertBook {
             .iter()
             .map(|e| {
                 let ends = match e.state {
-                    State::Holds => now_ms + self.lifetime_ms(),
+                    State::Holds | State::Fires => now_ms + self.lifetime_ms(),
                     State::EndsAt(t) => t,
                 };
                 json!({
@@ -201,12 +205,21 @@ impl AlertBook {
         Value::Array(alerts)
     }
 
-    /// Drop what has ended by `now_ms` and was sent to every Alertmanager since its
-    /// last change (`delivered_ms`: the oldest of their last successful sends).
-    pub fn prune(&mut self, now_ms: u64, delivered_ms: u64) {
+    /// After a round of sends at `now_ms`: an alert that fires by itself starts its
+    /// time once some Alertmanager took it (`delivered_any_ms`: the latest successful
+    /// send); what is over goes once every Alertmanager took it since its last change
+    /// (`delivered_all_ms`: the oldest of their last successful sends).
+    pub fn prune(&mut self, now_ms: u64, delivered_all_ms: u64, delivered_any_ms: u64) {
+        let lifetime = self.lifetime_ms();
+        for e in &mut self.entries {
+            if e.state == State::Fires && delivered_any_ms >= e.changed_ms {
+                e.state = State::EndsAt(delivered_any_ms + lifetime);
+                e.changed_ms = delivered_any_ms;
+            }
+        }
         self.entries.retain(|e| match e.state {
-            State::Holds => true,
-            State::EndsAt(t) => t > now_ms || e.changed_ms > delivered_ms,
+            State::Holds | State::Fires => true,
+            State::EndsAt(t) => t > now_ms || e.changed_ms > delivered_all_ms,
         });
     }
 }
@@ -325,8 +338,9 @@ pub fn start(
                         }
                     }
                 }
-                let delivered = targets.iter().map(|t| t.last_ok_ms).min().unwrap_or(0);
-                book.prune(now_ms(), delivered);
+                let all = targets.iter().map(|t| t.last_ok_ms).min().unwrap_or(0);
+                let any = targets.iter().map(|t| t.last_ok_ms).max().unwrap_or(0);
+                book.prune(now_ms(), all, any);
             }
         })
         .expect("spawn alertmanager thread");
@@ -396,19 +410,19 @@ mod tests {
             alerts(&book, 100_000)[0]["endsAt"],
             rfc3339(100_000 + 240_000)
         );
-        book.prune(500_000, 500_000);
+        book.prune(500_000, 500_000, 500_000);
         assert!(!book.is_empty(), "a holding alert is never dropped");
         book.apply(Notice::Resumed, 600_000);
         assert_eq!(alerts(&book, 601_000)[0]["endsAt"], rfc3339(600_000));
-        // Not yet delivered since it was resolved: kept.
-        book.prune(601_000, 599_000);
+        // Not yet delivered everywhere since it was resolved: kept.
+        book.prune(601_000, 599_000, 601_000);
         assert!(!book.is_empty());
-        book.prune(601_000, 601_000);
+        book.prune(601_000, 601_000, 601_000);
         assert!(book.is_empty());
     }
 
     #[test]
-    fn an_incident_that_stopped_nothing_fires_once_and_ends_by_itself() {
+    fn an_incident_that_stopped_nothing_fires_from_its_first_delivery_then_ends() {
         let mut book = AlertBook::new("node-a", RESEND);
         let mut inc = stall(4, 1_000);
         inc.stopped_heartbeat = false;
@@ -420,10 +434,20 @@ mod tests {
             1_000,
         );
         book.apply(Notice::Resumed, 2_000);
-        let a = &alerts(&book, 2_000)[0];
-        assert_eq!(a["endsAt"], rfc3339(1_000 + 240_000));
-        assert!(a["labels"].get("cgroup").is_none());
-        book.prune(241_001, 241_001);
+        assert!(alerts(&book, 2_000)[0]["labels"].get("cgroup").is_none());
+        // No Alertmanager took it yet (down for ten minutes): still firing when sent.
+        book.prune(600_000, 0, 0);
+        assert_eq!(
+            alerts(&book, 600_000)[0]["endsAt"],
+            rfc3339(600_000 + 240_000)
+        );
+        // Taken at 601 s: it fires until four resends later, then goes.
+        book.prune(601_000, 601_000, 601_000);
+        assert_eq!(
+            alerts(&book, 700_000)[0]["endsAt"],
+            rfc3339(601_000 + 240_000)
+        );
+        book.prune(841_001, 841_001, 841_001);
         assert!(book.is_empty());
     }
 

@@ -1,0 +1,194 @@
+//! Real Prometheus and Alertmanager servers for the fleet tests (Debian's `prometheus`
+//! and `prometheus-alertmanager`, provisioned by `cargo xtask provision`), each on a
+//! free 127.0.0.1 port with its data in a scratch directory, killed when dropped.
+//! Alertmanager runs without clustering (no gossip port), Prometheus scrapes and
+//! evaluates every second.
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::TempDir;
+
+/// A port nothing listens on now, on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `GET http://127.0.0.1:PORT/PATH` as JSON, or None if the server does not answer.
+pub fn get_json(port: u16, path: &str) -> Option<Value> {
+    let body = get_text(port, path)?;
+    serde_json::from_str(&body).ok()
+}
+
+/// `GET http://127.0.0.1:PORT/PATH` as text, or None if the server does not answer.
+pub fn get_text(port: u16, path: &str) -> Option<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    agent
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()
+}
+
+/// Poll `check` every 100 ms until it gives Some, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "no {what} within {limit:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A server process; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(program: &str, args: &[String], port: u16, dir: TempDir) -> Server {
+    let log = std::fs::File::create(dir.0.join("server.log")).unwrap();
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{program}: {e} (installed by `cargo xtask provision`, as root)")
+        });
+    let server = Server {
+        child,
+        port,
+        _dir: dir,
+    };
+    wait_for(Duration::from_secs(20), &format!("{program} ready"), || {
+        get_text(port, "/-/ready").map(|_| ())
+    });
+    server
+}
+
+/// The Alertmanager config the tests and the README's example share: every alert to a
+/// receiver that notifies nobody (the tests read alerts through the API).
+pub const ALERTMANAGER_CONFIG: &str = "\
+route:
+  receiver: nobody
+  group_by: [node, alertname]
+  group_wait: 1s
+receivers:
+  - name: nobody
+";
+
+/// Start an Alertmanager on `port`.
+pub fn alertmanager(port: u16) -> Server {
+    let dir = TempDir::new("alertmanager");
+    let config = dir.0.join("alertmanager.yml");
+    std::fs::write(&config, ALERTMANAGER_CONFIG).unwrap();
+    let args = vec![
+        format!("--config.file={}", config.display()),
+        format!("--storage.path={}", dir.0.join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        // No cluster: nothing gossips, nothing listens beyond the API port.
+        "--cluster.listen-address=".to_owned(),
+    ];
+    spawn("prometheus-alertmanager", &args, port, dir)
+}
+
+/// Start a Prometheus on a free port that loads `rules`, scrapes `nodes` as job
+/// "watchdog" and `monitors` as job "watchdog-fleet" every second, and sends its alerts
+/// to the Alertmanager on `alertmanager`, if any.
+pub fn prometheus(
+    rules: &Path,
+    nodes: &[u16],
+    monitors: &[u16],
+    alertmanager: Option<u16>,
+) -> Server {
+    let port = free_port();
+    let dir = TempDir::new("prometheus");
+    let targets = |ports: &[u16]| {
+        ports
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let alerting = alertmanager
+        .map(|p| {
+            format!("alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"127.0.0.1:{p}\"]\n")
+        })
+        .unwrap_or_default();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - {rules}\n{alerting}\
+         scrape_configs:\n\
+         \x20 - job_name: watchdog\n    static_configs:\n      - targets: [{nodes}]\n\
+         \x20 - job_name: watchdog-fleet\n    static_configs:\n      - targets: [{monitors}]\n",
+        rules = rules.display(),
+        nodes = targets(nodes),
+        monitors = targets(monitors),
+    );
+    let path = dir.0.join("prometheus.yml");
+    std::fs::write(&path, config).unwrap();
+    let args = vec![
+        format!("--config.file={}", path.display()),
+        format!("--storage.tsdb.path={}", dir.0.join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+    ];
+    spawn("prometheus", &args, port, dir)
+}
+
+/// An instant query's result vector from Prometheus on `port`.
+pub fn query(port: u16, expr: &str) -> Vec<Value> {
+    let enc: String = expr
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    get_json(port, &format!("/api/v1/query?query={enc}"))
+        .and_then(|v| v["data"]["result"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Prometheus' alerts (`/api/v1/alerts`) that are firing.
+pub fn firing(port: u16) -> Vec<Value> {
+    get_json(port, "/api/v1/alerts")
+        .and_then(|v| v["data"]["alerts"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["state"] == "firing")
+        .collect()
+}
+
+/// The alerts an Alertmanager holds now (`/api/v2/alerts`: active ones, resolved ones
+/// left out).
+pub fn alertmanager_alerts(port: u16) -> Vec<Value> {
+    get_json(port, "/api/v2/alerts")
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
