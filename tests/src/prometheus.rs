@@ -5,7 +5,7 @@
 //! evaluates every second.
 use std::{
     net::TcpListener,
-    path::Path,
+    path::PathBuf,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -92,22 +92,15 @@ fn spawn(program: &str, args: &[String], port: u16, dir: TempDir) -> Server {
     server
 }
 
-/// The Alertmanager config the tests and the README's example share: every alert to a
-/// receiver that notifies nobody (the tests read alerts through the API).
-pub const ALERTMANAGER_CONFIG: &str = "\
-route:
-  receiver: nobody
-  group_by: [node, alertname]
-  group_wait: 1s
-receivers:
-  - name: nobody
-";
+/// The shipped files (packaging/prometheus), which the tests run.
+pub fn packaging() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging/prometheus")
+}
 
 /// Start an Alertmanager on `port`.
 pub fn alertmanager(port: u16) -> Server {
     let dir = TempDir::new("alertmanager");
-    let config = dir.0.join("alertmanager.yml");
-    std::fs::write(&config, ALERTMANAGER_CONFIG).unwrap();
+    let config = packaging().join("alertmanager.yml");
     let args = vec![
         format!("--config.file={}", config.display()),
         format!("--storage.path={}", dir.0.join("data").display()),
@@ -118,38 +111,41 @@ pub fn alertmanager(port: u16) -> Server {
     spawn("prometheus-alertmanager", &args, port, dir)
 }
 
-/// Start a Prometheus on a free port that loads `rules`, scrapes `nodes` as job
-/// "watchdog" and `monitors` as job "watchdog-fleet" every second, and sends its alerts
-/// to the Alertmanager on `alertmanager`, if any.
-pub fn prometheus(
-    rules: &Path,
-    nodes: &[u16],
-    monitors: &[u16],
-    alertmanager: Option<u16>,
-) -> Server {
+/// Start a Prometheus on a free port with the shipped prometheus.yml, its three target
+/// lists (Alertmanagers, nodes as job "watchdog", monitors as job "watchdog-fleet") set
+/// to `alertmanager`, `nodes` and `monitors` on 127.0.0.1, scraping and evaluating every
+/// second, and the shipped rules.
+pub fn prometheus(nodes: &[u16], monitors: &[u16], alertmanager: u16) -> Server {
     let port = free_port();
     let dir = TempDir::new("prometheus");
-    let targets = |ports: &[u16]| {
-        ports
-            .iter()
-            .map(|p| format!("\"127.0.0.1:{p}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let alerting = alertmanager
-        .map(|p| {
-            format!("alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"127.0.0.1:{p}\"]\n")
+    let shipped = std::fs::read_to_string(packaging().join("prometheus.yml")).unwrap();
+    let mut lists = [vec![alertmanager], nodes.to_vec(), monitors.to_vec()].into_iter();
+    let config: String = shipped
+        .lines()
+        .map(|l| {
+            let indent = &l[..l.len() - l.trim_start().len()];
+            if l.trim_start().starts_with("- targets:") {
+                let ports = lists.next().expect("three target lists in prometheus.yml");
+                let targets: Vec<String> =
+                    ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+                format!("{indent}- targets: [{}]\n", targets.join(", "))
+            } else if l.trim_start().starts_with("scrape_interval:") {
+                format!("{indent}scrape_interval: 1s\n")
+            } else if l.trim_start().starts_with("evaluation_interval:") {
+                format!("{indent}evaluation_interval: 1s\n")
+            } else if l.trim() == "- watchdog.rules.yml" {
+                format!(
+                    "{indent}- {}\n",
+                    packaging().join("watchdog.rules.yml").display()
+                )
+            } else {
+                format!("{l}\n")
+            }
         })
-        .unwrap_or_default();
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-         rule_files:\n  - {rules}\n{alerting}\
-         scrape_configs:\n\
-         \x20 - job_name: watchdog\n    static_configs:\n      - targets: [{nodes}]\n\
-         \x20 - job_name: watchdog-fleet\n    static_configs:\n      - targets: [{monitors}]\n",
-        rules = rules.display(),
-        nodes = targets(nodes),
-        monitors = targets(monitors),
+        .collect();
+    assert!(
+        lists.next().is_none(),
+        "prometheus.yml has three target lists"
     );
     let path = dir.0.join("prometheus.yml");
     std::fs::write(&path, config).unwrap();

@@ -16,7 +16,7 @@ use watchdog::heartbeat::packet::Heartbeat;
 use watchdog_tests::{prometheus::*, *};
 
 fn rules_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging/prometheus")
+    packaging()
 }
 
 /// A fleet monitor: `wdctl heartbeat listen --metrics` on the group, killed when dropped.
@@ -218,12 +218,7 @@ fn prometheus_and_alertmanager_see_one_node_of_two_stall_and_resume() {
             push(o)
         })
         .start();
-    let prom = prometheus(
-        &rules_dir().join("watchdog.rules.yml"),
-        &[port_a, port_b],
-        &[monitor.port],
-        Some(am.port),
-    );
+    let prom = prometheus(&[port_a, port_b], &[monitor.port], am.port);
     let sending = |port: u16| {
         query(
             prom.port,

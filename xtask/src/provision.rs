@@ -14,7 +14,8 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// systemd for `systemd-analyze verify` of the unit file; python3 (its sqlite3) for a
 /// test that locks the incident store as another process would; keepalived and Pacemaker
 /// with corosync, which the failover tests run for real; systemd-nspawn and mmdebstrap,
-/// to boot a real systemd for the shipped unit's test (see [`nspawn_tree`]).
+/// to boot a real systemd for the shipped unit's test (see [`nspawn_tree`]); Prometheus
+/// (with promtool) and Alertmanager, which the fleet tests run.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libzstd-dev",
@@ -29,6 +30,8 @@ const APT_PACKAGES: &[&str] = &[
     "systemd-container",
     "mmdebstrap",
     "gpg",
+    "prometheus",
+    "prometheus-alertmanager",
 ];
 
 /// The Debian tree the unit's test boots with systemd-nspawn (tests/src/nspawn.rs):
