@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub kernel_lines: u64,
     /// Kernel log lines at level err or worse that no rule knows.
     pub unmatched_error_lines: u64,
+    /// (destination, pending, failed) of the incident outbox.
+    pub outbox: Vec<(String, u64, u64)>,
     /// Pushes of the alerts to an Alertmanager that succeeded, and that failed.
     pub alertmanager_sent: u64,
     pub alertmanager_failures: u64,
@@ -55,6 +57,8 @@ pub struct Metrics {
     unmatched_error_lines: Gauge,
     alertmanager_sent: Counter,
     alertmanager_failures: Counter,
+    outbox_pending: Family<Labels, Gauge>,
+    outbox_failed: Family<Labels, Gauge>,
 }
 
 fn histogram() -> Histogram {
@@ -84,6 +88,8 @@ impl Default for Metrics {
             unmatched_error_lines: Gauge::default(),
             alertmanager_sent: Counter::default(),
             alertmanager_failures: Counter::default(),
+            outbox_pending: Family::default(),
+            outbox_failed: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -153,6 +159,16 @@ impl Default for Metrics {
                 m.gated_packets.clone(),
             );
             r.register(
+                "outbox_pending",
+                "Incidents not delivered yet, by destination (exec-hook, alertmanager)",
+                m.outbox_pending.clone(),
+            );
+            r.register(
+                "outbox_failed",
+                "Incidents not delivered yet whose delivery failed at least once (it is retried), by destination",
+                m.outbox_failed.clone(),
+            );
+            r.register(
                 "alertmanager_sends",
                 "Pushes of the alerts to an Alertmanager that it accepted",
                 m.alertmanager_sent.clone(),
@@ -213,6 +229,14 @@ impl Metrics {
         self.kernel_lines.set(now.kernel_lines as i64);
         self.unmatched_error_lines
             .set(now.unmatched_error_lines as i64);
+        for (dest, pending, failed) in &now.outbox {
+            self.outbox_pending
+                .get_or_create(&label("destination", dest))
+                .set(*pending as i64);
+            self.outbox_failed
+                .get_or_create(&label("destination", dest))
+                .set(*failed as i64);
+        }
         // Counters only go up: add what is new since the last scrape.
         for (counter, total) in [
             (&self.alertmanager_sent, now.alertmanager_sent),
@@ -314,6 +338,7 @@ mod tests {
             stopped_reason: Some("thread 7 (db) of pid 6: vfork".into()),
             alertmanager_sent: 3,
             alertmanager_failures: 1,
+            outbox: vec![("exec-hook".into(), 2, 1)],
             heartbeats_sent: 12,
             monitored_threads: 7,
             lost_events: 0,
@@ -333,6 +358,8 @@ mod tests {
             "watchdog_gated_packets_total{gate=\"udp:5405\"} 40",
             "watchdog_kernel_lines_unmatched_errors 2",
             "watchdog_alertmanager_failures_total 1",
+            "watchdog_outbox_pending{destination=\"exec-hook\"} 2",
+            "watchdog_outbox_failed{destination=\"exec-hook\"} 1",
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }

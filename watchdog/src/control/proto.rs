@@ -73,6 +73,9 @@ pub struct StatusReport {
     /// The gates that are closed now.
     #[serde(default)]
     pub gates_closed: Vec<String>,
+    /// Deliveries of incidents not made yet, per destination (the outbox).
+    #[serde(default)]
+    pub outbox: Vec<crate::incidents::store::OutboxCounts>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -94,15 +94,19 @@ struct TestHooks {
     /// `WATCHDOG_TEST_STALL_READER_MS`: the event reader stops this long after start,
     /// as a wedged one would (the heartbeat must then stop).
     reader_stops_at: Option<u64>,
+    /// `WATCHDOG_TEST_HOLD_DELIVERY_MS`: each incident waits this long between being
+    /// stored and being delivered (a window for a crash between the two).
+    hold_delivery: Option<Duration>,
 }
 
 impl TestHooks {
     fn from_env() -> Self {
-        let reader_stops_at = std::env::var("WATCHDOG_TEST_STALL_READER_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|ms| monotonic_ns() + ms * 1_000_000);
-        TestHooks { reader_stops_at }
+        let ms = |name| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        TestHooks {
+            reader_stops_at: ms("WATCHDOG_TEST_STALL_READER_MS")
+                .map(|ms| monotonic_ns() + ms * 1_000_000),
+            hold_delivery: ms("WATCHDOG_TEST_HOLD_DELIVERY_MS").map(Duration::from_millis),
+        }
     }
 }
 
@@ -146,13 +150,24 @@ async fn run_bound(
     let store = Arc::new(Mutex::new(store));
     let sink_stats = Arc::new(SinkStats::default());
     let alertmanager_stats = Arc::new(AlertmanagerStats::default());
+    let hooks = TestHooks::from_env();
+    let (sink_tx, sink_rx) = std::sync::mpsc::channel();
     let alertmanager = (!settings.config.alertmanagers.is_empty()).then(|| {
+        // Once an Alertmanager took an incident, the outbox hears of it.
+        let report = Mutex::new(sink_tx.clone());
         alertmanager::start(
             settings.config.alertmanagers.clone(),
             settings.node_id.clone(),
             settings.config.alertmanager_resend,
             ALERTMANAGER_TIMEOUT,
             alertmanager_stats.clone(),
+            Box::new(move |id| {
+                let _ = lock(&report).send(alert::Sink::Delivered {
+                    id,
+                    destination: alert::ALERTMANAGER,
+                    result: Ok(()),
+                });
+            }),
         )
     });
     if let (Some(am), Some((reason, at_unix_ms))) = (&alertmanager, &latched) {
@@ -163,12 +178,20 @@ async fn run_bound(
     }
     let sink = alert::start(
         store.clone(),
-        settings.config.exec_hook.clone().map(|program| ExecHook {
-            program,
-            timeout: settings.config.exec_hook_timeout,
-        }),
-        alertmanager,
+        alert::Destinations {
+            hook: settings.config.exec_hook.clone().map(|program| ExecHook {
+                program,
+                timeout: settings.config.exec_hook_timeout,
+            }),
+            alertmanager,
+            origin: alert::Origin {
+                node: settings.node_id.clone(),
+                boot_id: procfs::boot_id(),
+            },
+            hold: hooks.hold_delivery,
+        },
         sink_stats.clone(),
+        (sink_tx, sink_rx),
     );
     // Program names of the processes monitored from the start (for how they end).
     let initial_named: Vec<(u32, usize, Option<String>)> = initial
@@ -278,11 +301,7 @@ async fn run_bound(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let tasks = [
-        tokio::spawn(tasks::read_events(
-            shared.clone(),
-            channels.events,
-            TestHooks::from_env(),
-        )),
+        tokio::spawn(tasks::read_events(shared.clone(), channels.events, hooks)),
         tokio::spawn(tasks::scan(shared.clone(), channels.inflight)),
         tokio::spawn(tasks::watch_losses(shared.clone(), channels.counters)),
         tokio::spawn(tasks::auto_resume(shared.clone())),

@@ -71,6 +71,12 @@ fn monitored(shared: &Shared) -> (Vec<u32>, usize) {
     (pids, threads)
 }
 
+/// The outbox's counts (none if the store cannot say now: a status never waits on it
+/// for long).
+fn outbox(shared: &Shared) -> Vec<crate::incidents::store::OutboxCounts> {
+    lock(&shared.store).outbox_counts().unwrap_or_default()
+}
+
 fn status(shared: &Shared) -> StatusReport {
     let (pids, threads) = monitored(shared);
     let stats = &shared.sink_stats;
@@ -105,6 +111,7 @@ fn status(shared: &Shared) -> StatusReport {
         incident_store_errors: load(&stats.store_errors),
         exec_hook_runs: load(&stats.hook_runs),
         exec_hook_failures: load(&stats.hook_failures),
+        outbox: outbox(shared),
     }
 }
 
@@ -114,6 +121,10 @@ pub(super) fn metrics_snapshot(s: &Shared) -> Snapshot {
     Snapshot {
         heartbeat_sending: s.latch.is_open(),
         stopped_reason: s.latch.reason(),
+        outbox: outbox(s)
+            .into_iter()
+            .map(|o| (o.destination, o.pending, o.failed))
+            .collect(),
         alertmanager_sent: s.alertmanager_stats.sent.load(Ordering::Relaxed),
         alertmanager_failures: s.alertmanager_stats.failures.load(Ordering::Relaxed),
         heartbeats_sent: s.sender.sent(),

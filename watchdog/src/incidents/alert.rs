@@ -1,7 +1,11 @@
-//! Alert sinks. Every incident is stored first, then logged, then handed to the
-//! Alertmanager sender (a thread of its own) and the exec hook, on a thread of its own:
-//! nothing here can hold up the heartbeat.
+//! Alert sinks. Every incident is stored first, with a row per destination in the
+//! store's outbox (in the same transaction), then logged, then delivered from the
+//! outbox: to the Alertmanager sender (a thread of its own) and to the exec hook (a
+//! thread per run), each delivery recorded when it ends, a failed one retried with
+//! backoff, and what a crash interrupted delivered after the restart. All on a thread
+//! of its own: nothing here can hold up the heartbeat.
 use std::{
+    collections::HashSet,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -36,9 +40,22 @@ pub struct SinkStats {
     pub hook_failures: AtomicU64,
 }
 
-/// Hooks running at once, at most; more are refused (and counted) rather than queued
+/// Hooks running at once, at most; the others wait in the outbox rather than queue
 /// behind a hook that hangs.
 const MAX_HOOKS_RUNNING: u64 = 4;
+
+/// Outbox destinations (the `destination` of its rows).
+pub const HOOK: &str = "exec-hook";
+pub const ALERTMANAGER: &str = "alertmanager";
+
+/// How often the outbox is looked at for deliveries that are due (retries, and what a
+/// restart found undelivered).
+const OUTBOX_TICK: Duration = Duration::from_secs(1);
+
+/// A failed delivery is tried again after 2 s, doubling each time, at most 5 minutes.
+fn retry_after(attempts: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(attempts.min(16))).min(Duration::from_secs(300))
+}
 
 /// An incident to record, and whether it runs the exec hook (its target may have opted
 /// out).
@@ -55,68 +72,251 @@ pub enum Sink {
     /// The heartbeat was stopped by a verdict (Some, with the reason) or resumed (None):
     /// kept in the store, so a restarted daemon keeps it stopped.
     Latch(Option<String>),
+    /// A delivery of incident `id` to `destination` ended: done, or failed (why).
+    Delivered {
+        id: i64,
+        destination: &'static str,
+        result: Result<(), String>,
+    },
 }
 
-/// Start the sink thread; send incidents and latches to the returned sender.
+/// Who the incidents are from: with the incident id, what lets a receiver drop a
+/// duplicate (a delivery that a crash interrupted is made again after the restart).
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub node: String,
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
+}
+
+impl Origin {
+    pub fn key(&self, id: i64) -> String {
+        format!("{}/{}/{id}", self.node, self.boot_id)
+    }
+}
+
+/// Where incidents go once stored.
+pub struct Destinations {
+    pub hook: Option<ExecHook>,
+    pub alertmanager: Option<mpsc::Sender<Notice>>,
+    pub origin: Origin,
+    /// Test hook: hold each stored incident this long before delivering it.
+    pub hold: Option<Duration>,
+}
+
+/// Start the sink thread on `channel` (made by the caller, so that a destination can
+/// report deliveries to it); send incidents and latches to its sender.
 pub fn start(
     store: Arc<Mutex<Store>>,
-    hook: Option<ExecHook>,
-    alertmanager: Option<mpsc::Sender<Notice>>,
+    to: Destinations,
     stats: Arc<SinkStats>,
+    channel: (mpsc::Sender<Sink>, mpsc::Receiver<Sink>),
 ) -> mpsc::Sender<Sink> {
-    let (tx, rx) = mpsc::channel::<Sink>();
-    let running = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = channel;
+    let back = tx.clone();
     thread::Builder::new()
         .name("wd-alerts".into())
         .spawn(move || {
-            for message in rx {
-                let Alert {
-                    incident: mut inc,
-                    run_hook: hook_wanted,
-                } = match message {
-                    Sink::Alert(alert) => *alert,
-                    Sink::Latch(latch) => {
-                        let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-                        let done = match &latch {
-                            Some(reason) => store.set_latch(reason, super::now_unix_ms()),
-                            None => store.clear_latch(),
-                        };
-                        if let Err(e) = done {
-                            tracing::error!(error = %e, "the heartbeat's latch is not kept: a restarted daemon may send it");
-                        }
-                        if let (None, Some(am)) = (&latch, &alertmanager) {
-                            let _ = am.send(Notice::Resumed);
-                        }
-                        continue;
-                    }
-                };
-                match store
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(&mut inc)
-                {
-                    Ok(_) => stats.stored.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        // Still alert: losing the record must not lose the alert.
-                        tracing::error!(error = %e, "incident not stored");
-                        stats.store_errors.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                log(&inc);
-                if let Some(am) = &alertmanager {
-                    let cgroup = inc.pid.and_then(procfs::cgroup_path);
-                    let _ = am.send(Notice::Incident {
-                        incident: Box::new(inc.clone()),
-                        cgroup,
-                    });
+            let mut outbox = Outbox {
+                store,
+                to,
+                stats,
+                back,
+                running: Arc::new(AtomicU64::new(0)),
+                in_flight: HashSet::new(),
+            };
+            loop {
+                match rx.recv_timeout(OUTBOX_TICK) {
+                    Ok(Sink::Alert(alert)) => outbox.take(*alert),
+                    Ok(Sink::Latch(latch)) => outbox.latch(latch),
+                    Ok(Sink::Delivered {
+                        id,
+                        destination,
+                        result,
+                    }) => outbox.delivered(id, destination, result),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
-                if let Some(h) = hook.as_ref().filter(|_| hook_wanted) {
-                    run_hook(h, &inc, &stats, &running);
-                }
+                outbox.deliver_due();
             }
         })
         .expect("spawn alert thread");
     tx
+}
+
+/// The sink thread's state: the store, where deliveries go, and what is being
+/// delivered now.
+struct Outbox {
+    store: Arc<Mutex<Store>>,
+    to: Destinations,
+    stats: Arc<SinkStats>,
+    /// The sink's own channel: deliveries report back through it.
+    back: mpsc::Sender<Sink>,
+    running: Arc<AtomicU64>,
+    /// (incident, destination) handed out and not yet reported back.
+    in_flight: HashSet<(i64, &'static str)>,
+}
+
+impl Outbox {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Store an incident with its deliveries, log it; delivery follows from the outbox.
+    fn take(&mut self, alert: Alert) {
+        let Alert {
+            incident: mut inc,
+            run_hook,
+        } = alert;
+        let mut destinations = Vec::new();
+        if self.to.hook.is_some() && run_hook {
+            destinations.push(HOOK);
+        }
+        if self.to.alertmanager.is_some() {
+            destinations.push(ALERTMANAGER);
+        }
+        let stored = self.store().insert_for(&mut inc, &destinations);
+        match stored {
+            Ok(_) => {
+                self.stats.stored.fetch_add(1, Ordering::Relaxed);
+                log(&inc);
+                if let Some(hold) = self.to.hold {
+                    tracing::warn!(
+                        hold_ms = hold.as_millis() as u64,
+                        "test hook: holding the incident before delivery"
+                    );
+                    thread::sleep(hold);
+                }
+            }
+            Err(e) => {
+                // Still alert, once and now: losing the record must not lose the alert.
+                tracing::error!(error = %e, "incident not stored: delivered without the outbox");
+                self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                log(&inc);
+                if destinations.contains(&ALERTMANAGER) {
+                    self.to_alertmanager(inc.clone());
+                }
+                if let Some(hook) = self.to.hook.clone().filter(|_| run_hook) {
+                    self.run_hook(&hook, &inc);
+                }
+            }
+        }
+    }
+
+    fn latch(&mut self, latch: Option<String>) {
+        let done = match &latch {
+            Some(reason) => self.store().set_latch(reason, super::now_unix_ms()),
+            None => self.store().clear_latch(),
+        };
+        if let Err(e) = done {
+            tracing::error!(error = %e, "the heartbeat's latch is not kept: a restarted daemon may send it");
+        }
+        if let (None, Some(am)) = (&latch, &self.to.alertmanager) {
+            let _ = am.send(Notice::Resumed);
+        }
+    }
+
+    fn delivered(&mut self, id: i64, destination: &'static str, result: Result<(), String>) {
+        self.in_flight.remove(&(id, destination));
+        let mut store = self.store();
+        let done = match &result {
+            Ok(()) => store.delivered(id, destination),
+            Err(e) => {
+                let attempts = store
+                    .due(destination, u64::MAX >> 1)
+                    .ok()
+                    .and_then(|d| d.into_iter().find(|(i, _)| *i == id))
+                    .map_or(0, |(_, a)| a);
+                let next = super::now_unix_ms() + retry_after(attempts).as_millis() as u64;
+                tracing::warn!(incident = id, destination, error = %e, retry_in_ms = next - super::now_unix_ms(), "delivery failed: retried");
+                store.failed(id, destination, e, next)
+            }
+        };
+        if let Err(e) = done {
+            tracing::error!(incident = id, destination, error = %e, "the outbox could not record a delivery");
+        }
+    }
+
+    /// Hand out every delivery that is due and not under way.
+    fn deliver_due(&mut self) {
+        let now = super::now_unix_ms();
+        for destination in [HOOK, ALERTMANAGER] {
+            let due = match self.store().due(destination, now) {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the outbox");
+                    continue;
+                }
+            };
+            for (id, _) in due {
+                if self.in_flight.contains(&(id, destination)) {
+                    continue;
+                }
+                if destination == HOOK && self.running.load(Ordering::Acquire) >= MAX_HOOKS_RUNNING
+                {
+                    break;
+                }
+                let Ok(Some(inc)) = self.store().get(id) else {
+                    continue;
+                };
+                self.in_flight.insert((id, destination));
+                match destination {
+                    HOOK => match self.to.hook.clone() {
+                        Some(hook) => self.run_hook(&hook, &inc),
+                        None => self.report(id, HOOK, Err("no exec hook configured now".into())),
+                    },
+                    _ => self.to_alertmanager(inc),
+                }
+            }
+        }
+    }
+
+    fn report(&self, id: i64, destination: &'static str, result: Result<(), String>) {
+        let _ = self.back.send(Sink::Delivered {
+            id,
+            destination,
+            result,
+        });
+    }
+
+    fn to_alertmanager(&mut self, inc: Incident) {
+        let Some(am) = &self.to.alertmanager else {
+            return;
+        };
+        let cgroup = inc.pid.and_then(procfs::cgroup_path);
+        let key = inc.id.map(|id| self.to.origin.key(id));
+        let _ = am.send(Notice::Incident {
+            incident: Box::new(inc),
+            cgroup,
+            key,
+        });
+    }
+
+    fn run_hook(&self, hook: &ExecHook, inc: &Incident) {
+        self.stats.hook_runs.fetch_add(1, Ordering::Relaxed);
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let hook = hook.clone();
+        let body = serde_json::to_vec(inc).expect("incidents serialize");
+        let args = [inc.class.clone(), inc.host.clone(), inc.summary.clone()];
+        let id = inc.id;
+        let key = id.map(|i| self.to.origin.key(i)).unwrap_or_default();
+        let (stats, running, back) = (self.stats.clone(), self.running.clone(), self.back.clone());
+        thread::spawn(move || {
+            let result = exec(&hook, &args, &body, id, &key);
+            running.fetch_sub(1, Ordering::AcqRel);
+            if let Err(e) = &result {
+                stats.hook_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(program = %hook.program.display(), incident = id, error = %e, "exec hook failed");
+            }
+            if let Some(id) = id {
+                let _ = back.send(Sink::Delivered {
+                    id,
+                    destination: HOOK,
+                    result,
+                });
+            }
+        });
+    }
 }
 
 fn log(inc: &Incident) {
@@ -166,38 +366,25 @@ fn log(inc: &Incident) {
     }
 }
 
-fn run_hook(hook: &ExecHook, inc: &Incident, stats: &Arc<SinkStats>, running: &Arc<AtomicU64>) {
-    stats.hook_runs.fetch_add(1, Ordering::Relaxed);
-    if running.fetch_add(1, Ordering::AcqRel) >= MAX_HOOKS_RUNNING {
-        running.fetch_sub(1, Ordering::AcqRel);
-        stats.hook_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(program = %hook.program.display(), incident = inc.id, "exec hook not run: {MAX_HOOKS_RUNNING} still running");
-        return;
-    }
-    let hook = hook.clone();
-    let body = serde_json::to_vec(inc).expect("incidents serialize");
-    let args = [inc.class.clone(), inc.host.clone(), inc.summary.clone()];
-    let id = inc.id;
-    let (stats, running) = (stats.clone(), running.clone());
-    thread::spawn(move || {
-        let result = exec(&hook, &args, &body, id);
-        running.fetch_sub(1, Ordering::AcqRel);
-        if let Err(e) = result {
-            stats.hook_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(program = %hook.program.display(), incident = id, error = %e, "exec hook failed");
-        }
-    });
-}
-
 /// Run the hook for incident `id`: `PROGRAM CLASS HOST SUMMARY`, the incident as JSON on
-/// stdin, `WATCHDOG_INCIDENT_ID` in the environment.
-fn exec(hook: &ExecHook, args: &[String; 3], body: &[u8], id: Option<i64>) -> Result<(), String> {
+/// stdin, `WATCHDOG_INCIDENT_ID` and `WATCHDOG_INCIDENT_KEY` (node/boot id/incident id:
+/// the same key again is the same incident delivered again) in the environment.
+fn exec(
+    hook: &ExecHook,
+    args: &[String; 3],
+    body: &[u8],
+    id: Option<i64>,
+    key: &str,
+) -> Result<(), String> {
     let id = id.map(|i| i.to_string()).unwrap_or_default();
     crate::program::run(
         &hook.program,
         args,
         body,
-        &[("WATCHDOG_INCIDENT_ID", id)],
+        &[
+            ("WATCHDOG_INCIDENT_ID", id),
+            ("WATCHDOG_INCIDENT_KEY", key.to_owned()),
+        ],
         hook.timeout,
     )
 }
@@ -222,14 +409,21 @@ mod tests {
     #[test]
     fn a_hook_that_succeeds() {
         assert_eq!(
-            exec(&hook("/bin/true", 5000), &args(), b"{}", Some(1)),
+            exec(&hook("/bin/true", 5000), &args(), b"{}", Some(1), "n/b/1"),
             Ok(())
         );
     }
 
     #[test]
     fn a_missing_hook_is_named() {
-        let e = exec(&hook("/nonexistent/hook", 5000), &args(), b"{}", Some(1)).unwrap_err();
+        let e = exec(
+            &hook("/nonexistent/hook", 5000),
+            &args(),
+            b"{}",
+            Some(1),
+            "n/b/1",
+        )
+        .unwrap_err();
         assert!(
             e.starts_with("cannot run it: No such file or directory"),
             "{e}"
@@ -243,6 +437,7 @@ mod tests {
             &["-c".into(), "echo broken >&2; exit 3".into(), "x".into()],
             b"",
             None,
+            "",
         )
         .unwrap_err();
         assert_eq!(e, "exited with exit status: 3: broken");
@@ -256,6 +451,7 @@ mod tests {
             &["-c".into(), "sleep 30".into(), "x".into()],
             b"",
             None,
+            "",
         )
         .unwrap_err();
         assert_eq!(e, "killed after the 200ms timeout, with its process group");
@@ -290,6 +486,7 @@ mod tests {
             &["-c".into(), script, "x".into()],
             &body,
             None,
+            "",
         )
         .unwrap_err();
         assert!(e.starts_with("killed after the 300ms timeout"), "{e}");
@@ -323,6 +520,7 @@ mod tests {
             ],
             b"",
             None,
+            "",
         )
         .unwrap_err();
         assert_eq!(e, "exited with exit status: 3: broken");

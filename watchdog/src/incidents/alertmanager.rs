@@ -25,10 +25,12 @@ use super::{Incident, Kind};
 /// What the sender is told.
 #[derive(Debug)]
 pub enum Notice {
-    /// A stored incident, with the cgroup of its process if known.
+    /// A stored incident, with the cgroup of its process if known, and its key
+    /// (node/boot id/incident id: the same alert again, if a restart sends it again).
     Incident {
         incident: Box<Incident>,
         cgroup: Option<String>,
+        key: Option<String>,
     },
     /// The heartbeat was stopped before this daemon started (the store says so, and
     /// why): the latch holds, though the incident that closed it is not in the book.
@@ -58,6 +60,10 @@ struct Entry {
     /// When it last changed (ms): sent since then to every Alertmanager, and ended, it
     /// can go.
     changed_ms: u64,
+    /// The incident it is (None for the latch from before a restart), until some
+    /// Alertmanager took it: then it is reported delivered, once.
+    undelivered: Option<i64>,
+    added_ms: u64,
 }
 
 /// The alerts to send, as they are now. Pure.
@@ -87,7 +93,11 @@ impl AlertBook {
     /// Take in what the sender was told at `now_ms`.
     pub fn apply(&mut self, notice: Notice, now_ms: u64) {
         match notice {
-            Notice::Incident { incident, cgroup } => self.add(&incident, cgroup, now_ms),
+            Notice::Incident {
+                incident,
+                cgroup,
+                key,
+            } => self.add(&incident, cgroup, key, now_ms),
             Notice::LatchedBeforeStart { reason, at_unix_ms } => {
                 let mut labels = self.base_labels("heartbeat-stopped", "latch", "critical");
                 labels.insert("incident".into(), format!("latch-{at_unix_ms}"));
@@ -107,6 +117,8 @@ impl AlertBook {
                     starts_at_ms: at_unix_ms,
                     state: State::Holds,
                     changed_ms: now_ms,
+                    undelivered: None,
+                    added_ms: now_ms,
                 });
             }
             Notice::Resumed => {
@@ -130,16 +142,17 @@ impl AlertBook {
         ])
     }
 
-    fn add(&mut self, inc: &Incident, cgroup: Option<String>, now_ms: u64) {
+    fn add(&mut self, inc: &Incident, cgroup: Option<String>, key: Option<String>, now_ms: u64) {
         let severity = match (&inc.report, inc.kind) {
             (Some(r), _) if !inc.stopped_heartbeat => r.severity.as_str(),
             (_, Kind::OomVictim) if !inc.stopped_heartbeat => "error",
             _ => "critical",
         };
         let mut labels = self.base_labels(inc.kind.as_str(), &inc.class, severity);
-        // Each incident is an alert of its own (two stalls are two alerts).
-        if let Some(id) = inc.id {
-            labels.insert("incident".into(), id.to_string());
+        // Each incident is an alert of its own (two stalls are two alerts), and the
+        // same one again if a restart delivers it again.
+        if let Some(key) = key.or_else(|| inc.id.map(|id| id.to_string())) {
+            labels.insert("incident".into(), key);
         }
         if let Some(comm) = &inc.comm {
             labels.insert("comm".into(), comm.clone());
@@ -175,7 +188,19 @@ impl AlertBook {
             starts_at_ms: inc.at_unix_ms,
             state,
             changed_ms: now_ms,
+            undelivered: inc.id,
+            added_ms: now_ms,
         });
+    }
+
+    /// Incidents some Alertmanager took by `delivered_any_ms` (its latest successful
+    /// send) that were not reported yet: each is reported once.
+    pub fn newly_delivered(&mut self, delivered_any_ms: u64) -> Vec<i64> {
+        self.entries
+            .iter_mut()
+            .filter(|e| e.added_ms <= delivered_any_ms)
+            .filter_map(|e| e.undelivered.take())
+            .collect()
     }
 
     /// Whether anything is left to send.
@@ -259,12 +284,14 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Start the sender thread for `urls` (base URLs); tell it what happens through the
 /// returned channel.
+/// `delivered` hears of each incident once some Alertmanager took it.
 pub fn start(
     urls: Vec<String>,
     node: String,
     resend: Duration,
     timeout: Duration,
     stats: Arc<AlertmanagerStats>,
+    delivered: Box<dyn Fn(i64) + Send>,
 ) -> mpsc::Sender<Notice> {
     let (tx, rx) = mpsc::channel::<Notice>();
     thread::Builder::new()
@@ -340,6 +367,9 @@ pub fn start(
                 }
                 let all = targets.iter().map(|t| t.last_ok_ms).min().unwrap_or(0);
                 let any = targets.iter().map(|t| t.last_ok_ms).max().unwrap_or(0);
+                for id in book.newly_delivered(any) {
+                    delivered(id);
+                }
                 book.prune(now_ms(), all, any);
             }
         })
@@ -389,6 +419,7 @@ mod tests {
             Notice::Incident {
                 incident: Box::new(stall(3, 1_000)),
                 cgroup: Some("/system.slice/db.service".into()),
+                key: Some("node-a/b00t/3".into()),
             },
             1_000,
         );
@@ -396,7 +427,7 @@ mod tests {
         assert_eq!(
             a["labels"],
             json!({"alertname": "WatchdogIncident", "node": "node-a", "kind": "syscall-stall",
-                   "class": "syscall-budget", "severity": "critical", "incident": "3",
+                   "class": "syscall-budget", "severity": "critical", "incident": "node-a/b00t/3",
                    "comm": "stuck", "cgroup": "/system.slice/db.service"})
         );
         assert_eq!(
@@ -430,6 +461,7 @@ mod tests {
             Notice::Incident {
                 incident: Box::new(inc),
                 cgroup: None,
+                key: None,
             },
             1_000,
         );

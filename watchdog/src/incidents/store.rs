@@ -63,7 +63,28 @@ CREATE TABLE IF NOT EXISTS latch (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     reason TEXT NOT NULL,
     at_unix_ms INTEGER NOT NULL
+);
+-- Each incident's deliveries, one row per destination (exec-hook, alertmanager),
+-- written with the incident: what a crash interrupts is delivered after the restart.
+CREATE TABLE IF NOT EXISTS outbox (
+    incident_id INTEGER NOT NULL,
+    destination TEXT NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (incident_id, destination)
 );";
+
+/// What the outbox holds for one destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxCounts {
+    pub destination: String,
+    /// Not delivered yet (failed ones included).
+    pub pending: u64,
+    /// Not delivered, and at least one attempt failed.
+    pub failed: u64,
+}
 
 impl Store {
     /// Open (creating if needed) the store at `path`, keeping at most `max` incidents.
@@ -183,6 +204,16 @@ impl Store {
 
     /// Store an incident; sets and returns its id.
     pub fn insert(&mut self, inc: &mut Incident) -> Result<i64, StoreError> {
+        self.insert_for(inc, &[])
+    }
+
+    /// Store an incident and, in the same transaction, its deliveries to each of
+    /// `destinations`; sets and returns its id.
+    pub fn insert_for(
+        &mut self,
+        inc: &mut Incident,
+        destinations: &[&str],
+    ) -> Result<i64, StoreError> {
         self.reopen_if_gone()?;
         let tx = self.conn.transaction().map_err(|source| StoreError::Sql {
             path: self.path.clone(),
@@ -210,14 +241,26 @@ impl Store {
             source,
         })?;
         let id = tx.last_insert_rowid();
-        tx.execute(
+        for dest in destinations {
+            tx.execute(
+                "INSERT INTO outbox (incident_id, destination) VALUES (?1, ?2)",
+                params![id, dest],
+            )
+            .map_err(|source| StoreError::Sql {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        for table in [
             "DELETE FROM incidents WHERE id <= ?1",
-            params![id - self.max as i64],
-        )
-        .map_err(|source| StoreError::Sql {
-            path: self.path.clone(),
-            source,
-        })?;
+            "DELETE FROM outbox WHERE incident_id <= ?1",
+        ] {
+            tx.execute(table, params![id - self.max as i64])
+                .map_err(|source| StoreError::Sql {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        }
         tx.commit().map_err(|source| StoreError::Sql {
             path: self.path.clone(),
             source,
@@ -256,6 +299,76 @@ impl Store {
         rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
     }
 
+    /// Incidents not yet delivered to `destination` whose next attempt is due by
+    /// `now_ms`, oldest first: (incident id, attempts so far).
+    pub fn due(&self, destination: &str, now_ms: u64) -> Result<Vec<(i64, u32)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT incident_id, attempts FROM outbox
+                 WHERE destination = ?1 AND delivered = 0 AND next_attempt_ms <= ?2
+                 ORDER BY incident_id",
+            )
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![destination, now_ms as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(self.sql())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
+    }
+
+    /// Incident `id` was delivered to `destination`: never again.
+    pub fn delivered(&mut self, id: i64, destination: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET delivered = 1, attempts = attempts + 1, last_error = NULL
+                 WHERE incident_id = ?1 AND destination = ?2",
+                params![id, destination],
+            )
+            .map(drop)
+            .map_err(self.sql())
+    }
+
+    /// Delivering incident `id` to `destination` failed: try again at `next_ms`.
+    pub fn failed(
+        &mut self,
+        id: i64,
+        destination: &str,
+        error: &str,
+        next_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?3, next_attempt_ms = ?4
+                 WHERE incident_id = ?1 AND destination = ?2",
+                params![id, destination, error, next_ms as i64],
+            )
+            .map(drop)
+            .map_err(self.sql())
+    }
+
+    /// What is pending and what failed, per destination.
+    pub fn outbox_counts(&self) -> Result<Vec<OutboxCounts>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT destination, SUM(delivered = 0), SUM(delivered = 0 AND attempts > 0)
+                 FROM outbox GROUP BY destination ORDER BY destination",
+            )
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(OutboxCounts {
+                    destination: r.get(0)?,
+                    pending: r.get::<_, i64>(1)? as u64,
+                    failed: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .map_err(self.sql())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
+    }
+
     /// One incident, whole.
     pub fn get(&self, id: i64) -> Result<Option<Incident>, StoreError> {
         let body: Option<String> = self
@@ -285,6 +398,44 @@ impl Store {
 mod tests {
     use super::*;
     use crate::incidents::Kind;
+
+    #[test]
+    fn the_outbox_delivers_once_retries_when_due_and_survives_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("wd-outbox-{}", std::process::id()));
+        let path = dir.join("s.db");
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = Store::open(&path, 100).unwrap();
+        let a = s
+            .insert_for(&mut incident(1), &["exec-hook", "alertmanager"])
+            .unwrap();
+        let b = s.insert_for(&mut incident(2), &["exec-hook"]).unwrap();
+        assert_eq!(s.due("exec-hook", 0).unwrap(), [(a, 0), (b, 0)]);
+        s.failed(a, "exec-hook", "exit status 1", 5_000).unwrap();
+        s.delivered(b, "exec-hook").unwrap();
+        assert_eq!(s.due("exec-hook", 4_999).unwrap(), []);
+        // A restart: the store is all there is.
+        drop(s);
+        let mut s = Store::open(&path, 100).unwrap();
+        assert_eq!(s.due("exec-hook", 5_000).unwrap(), [(a, 1)]);
+        assert_eq!(
+            s.outbox_counts().unwrap(),
+            [
+                OutboxCounts {
+                    destination: "alertmanager".into(),
+                    pending: 1,
+                    failed: 0
+                },
+                OutboxCounts {
+                    destination: "exec-hook".into(),
+                    pending: 1,
+                    failed: 1
+                },
+            ]
+        );
+        s.delivered(a, "exec-hook").unwrap();
+        assert_eq!(s.due("exec-hook", u64::MAX >> 2).unwrap(), []);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn incident(n: u32) -> Incident {
         Incident {

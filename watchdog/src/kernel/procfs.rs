@@ -123,6 +123,13 @@ pub fn cgroup(path: &Path) -> Result<(PathBuf, u64), CgroupError> {
     }
 }
 
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), or `unknown`.
+pub fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// Process `pid`'s cgroup v2, as a path under the cgroup2 mount (`/system.slice/x`).
 pub fn cgroup_path(pid: u32) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;

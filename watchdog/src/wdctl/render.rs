@@ -126,6 +126,15 @@ pub fn status(s: &StatusReport) -> String {
         "incidents:          {} stored ({} store errors), exec hook {} runs ({} failed)",
         s.incidents_stored, s.incident_store_errors, s.exec_hook_runs, s.exec_hook_failures
     );
+    for o in &s.outbox {
+        let _ = writeln!(
+            out,
+            "outbox:             {}: {} pending ({} failed)",
+            crate::terminal::printable(&o.destination),
+            o.pending,
+            o.failed
+        );
+    }
     if s.stalls.is_empty() {
         let _ = writeln!(out, "stalls:             none");
     } else {
