@@ -194,7 +194,7 @@ impl Outbox {
                 self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
                 log(&inc);
                 if destinations.contains(&ALERTMANAGER) {
-                    self.to_alertmanager(inc.clone());
+                    self.send_to_alertmanager(inc.clone());
                 }
                 if let Some(hook) = self.to.hook.clone().filter(|_| run_hook) {
                     self.run_hook(&hook, &inc);
@@ -265,7 +265,7 @@ impl Outbox {
                         Some(hook) => self.run_hook(&hook, &inc),
                         None => self.report(id, HOOK, Err("no exec hook configured now".into())),
                     },
-                    _ => self.to_alertmanager(inc),
+                    _ => self.send_to_alertmanager(inc),
                 }
             }
         }
@@ -279,7 +279,7 @@ impl Outbox {
         });
     }
 
-    fn to_alertmanager(&mut self, inc: Incident) {
+    fn send_to_alertmanager(&mut self, inc: Incident) {
         let Some(am) = &self.to.alertmanager else {
             return;
         };
