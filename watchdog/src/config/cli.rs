@@ -281,6 +281,16 @@ pub struct DaemonArgs {
     /// [default: 60s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub alertmanager_resend: Option<Duration>,
+    /// Where to look at start for crash dumps of earlier boots, each made an incident
+    /// once: a pstore mount or a systemd-pstore archive. Repeatable [default:
+    /// /sys/fs/pstore and /var/lib/systemd/pstore].
+    #[arg(long = "pstore", value_name = "DIR")]
+    pub pstore_dirs: Vec<PathBuf>,
+    /// Delete a pstore record once its incident is stored, to free the backend's room
+    /// (a full EFI store can keep the next crash from being saved). Records in a
+    /// systemd-pstore archive are left as they are.
+    #[arg(long)]
+    pub pstore_unlink: bool,
 }
 
 /// An Alertmanager's base URL: `http://HOST[:PORT][/PATH]`, without a trailing slash.
@@ -424,6 +434,23 @@ pub enum WdctlCommand {
     /// Check classification rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Crash dumps of an earlier boot in a directory (a pstore mount, a systemd-pstore
+    /// archive, or a copy of either), offline: the incident each one makes, and the
+    /// files that are no dump (exit status 1 if any).
+    Harvest(HarvestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HarvestArgs {
+    /// The directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// JSON output: an array of incidents.
+    #[arg(long)]
+    pub json: bool,
+    /// Rules file to classify with, besides the built-in rules.
+    #[arg(long, value_name = "RULES")]
+    pub rules: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

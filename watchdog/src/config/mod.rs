@@ -152,6 +152,8 @@ pub struct FileConfig {
     pub exec_hook: HookSection,
     #[serde(default)]
     pub alertmanager: AlertmanagerSection,
+    #[serde(default)]
+    pub pstore: PstoreSection,
     /// `[[target]]`: targets with settings of their own.
     #[serde(default)]
     pub target: Vec<toml::Spanned<TargetSection>>,
@@ -274,6 +276,14 @@ pub struct StoreSection {
     pub max: Option<u64>,
 }
 
+/// `[pstore]`: crash dumps of earlier boots.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PstoreSection {
+    pub dirs: Option<Vec<PathBuf>>,
+    pub unlink: Option<bool>,
+}
+
 /// `[alertmanager]`: where incidents are pushed as alerts.
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -333,6 +343,10 @@ pub struct Config {
     pub alertmanagers: Vec<String>,
     /// How often a holding alert is sent again.
     pub alertmanager_resend: Duration,
+    /// Where crash dumps of earlier boots are looked for at start.
+    pub pstore_dirs: Vec<PathBuf>,
+    /// Delete a pstore record once its incident is stored.
+    pub pstore_unlink: bool,
     /// The service heartbeat gates, in the order configured.
     pub gates: Vec<GateSpec>,
     /// How long a dead daemon's gates stay open.
@@ -577,6 +591,19 @@ pub fn merge(
             .alertmanager_resend
             .or(file.alertmanager.resend)
             .unwrap_or(DEFAULT_ALERTMANAGER_RESEND),
+        pstore_dirs: if args.pstore_dirs.is_empty() {
+            file.pstore.dirs.unwrap_or_else(|| {
+                [
+                    crate::incidents::pstore::SYSFS,
+                    crate::incidents::pstore::SYSTEMD_ARCHIVE,
+                ]
+                .map(PathBuf::from)
+                .to_vec()
+            })
+        } else {
+            args.pstore_dirs.clone()
+        },
+        pstore_unlink: args.pstore_unlink || file.pstore.unlink.unwrap_or(false),
         gates,
         gate_grace,
         gate_pin_dir: args
@@ -834,7 +861,7 @@ mod tests {
     fn every_error_names_file_line_and_column() {
         assert_eq!(
             err("budget = \"2s\"\ncolour = \"blue\"\n"),
-            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `state_hook`, `auto_resume_after`, `stall_signal`, `stopped_budget`, `socket`, `metrics`, `probe_stats`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `alertmanager`, `target`, `gate`, `gate_grace`, `gate_pin_dir`"
+            "w.toml:2:1: unknown field `colour`, expected one of `pids`, `comms`, `cgroups`, `budget`, `budgets`, `class_budgets`, `track_file`, `state_hook`, `auto_resume_after`, `stall_signal`, `stopped_budget`, `socket`, `metrics`, `probe_stats`, `mlock`, `rt_priority`, `socket_group`, `rules`, `heartbeat`, `store`, `exec_hook`, `alertmanager`, `pstore`, `target`, `gate`, `gate_grace`, `gate_pin_dir`"
         );
         assert_eq!(
             err("budget = \"soon\"\n"),

@@ -7,7 +7,7 @@ pub mod realtime;
 mod reload;
 mod requests;
 pub mod sdnotify;
-mod settings;
+pub(crate) mod settings;
 mod shared;
 mod tasks;
 
@@ -33,6 +33,7 @@ use crate::{
     incidents::{
         alert::{self, ExecHook, SinkStats},
         alertmanager::{self, AlertmanagerStats},
+        pstore,
         store::{Store, StoreError},
     },
     judging::{
@@ -79,6 +80,9 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
 }
 
+/// Where ramoops keeps userspace lines across a reset.
+const PMSG_DEVICE: &str = "/dev/pmsg0";
+
 /// How long one push to an Alertmanager may take before it counts as failed.
 const ALERTMANAGER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -87,9 +91,58 @@ const ALERTMANAGER_TIMEOUT: Duration = Duration::from_secs(5);
 /// 500 ms).
 const LIVENESS_BOUND: Duration = Duration::from_secs(2);
 
+/// Crash dumps of earlier boots (pstore, systemd-pstore's archive) become incidents,
+/// each once; the outbox delivers them like any other. A pstore record is deleted once
+/// stored, if so configured.
+fn harvest_previous_boots(store: &mut Store, settings: &Settings) {
+    let c = &settings.config;
+    let mut destinations = Vec::new();
+    if c.exec_hook.is_some() {
+        destinations.push(alert::HOOK);
+    }
+    if !c.alertmanagers.is_empty() {
+        destinations.push(alert::ALERTMANAGER);
+    }
+    let mut found = Vec::new();
+    for dir in &c.pstore_dirs {
+        let (dumps, refused) = pstore::harvest_dir(dir);
+        for r in refused {
+            tracing::warn!(file = %r.path.display(), why = %r.why, "not a crash dump: left as it is, no incident");
+        }
+        found.extend(dumps.into_iter().map(|d| (dir.clone(), d)));
+    }
+    for (dir, dump) in found {
+        let mut inc = pstore::incident(&dump, &settings.rules, &settings.node_id);
+        match store.insert_harvested(&mut inc, &destinations, &dump.origin.key) {
+            Ok(Some(id)) => {
+                tracing::error!(incident = id, backend = %dump.origin.backend, summary = %inc.summary, "a crash of an earlier boot");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "a crash of an earlier boot could not be stored: its record is kept");
+                continue;
+            }
+        }
+        // Stored (now or before): its room in the backend can go. Only records of the
+        // pstore mount itself, never an archive's.
+        if c.pstore_unlink && dir.as_path() != std::path::Path::new(pstore::SYSTEMD_ARCHIVE) {
+            for file in dump
+                .origin
+                .files
+                .iter()
+                .filter(|f| f.parent() == Some(dir.as_path()))
+            {
+                if let Err(e) = std::fs::remove_file(file) {
+                    tracing::warn!(file = %file.display(), error = %e, "could not free a pstore record");
+                }
+            }
+        }
+    }
+}
+
 /// Hooks the end-to-end tests use to put the daemon in states a real fault would,
 /// read from the environment once at start.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct TestHooks {
     /// `WATCHDOG_TEST_STALL_READER_MS`: the event reader stops this long after start,
     /// as a wedged one would (the heartbeat must then stop).
@@ -97,6 +150,8 @@ struct TestHooks {
     /// `WATCHDOG_TEST_HOLD_DELIVERY_MS`: each incident waits this long between being
     /// stored and being delivered (a window for a crash between the two).
     hold_delivery: Option<Duration>,
+    /// `WATCHDOG_TEST_PMSG`: the file a stop's reason is written to, for `/dev/pmsg0`.
+    pmsg: Option<std::path::PathBuf>,
 }
 
 impl TestHooks {
@@ -106,6 +161,7 @@ impl TestHooks {
             reader_stops_at: ms("WATCHDOG_TEST_STALL_READER_MS")
                 .map(|ms| monotonic_ns() + ms * 1_000_000),
             hold_delivery: ms("WATCHDOG_TEST_HOLD_DELIVERY_MS").map(Duration::from_millis),
+            pmsg: std::env::var_os("WATCHDOG_TEST_PMSG").map(Into::into),
         }
     }
 }
@@ -147,6 +203,7 @@ async fn run_bound(
     let latched = store.latch()?;
     // Never smaller than the last start's, whatever the clock says now.
     let incarnation = store.next_incarnation(heartbeat::sender::incarnation)?;
+    harvest_previous_boots(&mut store, settings);
     let store = Arc::new(Mutex::new(store));
     let sink_stats = Arc::new(SinkStats::default());
     let alertmanager_stats = Arc::new(AlertmanagerStats::default());
@@ -189,6 +246,7 @@ async fn run_bound(
                 boot_id: procfs::boot_id(),
             },
             hold: hooks.hold_delivery,
+            pmsg: hooks.pmsg.clone().unwrap_or_else(|| PMSG_DEVICE.into()),
         },
         sink_stats.clone(),
         (sink_tx, sink_rx),

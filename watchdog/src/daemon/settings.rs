@@ -101,7 +101,7 @@ pub(super) fn resolve_gates(gates: &[GateSpec]) -> Result<Vec<ResolvedGate>, Dae
 }
 
 /// The host name, cut to what fits a heartbeat node id.
-fn hostname() -> String {
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: buffer and its length.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

@@ -102,6 +102,8 @@ pub struct Destinations {
     pub origin: Origin,
     /// Test hook: hold each stored incident this long before delivering it.
     pub hold: Option<Duration>,
+    /// Where a stop's reason is written for the next boot (`/dev/pmsg0`).
+    pub pmsg: PathBuf,
 }
 
 /// Start the sink thread on `channel` (made by the caller, so that a destination can
@@ -204,6 +206,11 @@ impl Outbox {
     }
 
     fn latch(&mut self, latch: Option<String>) {
+        // First, for the next boot: a node whose heartbeat stops may be reset next (a
+        // peer's fencing, a hardware watchdog).
+        if let Some(reason) = &latch {
+            super::pstore::write_pmsg(&self.to.pmsg, reason);
+        }
         let done = match &latch {
             Some(reason) => self.store().set_latch(reason, super::now_unix_ms()),
             None => self.store().clear_latch(),

@@ -160,6 +160,10 @@ impl AlertBook {
         if let Some(cgroup) = cgroup {
             labels.insert("cgroup".into(), cgroup);
         }
+        // A crash of an earlier boot, found in pstore: which backend kept it.
+        if let Some(pb) = &inc.previous_boot {
+            labels.insert("previous_boot".into(), pb.backend.clone());
+        }
         let mut description = Vec::new();
         if let Some(stall) = &inc.stall {
             description.push(stall.reason.clone());
@@ -405,6 +409,7 @@ mod tests {
             }),
             signal: None,
             gates_closed: vec![],
+            previous_boot: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! goes to once stored (log, Alertmanager, exec hook).
 pub mod alert;
 pub mod alertmanager;
+pub mod pstore;
 pub mod record;
 pub mod store;
 

@@ -88,6 +88,9 @@ pub struct Incident {
     /// The service heartbeat gates this incident closed (with the heartbeat it stopped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates_closed: Vec<String>,
+    /// Found in pstore at start: a crash of an earlier boot (see `incidents::pstore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_boot: Option<super::pstore::PreviousBoot>,
 }
 
 /// One row of `wdctl incidents`.

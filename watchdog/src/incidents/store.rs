@@ -74,6 +74,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_ms INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     PRIMARY KEY (incident_id, destination)
+);
+-- Crash dumps of earlier boots already made incidents (pstore), by their text's hash:
+-- found again (a restart, the same record in pstore and in systemd's archive), they
+-- are not a second incident.
+CREATE TABLE IF NOT EXISTS harvested (
+    key TEXT PRIMARY KEY,
+    incident_id INTEGER NOT NULL
 );";
 
 /// What the outbox holds for one destination.
@@ -207,12 +214,50 @@ impl Store {
         self.insert_for(inc, &[])
     }
 
+    /// Whether a crash dump with this key was made an incident already.
+    pub fn harvested(&self, key: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM harvested WHERE key = ?1",
+                params![key],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(self.sql())
+    }
+
+    /// Store the incident of a crash dump with key `key` (with its deliveries), and
+    /// remember the key; None if it was stored before.
+    pub fn insert_harvested(
+        &mut self,
+        inc: &mut Incident,
+        destinations: &[&str],
+        key: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        if self.harvested(key)? {
+            return Ok(None);
+        }
+        self.insert_with(inc, destinations, Some(key)).map(Some)
+    }
+
     /// Store an incident and, in the same transaction, its deliveries to each of
     /// `destinations`; sets and returns its id.
     pub fn insert_for(
         &mut self,
         inc: &mut Incident,
         destinations: &[&str],
+    ) -> Result<i64, StoreError> {
+        self.insert_with(inc, destinations, None)
+    }
+
+    /// One transaction: the incident, its deliveries, and the key of the crash dump it
+    /// was made from (if it was).
+    fn insert_with(
+        &mut self,
+        inc: &mut Incident,
+        destinations: &[&str],
+        harvested: Option<&str>,
     ) -> Result<i64, StoreError> {
         self.reopen_if_gone()?;
         let tx = self.conn.transaction().map_err(|source| StoreError::Sql {
@@ -241,6 +286,16 @@ impl Store {
             source,
         })?;
         let id = tx.last_insert_rowid();
+        if let Some(key) = harvested {
+            tx.execute(
+                "INSERT INTO harvested (key, incident_id) VALUES (?1, ?2)",
+                params![key, id],
+            )
+            .map_err(|source| StoreError::Sql {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
         for dest in destinations {
             tx.execute(
                 "INSERT INTO outbox (incident_id, destination) VALUES (?1, ?2)",
@@ -454,6 +509,7 @@ mod tests {
             stall: None,
             signal: None,
             gates_closed: Vec::new(),
+            previous_boot: None,
         }
     }
 

@@ -427,6 +427,7 @@ impl Reactions {
             stall: None,
             signal: None,
             gates_closed: Vec::new(),
+            previous_boot: None,
         }
     }
 

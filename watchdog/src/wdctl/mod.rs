@@ -12,8 +12,8 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     config::cli::{
-        HeartbeatCommand, KmsgArgs, KmsgCommand, ListenArgs, RulesCommand, RulesTestArgs,
-        WdctlArgs, WdctlCommand,
+        HarvestArgs, HeartbeatCommand, KmsgArgs, KmsgCommand, ListenArgs, RulesCommand,
+        RulesTestArgs, WdctlArgs, WdctlCommand,
     },
     control::{
         client, metrics,
@@ -24,6 +24,7 @@ use crate::{
         fleet::{Fleet, FleetSettings},
         listener, socket,
     },
+    incidents::pstore,
     judging::kmsg::{RuleSet, corpus, prefix, report::assemble_log, rules::BUILTIN_NAME},
     terminal::{printable, printable_all},
 };
@@ -71,6 +72,7 @@ pub fn run(args: WdctlArgs, out: &mut impl Write) -> anyhow::Result<()> {
         WdctlCommand::Kmsg(KmsgCommand::Classify(a)) => classify(&a, out)?,
         WdctlCommand::Kmsg(KmsgCommand::Incidents(a)) => incidents(&a, out)?,
         WdctlCommand::Rules(RulesCommand::Test(a)) => rules_test(&a, out)?,
+        WdctlCommand::Harvest(a) => harvest(&a, out)?,
     }
     Ok(())
 }
@@ -130,6 +132,49 @@ fn serve_fleet(addr: std::net::SocketAddr, fleet: Arc<Mutex<Fleet>>) -> anyhow::
                     .render(Instant::now())
             }))
         })?;
+    Ok(())
+}
+
+fn harvest(args: &HarvestArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    if !args.dir.is_dir() {
+        bail!("{}: not a directory", args.dir.display());
+    }
+    let rules = load_rules(args.rules.as_deref())?;
+    let (dumps, refused) = pstore::harvest_dir(&args.dir);
+    let host = crate::daemon::settings::hostname();
+    let incidents: Vec<_> = pstore::dedup(dumps)
+        .iter()
+        .map(|d| pstore::incident(d, &rules, &host))
+        .collect();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&incidents)?)?;
+    } else {
+        for inc in &incidents {
+            let when = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(inc.at_unix_ms),
+            );
+            writeln!(out, "{when}  {:<13} {}", inc.class, printable(&inc.summary))?;
+            if let Some(pb) = &inc.previous_boot {
+                for f in &pb.files {
+                    writeln!(out, "    {}", printable(&f.display().to_string()))?;
+                }
+            }
+        }
+    }
+    if !refused.is_empty() {
+        for r in &refused {
+            eprintln!(
+                "refused {}: {}",
+                printable(&r.path.display().to_string()),
+                r.why
+            );
+        }
+        bail!(
+            "{} file(s) in {} are no crash dump",
+            refused.len(),
+            args.dir.display()
+        );
+    }
     Ok(())
 }
 
