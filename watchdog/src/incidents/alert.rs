@@ -52,7 +52,8 @@ pub const ALERTMANAGER: &str = "alertmanager";
 /// restart found undelivered).
 const OUTBOX_TICK: Duration = Duration::from_secs(1);
 
-/// A failed delivery is tried again after 2 s, doubling each time, at most 5 minutes.
+/// A failed delivery is tried again after 1 s (its first failure), doubling each time,
+/// at most 5 minutes.
 fn retry_after(attempts: u32) -> Duration {
     Duration::from_secs(2u64.saturating_pow(attempts.min(16))).min(Duration::from_secs(300))
 }
@@ -411,6 +412,12 @@ mod tests {
 
     fn args() -> [String; 3] {
         ["bug".into(), "node".into(), "summary".into()]
+    }
+
+    #[test]
+    fn a_failed_delivery_waits_longer_each_time_up_to_five_minutes() {
+        let waits: Vec<u64> = (0..12).map(|a| retry_after(a).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
     }
 
     #[test]
