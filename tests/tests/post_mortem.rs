@@ -197,6 +197,12 @@ fn the_previous_boots_crashes_become_incidents_once_and_their_records_are_freed(
     wait_until(Duration::from_secs(5), "the hook for each", || {
         (hook_lines(&log).len() == 4).then_some(())
     });
+    // And the outbox has recorded each as delivered (a kill before that would have the
+    // next start deliver it again: the key lets a receiver tell).
+    wait_until(Duration::from_secs(5), "the deliveries recorded", || {
+        let status = node.daemon.wdctl_json("status");
+        (status["outbox"][0]["pending"] == 0).then_some(())
+    });
     // Freed: the harvested records are gone from pstore; what is no dump stays, and
     // systemd's archive is not touched.
     let mut left: Vec<String> = std::fs::read_dir(&pstore)
@@ -219,7 +225,8 @@ fn the_previous_boots_crashes_become_incidents_once_and_their_records_are_freed(
     fill_pstore(&pstore);
     node.restart_silent(opts);
     thread::sleep(Duration::from_millis(1500));
-    assert_eq!(previous_boot_incidents(&node).len(), 4);
+    let again = previous_boot_incidents(&node);
+    assert_eq!(again.len(), 4, "{again:#?}\n{}", node.daemon.log_text());
     assert_eq!(hook_lines(&log).len(), 4);
     let status = node.daemon.stop();
     assert!(status.success());
