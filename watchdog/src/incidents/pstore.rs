@@ -412,26 +412,19 @@ pub fn incident(dump: &Dump, rules: &RuleSet, host: &str) -> Incident {
     let o = &dump.origin;
     if o.reason == PMSG_REASON {
         let reason = dump.body.trim_end().trim_start_matches(PMSG_PREFIX);
+        let summary = format!(
+            "previous boot ({} pmsg): the watchdog stopped the heartbeat: {reason}",
+            o.backend
+        );
         return Incident {
-            id: None,
-            at_unix_ms: o.record_unix_ms,
-            kind: Kind::KernelReport,
-            class: "heartbeat-stopped".into(),
-            summary: format!(
-                "previous boot ({} pmsg): the watchdog stopped the heartbeat: {reason}",
-                o.backend
-            ),
-            host: host.to_owned(),
-            monitored: false,
-            stopped_heartbeat: false,
-            pid: None,
-            tid: None,
-            comm: None,
-            report: None,
-            stall: None,
-            signal: None,
-            gates_closed: vec![],
             previous_boot: Some(o.clone()),
+            ..Incident::new(
+                Kind::KernelReport,
+                "heartbeat-stopped",
+                summary,
+                host,
+                o.record_unix_ms,
+            )
         };
     }
     let (class, line) = match &worst {
@@ -441,26 +434,16 @@ pub fn incident(dump: &Dump, rules: &RuleSet, host: &str) -> Incident {
             "no line of it is a known kernel problem".to_owned(),
         ),
     };
+    let summary = format!(
+        "previous boot ({}, {}#{}): {line}",
+        o.backend, o.reason, o.count
+    );
     Incident {
-        id: None,
-        at_unix_ms: o.record_unix_ms,
-        kind: Kind::KernelReport,
-        class,
-        summary: format!(
-            "previous boot ({}, {}#{}): {line}",
-            o.backend, o.reason, o.count
-        ),
-        host: host.to_owned(),
-        monitored: false,
-        stopped_heartbeat: false,
         pid: worst.as_ref().and_then(|r| r.pid),
-        tid: None,
         comm: worst.as_ref().and_then(|r| r.comm.clone()),
         report: worst,
-        stall: None,
-        signal: None,
-        gates_closed: vec![],
         previous_boot: Some(o.clone()),
+        ..Incident::new(Kind::KernelReport, &class, summary, host, o.record_unix_ms)
     }
 }
 

@@ -94,6 +94,31 @@ pub struct Incident {
 }
 
 /// One row of `wdctl incidents`.
+impl Incident {
+    /// An incident of `host` at `at_unix_ms`, about no task yet, that stopped nothing;
+    /// the caller fills in the rest.
+    pub fn new(kind: Kind, class: &str, summary: String, host: &str, at_unix_ms: u64) -> Self {
+        Incident {
+            id: None,
+            at_unix_ms,
+            kind,
+            class: class.to_owned(),
+            summary,
+            host: host.to_owned(),
+            monitored: false,
+            stopped_heartbeat: false,
+            pid: None,
+            tid: None,
+            comm: None,
+            report: None,
+            stall: None,
+            signal: None,
+            gates_closed: Vec::new(),
+            previous_boot: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentSummary {
     pub id: i64,

@@ -411,23 +411,10 @@ impl Reactions {
     }
 
     fn incident(&self, kind: Kind, class: &str, summary: String) -> Incident {
+        let now = crate::incidents::now_unix_ms();
         Incident {
-            id: None,
-            at_unix_ms: crate::incidents::now_unix_ms(),
-            kind,
-            class: class.to_owned(),
-            summary,
-            host: self.node_id.clone(),
             monitored: true,
-            stopped_heartbeat: false,
-            pid: None,
-            tid: None,
-            comm: None,
-            report: None,
-            stall: None,
-            signal: None,
-            gates_closed: Vec::new(),
-            previous_boot: None,
+            ..Incident::new(kind, class, summary, &self.node_id, now)
         }
     }
 
