@@ -281,3 +281,56 @@ fn a_stop_is_written_to_pmsg_and_the_next_boots_harvest_shows_why() {
     let status = node.daemon.stop();
     assert!(status.success());
 }
+
+#[test]
+fn an_alert_no_alertmanager_took_before_a_sigkill_is_pushed_by_the_restarted_daemon() {
+    let dir = TempDir::new("outbox-am");
+    let store = dir.0.join("incidents.db");
+    let am_port = watchdog_tests::prometheus::free_port();
+    let opts = {
+        let store = store.clone();
+        move |o: &mut DaemonOpts| {
+            o.store = Some(store);
+            o.extra = vec![
+                "--alertmanager".into(),
+                format!("http://127.0.0.1:{am_port}"),
+                "--alertmanager-resend".into(),
+                "1s".into(),
+            ];
+        }
+    };
+    let mut node = Node::build("2s", "50ms").opts(opts.clone()).start();
+    // An incident while no Alertmanager answers: pending, its push failing.
+    node.work.send(
+        "kmsg watchdog-test: page allocation failure: order:0, mode:0x40cc0(GFP_KERNEL|__GFP_COMP), nodemask=(null),cpuset=/,mems_allowed=0",
+    );
+    node.work.expect("KMSG", Duration::from_secs(2));
+    let id = wait_until(Duration::from_secs(5), "the incident stored", || {
+        let list = node.daemon.wdctl_json_args(&["incidents"]);
+        list.as_array()?.first()?["id"].as_i64()
+    });
+    let status = node.daemon.wdctl_json("status");
+    assert_eq!(
+        status["outbox"][0]["destination"], "alertmanager",
+        "{status:#}"
+    );
+    assert_eq!(status["outbox"][0]["pending"], 1, "{status:#}");
+
+    // SIGKILL; the Alertmanager comes up; the restarted daemon pushes what is pending.
+    node.restart_silent(opts);
+    let am = watchdog_tests::prometheus::alertmanager(am_port);
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let key = format!("test-node/{}/{id}", boot_id.trim());
+    let alert = wait_until(Duration::from_secs(10), "the alert from the outbox", || {
+        watchdog_tests::prometheus::alertmanager_alerts(am.port)
+            .into_iter()
+            .find(|a| a["labels"]["incident"] == key.as_str())
+    });
+    assert_eq!(alert["labels"]["class"], "alloc_failure", "{alert:#}");
+    wait_until(Duration::from_secs(5), "the push recorded", || {
+        let status = node.daemon.wdctl_json("status");
+        (status["outbox"][0]["pending"] == 0).then_some(())
+    });
+    let status = node.daemon.stop();
+    assert!(status.success());
+}
