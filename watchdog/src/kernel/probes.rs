@@ -310,7 +310,12 @@ impl ClockSampler {
                     }
                 }
             } else if monotonic_ns() > deadline {
-                return Err(EbpfError::Clock("jiffies did not move for a second".into()));
+                // A vCPU paused past the deadline may not have ticked since it resumed:
+                // look again after a few ticks before calling the clock stuck.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if self.sample()?.jiffies == prev.jiffies {
+                    return Err(EbpfError::Clock("jiffies did not move for a second".into()));
+                }
             }
             prev = s;
         }
