@@ -293,6 +293,22 @@ impl ClockSampler {
     /// tell the period: two jiffies, 20 ms at worst (HZ=100). Only the samples on either
     /// side of each boundary are kept.
     fn calibrate(&self) -> Result<JiffyClock, EbpfError> {
+        // A vCPU paused during one attempt (a host that steals it for a second) spoils
+        // that attempt only: three, a second each at most.
+        let mut attempt = 1;
+        loop {
+            match self.calibrate_once() {
+                Ok(clock) => return Ok(clock),
+                Err(e) if attempt == 3 => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "calibrating the kernel's clocks: trying again");
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn calibrate_once(&self) -> Result<JiffyClock, EbpfError> {
         let deadline = monotonic_ns() + 1_000_000_000;
         let mut prev = self.sample()?;
         let mut kept = vec![prev];
