@@ -26,7 +26,7 @@
 //!   (loopback, a send loop): no gate attached, a gate on another port, a gate on this
 //!   port (open).
 //!
-//! `wd-bench [--quick] [SECTION...]`: sections syscalls, switches, detection, oops,
+//! `wd-bench [--quick] [SECTION...]`: sections syscalls, switches, filter, detection, oops,
 //! footprint, flood, failover, gate (all by default). WD_BENCH_ROUNDS overrides the
 //! rounds; WD_BENCH_MODES=base,floor,... runs some syscall modes only (diagnostics).
 //!
@@ -99,9 +99,10 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let sections: [(&str, Section); 8] = [
+    let sections: [(&str, Section); 9] = [
         ("syscalls", syscall_cost),
         ("switches", switch_cost),
+        ("filter", filter_cost),
         ("detection", detection_latency),
         ("oops", oops_latency),
         ("footprint", footprint),
@@ -442,6 +443,101 @@ fn syscall_cost(plan: &Plan, out: &mut String) {
         );
     }
     let _ = writeln!(out);
+}
+
+// ---------------------------------------------------------------------------------
+// The unmonitored path, part by part
+
+/// Each program's own time per run from the kernel's statistics while the getppid loop
+/// runs (CPU 0 kept busy, as in the syscall section), for three pairs of programs on
+/// sys_enter and sys_exit: empty ones, the current-task cache alone, and the daemon's
+/// probes for a process it does not monitor. The statistics add the same clock reads
+/// to every run of every program, so the differences between the pairs are what each
+/// part costs, without the wall clock's run-to-run spread.
+fn filter_cost(plan: &Plan, out: &mut String) {
+    let _busy = Spinner::on_cpu0();
+    let pairs: [(&str, [&str; 2]); 4] = [
+        ("empty programs (the floor)", ["floor_enter", "floor_exit"]),
+        (
+            "the current-task cache alone",
+            ["cache_enter", "cache_exit"],
+        ),
+        (
+            "the daemon's probes, process not monitored",
+            ["sys_enter", "sys_exit"],
+        ),
+        (
+            "the lever's shape: the cache without the epoch, one bit test",
+            ["lean_enter", "lean_exit"],
+        ),
+    ];
+    let n = plan.syscalls / 5;
+    let mut per_run: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; pairs.len()];
+    for round in 0..plan.rounds {
+        for k in 0..pairs.len() {
+            let i = (k + round) % pairs.len();
+            let mut work = Workload::spawn();
+            pin(work.pid, 1);
+            let attached = match i {
+                0 => Attached::Floor {
+                    _floor: Floor::attach().expect("attach the floor programs"),
+                },
+                1 => Attached::Floor {
+                    _floor: Floor::attach_cache().expect("attach the cache programs"),
+                },
+                3 => Attached::Floor {
+                    _floor: Floor::attach_lean().expect("attach the lean programs"),
+                },
+                _ => attach(Mode::Unmonitored, work.pid),
+            };
+            run_loop(&mut work, plan.syscalls / 10);
+            let stats = Probes::enable_run_stats().expect("enable BPF statistics");
+            let names = pairs[i].1;
+            let before = Probes::loaded_program_stats(&names);
+            run_loop(&mut work, n);
+            let after = Probes::loaded_program_stats(&names);
+            drop(stats);
+            for (j, name) in names.iter().enumerate() {
+                let find = |v: &[(String, u64, u64)]| {
+                    v.iter()
+                        .find(|(p, ..)| p == name)
+                        .map(|(_, t, c)| (*t, *c))
+                        .unwrap_or_default()
+                };
+                let ((t0, c0), (t1, c1)) = (find(&before), find(&after));
+                if c1 > c0 {
+                    per_run[i][j].push((t1 - t0) as f64 / (c1 - c0) as f64);
+                }
+            }
+            drop(attached);
+            eprintln!("wd-bench: round {round} {}", pairs[i].0);
+        }
+    }
+    let m: Vec<[f64; 2]> = per_run
+        .iter_mut()
+        .map(|[e, x]| [median(e), median(x)])
+        .collect();
+    let _ = writeln!(
+        out,
+        "## The unmonitored path, part by part\n\nEach program's own time per run from the kernel's BPF statistics (`run_time_ns / run_cnt`) during {n} getppid() calls on CPU 1 (CPU 0 kept busy), median of {} interleaved rounds. The statistics' own clock reads are in every figure alike; the columns over the floor are what the work costs.\n",
+        plan.rounds
+    );
+    let _ = writeln!(
+        out,
+        "| programs | sys_enter ns/run | sys_exit ns/run | both, over the floor |\n|---|---|---|---|"
+    );
+    for ((name, _), [e, x]) in pairs.iter().zip(&m) {
+        let over = e + x - m[0][0] - m[0][1];
+        let _ = writeln!(out, "| {name} | {e:.1} | {x:.1} | {over:+.1} ns |");
+    }
+    let _ = writeln!(
+        out,
+        "\nOf the unmonitored path's {:+.1} ns per syscall over the floor, the cache takes {:+.1} ns and the filter after it (the bit tests) {:+.1} ns; a program of the lever's shape takes {:+.1} ns.\n",
+        m[2][0] + m[2][1] - m[0][0] - m[0][1],
+        m[1][0] + m[1][1] - m[0][0] - m[0][1],
+        m[2][0] + m[2][1] - m[1][0] - m[1][1],
+        m[3][0] + m[3][1] - m[0][0] - m[0][1],
+    );
 }
 
 // ---------------------------------------------------------------------------------

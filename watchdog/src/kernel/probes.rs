@@ -632,6 +632,37 @@ impl Floor {
         Ok(Floor { _ebpf: ebpf })
     }
 
+    /// The current-task cache alone on sys_enter and sys_exit (no filter after it): the
+    /// first part of the unmonitored path, for the benchmark's breakdown.
+    pub fn attach_cache() -> Result<Floor, EbpfError> {
+        Floor::attach_pair("cache_enter", "cache_exit")
+    }
+
+    /// The shape of a leaner unmonitored path (the cache without the epoch's lookup, and
+    /// one bit test), for the benchmark's breakdown; not exact, never used otherwise.
+    pub fn attach_lean() -> Result<Floor, EbpfError> {
+        Floor::attach_pair("lean_enter", "lean_exit")
+    }
+
+    /// Raw tracepoint programs `enter` and `exit`, with the maps sized as the daemon
+    /// sizes them (bit arrays to pid_max, so a bit test is a bit test).
+    fn attach_pair(enter: &'static str, exit: &'static str) -> Result<Floor, EbpfError> {
+        raise_memlock();
+        let mut loader = EbpfLoader::new();
+        let words = bit_words();
+        for name in maps::BIT_ARRAYS {
+            loader.map_max_entries(name, words);
+        }
+        let slots = slot_count();
+        loader.map_max_entries(maps::SLOTS, slots);
+        let mask = slots - 1;
+        loader.override_global(watchdog_common::SLOT_MASK_GLOBAL, &mask, true);
+        let mut ebpf = loader.load(OBJECT)?;
+        attach_raw(&mut ebpf, enter, "sys_enter")?;
+        attach_raw(&mut ebpf, exit, "sys_exit")?;
+        Ok(Floor { _ebpf: ebpf })
+    }
+
     /// An empty BTF tracepoint program on sched_switch (the kind the probe is).
     pub fn attach_switch() -> Result<Floor, EbpfError> {
         raise_memlock();
