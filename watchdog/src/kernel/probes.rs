@@ -457,6 +457,17 @@ fn load_pid_view(ebpf: &mut Ebpf, btf: &Btf) -> Result<PidView, EbpfError> {
     PidView::attach(fd.as_fd()).map_err(|e| EbpfError::PidView(pidns::ViewError::from(e)))
 }
 
+/// Size the bit arrays to the kernel's pid_max and SLOTS to `mask + 1` entries (and
+/// tell the programs the mask), as every load of the object must.
+fn size_maps<'a>(loader: &mut EbpfLoader<'a>, mask: &'a u32) {
+    let words = bit_words();
+    for name in maps::BIT_ARRAYS {
+        loader.map_max_entries(name, words);
+    }
+    loader.map_max_entries(maps::SLOTS, mask + 1);
+    loader.override_global(watchdog_common::SLOT_MASK_GLOBAL, mask, true);
+}
+
 /// Load raw tracepoint program `name` without attaching it (it is run on demand), and
 /// hand out its fd.
 fn load_unattached_raw(ebpf: &mut Ebpf, name: &'static str) -> Result<ProgramFd, EbpfError> {
@@ -649,14 +660,8 @@ impl Floor {
     fn attach_pair(enter: &'static str, exit: &'static str) -> Result<Floor, EbpfError> {
         raise_memlock();
         let mut loader = EbpfLoader::new();
-        let words = bit_words();
-        for name in maps::BIT_ARRAYS {
-            loader.map_max_entries(name, words);
-        }
-        let slots = slot_count();
-        loader.map_max_entries(maps::SLOTS, slots);
-        let mask = slots - 1;
-        loader.override_global(watchdog_common::SLOT_MASK_GLOBAL, &mask, true);
+        let mask = slot_count() - 1;
+        size_maps(&mut loader, &mask);
         let mut ebpf = loader.load(OBJECT)?;
         attach_raw(&mut ebpf, enter, "sys_enter")?;
         attach_raw(&mut ebpf, exit, "sys_exit")?;
@@ -706,14 +711,8 @@ impl Probes {
         for ((name, _, _), off) in PID_VIEW_GLOBALS.iter().zip(&view_offsets) {
             loader.override_global(name, off, true);
         }
-        let words = bit_words();
-        for name in maps::BIT_ARRAYS {
-            loader.map_max_entries(name, words);
-        }
-        let slots = slot_count();
-        loader.map_max_entries(maps::SLOTS, slots);
-        let mask = slots - 1;
-        loader.override_global(watchdog_common::SLOT_MASK_GLOBAL, &mask, true);
+        let mask = slot_count() - 1;
+        size_maps(&mut loader, &mask);
         let mut ebpf = loader.load(OBJECT)?;
         if in_namespace {
             let view = load_pid_view(&mut ebpf, &kernel_btf)?;
