@@ -7,6 +7,19 @@ use std::{
 
 use crate::{Daemon, DaemonOpts, Recorder, Workload, require_root, unique_group};
 
+/// Poll `check` every 100 ms until it gives Some, for at most `limit` (then fail,
+/// naming `what` was awaited).
+pub fn wait_until<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "no {what} within {limit:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// One millisecond in the nanoseconds of `monotonic_ns`.
 pub const MS: u64 = 1_000_000;
 

@@ -713,6 +713,28 @@ pub fn run_for_output(mut cmd: Command) -> (i32, String, String) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("run {:?}: {e}", cmd.get_program()));
+    code_and_text(out)
+}
+
+/// Run `cmd` with `input` on its stdin: (exit code, stdout, stderr).
+pub fn run_with_input(mut cmd: Command, input: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {:?}: {e}", cmd.get_program()));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    code_and_text(child.wait_with_output().unwrap())
+}
+
+fn code_and_text(out: std::process::Output) -> (i32, String, String) {
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -8,11 +8,9 @@
 //! own cgroup, `bpf` and `perf_event_open` let through nspawn's seccomp filter, and
 //! `cgroup.kill` for a machine that outlives a killed nspawn.
 use std::{
-    io::Write as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    process::Command,
+    time::Duration,
 };
 
 use crate::TempDir;
@@ -138,25 +136,9 @@ impl Machine {
 
     /// [`Machine::sh`] with `input` on stdin.
     pub fn sh_with_input(&self, script: &str, input: &str) -> Output {
-        let mut child = Command::new("nsenter")
-            .args(["-t", &self.leader.to_string(), "-a", "sh", "-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run nsenter");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.leader.to_string(), "-a", "sh", "-c", script]);
+        crate::run_with_input(cmd, input)
     }
 
     /// [`Machine::sh`], which must succeed: its stdout.
@@ -193,18 +175,9 @@ impl Machine {
         what: &str,
         mut check: impl FnMut(&Machine) -> Option<T>,
     ) -> T {
-        let start = Instant::now();
-        loop {
-            if let Some(v) = check(self) {
-                return v;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "in machine {}: no {what} within {limit:?}",
-                self.name
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+        crate::wait_until(limit, &format!("{what} in machine {}", self.name), || {
+            check(self)
+        })
     }
 }
 

@@ -7,13 +7,12 @@ use std::{
     net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 
-use crate::TempDir;
+use crate::{TempDir, wait_until};
 
 /// A port nothing listens on now, on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -42,18 +41,6 @@ pub fn get_text(port: u16, path: &str) -> Option<String> {
         .body_mut()
         .read_to_string()
         .ok()
-}
-
-/// Poll `check` every 100 ms until it gives Some, for at most `limit`.
-pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "no {what} within {limit:?}");
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A server process; killed when dropped.
@@ -86,7 +73,7 @@ fn spawn(program: &str, args: &[String], port: u16, dir: TempDir) -> Server {
         port,
         _dir: dir,
     };
-    wait_for(Duration::from_secs(20), &format!("{program} ready"), || {
+    wait_until(Duration::from_secs(20), &format!("{program} ready"), || {
         get_text(port, "/-/ready").map(|_| ())
     });
     server

@@ -36,7 +36,7 @@ impl Monitor {
             .stdout(Stdio::null())
             .spawn()
             .expect("run wdctl");
-        wait_for(Duration::from_secs(5), "the monitor's endpoint", || {
+        wait_until(Duration::from_secs(5), "the monitor's endpoint", || {
             get_text(port, "/metrics")
         });
         Monitor { child, port }
@@ -121,13 +121,13 @@ fn the_rules_tests_series_are_what_a_daemon_and_a_monitor_export_and_promtool_pa
     let replay = UdpSocket::bind("127.0.0.1:0").unwrap();
     replay.set_multicast_ttl_v4(0).unwrap();
     replay.send_to(&bytes, group).unwrap();
-    let daemon = wait_for(Duration::from_secs(5), "the stall and the report", || {
+    let daemon = wait_until(Duration::from_secs(5), "the stall and the report", || {
         let t = get_text(port, "/metrics")?;
         (t.contains("watchdog_verdicts_total{cause=\"syscall-budget\"}")
             && t.contains("watchdog_kernel_reports_total{class=\"bug\""))
         .then_some(t)
     });
-    let fleet = wait_for(
+    let fleet = wait_until(
         Duration::from_secs(5),
         "node-a silent, the replay refused",
         || {
@@ -227,7 +227,7 @@ fn prometheus_and_alertmanager_see_one_node_of_two_stall_and_resume() {
         .first()
         .and_then(|s| s["value"][1].as_str().map(str::to_owned))
     };
-    wait_for(
+    wait_until(
         Duration::from_secs(15),
         "both nodes scraped, sending",
         || {
@@ -251,7 +251,7 @@ fn prometheus_and_alertmanager_see_one_node_of_two_stall_and_resume() {
         );
         thread::sleep(Duration::from_millis(20));
     }
-    wait_for(
+    wait_until(
         Duration::from_secs(3),
         "node-a silent on the monitor",
         || {
@@ -262,12 +262,12 @@ fn prometheus_and_alertmanager_see_one_node_of_two_stall_and_resume() {
         },
     );
     // Prometheus: node-a stopped, node-b not; the rules' alerts fire.
-    wait_for(
+    wait_until(
         Duration::from_secs(10),
         "node-a not sending in Prometheus",
         || (sending(port_a).as_deref() == Some("0")).then_some(()),
     );
-    let alerts = wait_for(Duration::from_secs(15), "the rules' alerts", || {
+    let alerts = wait_until(Duration::from_secs(15), "the rules' alerts", || {
         let f = firing(prom.port);
         let has = |name: &str, label: &str, value: &str| {
             f.iter()
@@ -302,7 +302,7 @@ fn prometheus_and_alertmanager_see_one_node_of_two_stall_and_resume() {
     assert_eq!(sending(port_b).as_deref(), Some("1"));
 
     // Alertmanager holds node-a's incident, with its labels.
-    let alert = wait_for(
+    let alert = wait_until(
         Duration::from_secs(10),
         "the incident in Alertmanager",
         || incident_alert(am.port, "node-a", "syscall-stall"),
@@ -331,12 +331,12 @@ fn prometheus_and_alertmanager_see_one_node_of_two_stall_and_resume() {
     thread::sleep(Duration::from_millis(2500));
     let (code, _, err) = a.daemon.wdctl(&["resume"]);
     assert_eq!(code, 0, "{err}");
-    wait_for(Duration::from_secs(10), "the incident resolved", || {
+    wait_until(Duration::from_secs(10), "the incident resolved", || {
         incident_alert(am.port, "node-a", "syscall-stall")
             .is_none()
             .then_some(())
     });
-    wait_for(Duration::from_secs(10), "node-a sending again", || {
+    wait_until(Duration::from_secs(10), "node-a sending again", || {
         (sending(port_a).as_deref() == Some("1")).then_some(())
     });
     // Node a stops first (its programs detach; node b's stay until it stops).
@@ -394,7 +394,7 @@ fn an_alertmanager_down_or_slow_costs_the_heartbeat_nothing_and_gets_the_alert_o
 
     // The Alertmanager comes up: the alert arrives on a retry.
     let am = alertmanager(down);
-    let alert = wait_for(
+    let alert = wait_until(
         Duration::from_secs(10),
         "the alert, once it is back",
         || incident_alert(am.port, "test-node", "kernel-report"),

@@ -1,7 +1,7 @@
 //! Evidence that survives, end to end as root: the incident outbox across a SIGKILL.
 use std::{os::unix::fs::PermissionsExt as _, thread, time::Duration};
 
-use watchdog_tests::{prometheus::wait_for as wait_until, *};
+use watchdog_tests::*;
 
 /// A hook that appends `ID KEY` to `log`.
 fn recording_hook(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {

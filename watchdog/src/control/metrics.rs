@@ -188,6 +188,12 @@ impl Default for Metrics {
     }
 }
 
+/// Bring a counter that mirrors a total kept elsewhere up to it: a counter only goes
+/// up, so what is new since the last scrape is added.
+fn catch_up(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
 fn label(k: &str, v: &str) -> Labels {
     vec![(k.to_owned(), v.to_owned())]
 }
@@ -237,20 +243,13 @@ impl Metrics {
                 .get_or_create(&label("destination", dest))
                 .set(*failed as i64);
         }
-        // Counters only go up: add what is new since the last scrape.
-        for (counter, total) in [
-            (&self.alertmanager_sent, now.alertmanager_sent),
-            (&self.alertmanager_failures, now.alertmanager_failures),
-        ] {
-            counter.inc_by(total.saturating_sub(counter.get()));
-        }
+        catch_up(&self.alertmanager_sent, now.alertmanager_sent);
+        catch_up(&self.alertmanager_failures, now.alertmanager_failures);
         for (gate, dropped) in &now.gates {
-            let c = self.gated_packets.get_or_create(&label("gate", gate));
-            // A counter only goes up: add what is new since the last scrape.
-            let seen = c.get();
-            if *dropped > seen {
-                c.inc_by(dropped - seen);
-            }
+            catch_up(
+                &self.gated_packets.get_or_create(&label("gate", gate)),
+                *dropped,
+            );
         }
         for (prog, ns, runs) in &now.probes {
             self.probe_run_seconds

@@ -94,15 +94,8 @@ const LIVENESS_BOUND: Duration = Duration::from_secs(2);
 /// Crash dumps of earlier boots (pstore, systemd-pstore's archive) become incidents,
 /// each once; the outbox delivers them like any other. A pstore record is deleted once
 /// stored, if so configured.
-fn harvest_previous_boots(store: &mut Store, settings: &Settings) {
+fn harvest_previous_boots(store: &mut Store, settings: &Settings, destinations: &[&str]) {
     let c = &settings.config;
-    let mut destinations = Vec::new();
-    if c.exec_hook.is_some() {
-        destinations.push(alert::HOOK);
-    }
-    if !c.alertmanagers.is_empty() {
-        destinations.push(alert::ALERTMANAGER);
-    }
     let mut found = Vec::new();
     for dir in &c.pstore_dirs {
         let (dumps, refused) = pstore::harvest_dir(dir);
@@ -113,7 +106,7 @@ fn harvest_previous_boots(store: &mut Store, settings: &Settings) {
     }
     for (dir, dump) in found {
         let mut inc = pstore::incident(&dump, &settings.rules, &settings.node_id);
-        match store.insert_harvested(&mut inc, &destinations, &dump.origin.key) {
+        match store.insert_harvested(&mut inc, destinations, &dump.origin.key) {
             Ok(Some(id)) => {
                 tracing::error!(incident = id, backend = %dump.origin.backend, summary = %inc.summary, "a crash of an earlier boot");
             }
@@ -203,7 +196,6 @@ async fn run_bound(
     let latched = store.latch()?;
     // Never smaller than the last start's, whatever the clock says now.
     let incarnation = store.next_incarnation(heartbeat::sender::incarnation)?;
-    harvest_previous_boots(&mut store, settings);
     let store = Arc::new(Mutex::new(store));
     let sink_stats = Arc::new(SinkStats::default());
     let alertmanager_stats = Arc::new(AlertmanagerStats::default());
@@ -233,21 +225,24 @@ async fn run_bound(
             at_unix_ms: *at_unix_ms,
         });
     }
+    let destinations = alert::Destinations {
+        hook: settings.config.exec_hook.clone().map(|program| ExecHook {
+            program,
+            timeout: settings.config.exec_hook_timeout,
+        }),
+        alertmanager,
+        origin: alert::Origin {
+            node: settings.node_id.clone(),
+            boot_id: procfs::boot_id(),
+        },
+        hold: hooks.hold_delivery,
+        pmsg: hooks.pmsg.clone().unwrap_or_else(|| PMSG_DEVICE.into()),
+    };
+    // Stored before the sink starts: its outbox delivers them with the rest.
+    harvest_previous_boots(&mut lock(&store), settings, &destinations.names(true));
     let sink = alert::start(
         store.clone(),
-        alert::Destinations {
-            hook: settings.config.exec_hook.clone().map(|program| ExecHook {
-                program,
-                timeout: settings.config.exec_hook_timeout,
-            }),
-            alertmanager,
-            origin: alert::Origin {
-                node: settings.node_id.clone(),
-                boot_id: procfs::boot_id(),
-            },
-            hold: hooks.hold_delivery,
-            pmsg: hooks.pmsg.clone().unwrap_or_else(|| PMSG_DEVICE.into()),
-        },
+        destinations,
         sink_stats.clone(),
         (sink_tx, sink_rx),
     );

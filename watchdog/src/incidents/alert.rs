@@ -107,6 +107,21 @@ pub struct Destinations {
     pub pmsg: PathBuf,
 }
 
+impl Destinations {
+    /// The outbox rows an incident gets: the hook's, if there is a hook and the
+    /// incident runs it; Alertmanager's, if there is one.
+    pub fn names(&self, run_hook: bool) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.hook.is_some() && run_hook {
+            names.push(HOOK);
+        }
+        if self.alertmanager.is_some() {
+            names.push(ALERTMANAGER);
+        }
+        names
+    }
+}
+
 /// Start the sink thread on `channel` (made by the caller, so that a destination can
 /// report deliveries to it); send incidents and latches to its sender.
 pub fn start(
@@ -171,13 +186,7 @@ impl Outbox {
             incident: mut inc,
             run_hook,
         } = alert;
-        let mut destinations = Vec::new();
-        if self.to.hook.is_some() && run_hook {
-            destinations.push(HOOK);
-        }
-        if self.to.alertmanager.is_some() {
-            destinations.push(ALERTMANAGER);
-        }
+        let destinations = self.to.names(run_hook);
         let stored = self.store().insert_for(&mut inc, &destinations);
         match stored {
             Ok(_) => {
@@ -230,14 +239,14 @@ impl Outbox {
         let done = match &result {
             Ok(()) => store.delivered(id, destination),
             Err(e) => {
-                let attempts = store
-                    .due(destination, u64::MAX >> 1)
-                    .ok()
-                    .and_then(|d| d.into_iter().find(|(i, _)| *i == id))
-                    .map_or(0, |(_, a)| a);
-                let next = super::now_unix_ms() + retry_after(attempts).as_millis() as u64;
-                tracing::warn!(incident = id, destination, error = %e, retry_in_ms = next - super::now_unix_ms(), "delivery failed: retried");
-                store.failed(id, destination, e, next)
+                let wait = retry_after(store.attempts(id, destination).unwrap_or(0));
+                tracing::warn!(incident = id, destination, error = %e, retry_in_ms = wait.as_millis() as u64, "delivery failed: retried");
+                store.failed(
+                    id,
+                    destination,
+                    e,
+                    super::now_unix_ms() + wait.as_millis() as u64,
+                )
             }
         };
         if let Err(e) = done {

@@ -15,12 +15,12 @@ use std::{
         mpsc,
     },
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, UNIX_EPOCH},
 };
 
 use serde_json::{Value, json};
 
-use super::{Incident, Kind};
+use super::{Incident, Kind, now_unix_ms};
 
 /// What the sender is told.
 #[derive(Debug)]
@@ -257,13 +257,6 @@ fn rfc3339(unix_ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Counters the daemon reports.
 #[derive(Debug, Default)]
 pub struct AlertmanagerStats {
@@ -326,7 +319,7 @@ pub fn start(
                 };
                 match rx.recv_timeout(wait) {
                     Ok(notice) => {
-                        book.apply(notice, now_ms());
+                        book.apply(notice, now_unix_ms());
                         // Something changed: every Alertmanager hears it now.
                         let now = Instant::now();
                         for t in &mut targets {
@@ -335,7 +328,7 @@ pub fn start(
                         }
                         // Take in whatever else is queued before sending.
                         while let Ok(more) = rx.try_recv() {
-                            book.apply(more, now_ms());
+                            book.apply(more, now_unix_ms());
                         }
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -348,7 +341,7 @@ pub fn start(
                     if t.next > Instant::now() {
                         continue;
                     }
-                    let sent_ms = now_ms();
+                    let sent_ms = now_unix_ms();
                     let body = book.payload(sent_ms).to_string();
                     match agent
                         .post(&t.url)
@@ -374,7 +367,7 @@ pub fn start(
                 for id in book.newly_delivered(any) {
                     delivered(id);
                 }
-                book.prune(now_ms(), all, any);
+                book.prune(now_unix_ms(), all, any);
             }
         })
         .expect("spawn alertmanager thread");

@@ -108,6 +108,37 @@ fn mtime_ms(path: &Path) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A record file's bytes, up to [`MAX_RECORD`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_RECORD).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    Ok(bytes)
+}
+
+/// The paths in `dir`, sorted (none if it cannot be read: a host without pstore).
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// A backend as file names give it (`efi_pstore` is the newer kernels' `efi`).
+fn backend_name(name: &str) -> &str {
+    if name == "efi_pstore" { "efi" } else { name }
+}
+
+/// An EFI record's time: its id is `(seconds * 100 + part) * 1000 + count`.
+fn efi_time_ms(id: u64) -> u64 {
+    id / 100_000 * 1000
+}
+
 /// A compressed record: raw deflate (Linux 6.6 and later, and the deflate of 4.19 to
 /// 6.5), else the zlib wrapper (3.11 to 4.18).
 fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
@@ -144,23 +175,16 @@ fn split_header(text: &str) -> Result<(String, u32, u32, String), String> {
 }
 
 fn read_part(path: &Path, backend: &str, id: u64, compressed: bool) -> Result<Part, String> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_RECORD).read_to_end(&mut bytes))
-        .map_err(|e| format!("cannot read it: {e}"))?;
+    let mut bytes = read_bounded(path)?;
     if compressed {
         bytes = inflate(&bytes)?;
     }
     let text = String::from_utf8_lossy(&bytes);
     let (reason, count, part, body) = split_header(&text)?;
-    let backend = if backend == "efi_pstore" {
-        "efi"
-    } else {
-        backend
-    };
+    let backend = backend_name(backend);
     // EFI names its records after the time: the id is the record's own clock.
     let time_ms = match backend {
-        "efi" => id / 100_000 * 1000,
+        "efi" => efi_time_ms(id),
         _ => mtime_ms(path),
     };
     Ok(Part {
@@ -233,7 +257,7 @@ fn assemble(mut parts: Vec<Part>) -> Vec<Dump> {
 
 /// A systemd-pstore `dmesg.txt`: the parts' texts, PartN first, headers included.
 fn read_archived(path: &Path) -> Result<Dump, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let text = read_bounded(path)?;
     let text = String::from_utf8_lossy(&text);
     let (reason, count, _, _) = split_header(&text)?;
     let body: String = text
@@ -242,27 +266,20 @@ fn read_archived(path: &Path) -> Result<Dump, String> {
         .collect();
     let dir = path.parent().unwrap_or(Path::new("."));
     // The parts it was made of, kept beside it: their names say the backend and time.
-    let parts: Vec<(String, u64, PathBuf)> = std::fs::read_dir(dir)
+    let parts: Vec<(String, u64, PathBuf)> = entries(dir)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
+        .filter_map(|path| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
             let caps = FILE_NAME.captures(&name)?;
-            Some((caps[1].to_owned(), caps[2].parse().ok()?, e.path()))
+            Some((caps[1].to_owned(), caps[2].parse().ok()?, path))
         })
         .collect();
-    let backend = match parts.first().map(|p| p.0.as_str()) {
-        Some("efi_pstore") => "efi".to_owned(),
-        Some(b) => b.to_owned(),
-        None => "systemd-pstore".to_owned(),
-    };
+    let backend = parts
+        .first()
+        .map_or("systemd-pstore", |p| backend_name(&p.0))
+        .to_owned();
     let record_unix_ms = match backend.as_str() {
-        "efi" => parts
-            .iter()
-            .map(|p| p.1 / 100_000 * 1000)
-            .min()
-            .unwrap_or(0),
+        "efi" => parts.iter().map(|p| efi_time_ms(p.1)).min().unwrap_or(0),
         _ => parts
             .iter()
             .map(|p| mtime_ms(&p.2))
@@ -289,11 +306,7 @@ fn read_archived(path: &Path) -> Result<Dump, String> {
 /// The daemon's lines in a pmsg record (userspace messages kept across a reset): each
 /// says why it stopped the heartbeat before the node went down.
 fn read_pmsg(path: &Path, backend: &str) -> Vec<Dump> {
-    let text = std::fs::File::open(path)
-        .and_then(|f| {
-            let mut b = Vec::new();
-            f.take(MAX_RECORD).read_to_end(&mut b).map(|_| b)
-        })
+    let text = read_bounded(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     text.lines()
@@ -341,14 +354,7 @@ pub fn harvest_dir(dir: &Path) -> (Vec<Dump>, Vec<Refused>) {
     let mut parts = Vec::new();
     let mut dumps = Vec::new();
     let mut refused = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for path in entries {
+    for path in entries(dir) {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -357,13 +363,7 @@ pub fn harvest_dir(dir: &Path) -> (Vec<Dump>, Vec<Refused>) {
             // systemd-pstore: <dir>/dmesg.txt, or <ts>/<count>/dmesg.txt for EFI.
             for txt in [path.join("dmesg.txt")]
                 .into_iter()
-                .chain(
-                    std::fs::read_dir(&path)
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .map(|e| e.path().join("dmesg.txt")),
-                )
+                .chain(entries(&path).iter().map(|p| p.join("dmesg.txt")))
                 .filter(|p| p.is_file())
             {
                 match read_archived(&txt) {

@@ -385,6 +385,19 @@ impl Store {
             .map_err(self.sql())
     }
 
+    /// Attempts made so far to deliver incident `id` to `destination`.
+    pub fn attempts(&self, id: i64, destination: &str) -> Result<u32, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT attempts FROM outbox WHERE incident_id = ?1 AND destination = ?2",
+                params![id, destination],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(self.sql())
+    }
+
     /// Delivering incident `id` to `destination` failed: try again at `next_ms`.
     pub fn failed(
         &mut self,
@@ -472,6 +485,7 @@ mod tests {
         drop(s);
         let mut s = Store::open(&path, 100).unwrap();
         assert_eq!(s.due("exec-hook", 5_000).unwrap(), [(a, 1)]);
+        assert_eq!(s.attempts(a, "exec-hook").unwrap(), 1);
         assert_eq!(
             s.outbox_counts().unwrap(),
             [

@@ -14,7 +14,7 @@ use std::{
     collections::HashMap,
     io::Read as _,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    sync::{Mutex, OnceLock},
+    sync::{Mutex, MutexGuard, OnceLock},
 };
 
 use watchdog_common::PidPair;
@@ -184,12 +184,35 @@ impl PidView {
     }
 }
 
+/// A daemon's pid namespace: the iterator that reads it, and the map learned so far.
+pub struct Namespace {
+    view: PidView,
+    map: IdMap,
+}
+
+impl Namespace {
+    pub fn new(view: PidView) -> Self {
+        Namespace {
+            view,
+            map: IdMap::default(),
+        }
+    }
+
+    /// A fresh snapshot, or None (and a warning) if the iterator cannot be read.
+    fn snapshot(&self) -> Option<Snapshot> {
+        self.view
+            .snapshot()
+            .inspect_err(|e| tracing::warn!(error = %e, "could not read the pid namespace's tasks"))
+            .ok()
+    }
+}
+
 /// How ids cross between the kernel side and the daemon.
 pub enum TaskIds {
     /// The daemon is in the initial pid namespace: ids are the kernel's.
     Host,
     /// The daemon is in a pid namespace of its own.
-    Namespace(Mutex<(PidView, IdMap)>),
+    Namespace(Mutex<Namespace>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,29 +233,32 @@ pub fn ids() -> &'static TaskIds {
 }
 
 impl TaskIds {
+    /// The namespace, locked; None on the host.
+    fn namespace(&self) -> Option<MutexGuard<'_, Namespace>> {
+        match self {
+            TaskIds::Host => None,
+            TaskIds::Namespace(ns) => Some(ns.lock().unwrap_or_else(|p| p.into_inner())),
+        }
+    }
+
     /// The kernel's tgid of process `local_tgid`, tracked from now on. None if it is
     /// not in the daemon's namespace (gone).
     pub fn track(&self, local_tgid: u32) -> Result<Option<u32>, ViewError> {
-        let TaskIds::Namespace(view) = self else {
+        let Some(mut ns) = self.namespace() else {
             return Ok(Some(local_tgid));
         };
-        let mut guard = view.lock().unwrap_or_else(|p| p.into_inner());
-        let (view, map) = &mut *guard;
-        if let Some(kernel) = map.kernel_tgid(local_tgid) {
+        if let Some(kernel) = ns.map.kernel_tgid(local_tgid) {
             return Ok(Some(kernel));
         }
-        let snapshot = view.snapshot()?;
-        Ok(map.track(local_tgid, &snapshot))
+        let snapshot = ns.view.snapshot()?;
+        Ok(ns.map.track(local_tgid, &snapshot))
     }
 
     /// The kernel's tgid of process `local_tgid`, which is no longer tracked.
     pub fn untrack(&self, local_tgid: u32) -> Option<u32> {
-        match self {
-            TaskIds::Host => Some(local_tgid),
-            TaskIds::Namespace(view) => {
-                let mut guard = view.lock().unwrap_or_else(|p| p.into_inner());
-                guard.1.untrack(local_tgid)
-            }
+        match self.namespace() {
+            None => Some(local_tgid),
+            Some(mut ns) => ns.map.untrack(local_tgid),
         }
     }
 
@@ -240,56 +266,36 @@ impl TaskIds {
     /// (local tid, local tgid). A thread of a tracked process not seen before is looked
     /// for in a fresh snapshot; any other task is None.
     pub fn thread(&self, kernel_tid: u32, kernel_tgid: u32) -> Option<(u32, u32)> {
-        let TaskIds::Namespace(view) = self else {
+        let Some(mut ns) = self.namespace() else {
             return Some((kernel_tid, kernel_tgid));
         };
-        let mut guard = view.lock().unwrap_or_else(|p| p.into_inner());
-        let (view, map) = &mut *guard;
-        if let Some(found) = map.local(kernel_tid) {
+        if let Some(found) = ns.map.local(kernel_tid) {
             return Some(found);
         }
-        if kernel_tgid != 0 && !map.tracks(kernel_tgid) {
+        if kernel_tgid != 0 && !ns.map.tracks(kernel_tgid) {
             return None;
         }
-        match view.snapshot() {
-            Ok(snapshot) => map.learn(&snapshot),
-            Err(e) => tracing::warn!(error = %e, "could not read the pid namespace's tasks"),
+        if let Some(snapshot) = ns.snapshot() {
+            ns.map.learn(&snapshot);
         }
-        map.local(kernel_tid)
+        ns.map.local(kernel_tid)
     }
 
     /// A tracked thread, by the kernel's tid alone; no snapshot is taken.
     pub fn known(&self, kernel_tid: u32) -> Option<(u32, u32)> {
-        match self {
-            TaskIds::Host => None,
-            TaskIds::Namespace(view) => {
-                let guard = view.lock().unwrap_or_else(|p| p.into_inner());
-                guard.1.local(kernel_tid)
-            }
-        }
+        self.namespace()?.map.local(kernel_tid)
     }
 
     /// Any task of the daemon's namespace, by the kernel's tid, from a fresh snapshot
     /// (for a task the kernel side just made a target: an exec or a fork).
     pub fn discover(&self, kernel_tid: u32) -> Option<(u32, u32)> {
-        let TaskIds::Namespace(view) = self else {
-            return None;
-        };
-        let guard = view.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.0.snapshot() {
-            Ok(snapshot) => snapshot.local(kernel_tid),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the pid namespace's tasks");
-                None
-            }
-        }
+        self.namespace()?.snapshot()?.local(kernel_tid)
     }
 
     /// A tracked thread exited.
     pub fn forget_thread(&self, kernel_tid: u32) {
-        if let TaskIds::Namespace(view) = self {
-            let mut guard = view.lock().unwrap_or_else(|p| p.into_inner());
-            guard.1.forget_thread(kernel_tid);
+        if let Some(mut ns) = self.namespace() {
+            ns.map.forget_thread(kernel_tid);
         }
     }
 

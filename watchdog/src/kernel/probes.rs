@@ -716,10 +716,9 @@ impl Probes {
         let mut ebpf = loader.load(OBJECT)?;
         if in_namespace {
             let view = load_pid_view(&mut ebpf, &kernel_btf)?;
-            pidns::set(TaskIds::Namespace(std::sync::Mutex::new((
-                view,
-                pidns::IdMap::default(),
-            ))));
+            pidns::set(TaskIds::Namespace(std::sync::Mutex::new(
+                pidns::Namespace::new(view),
+            )));
         } else {
             pidns::set(TaskIds::Host);
         }
