@@ -1,8 +1,10 @@
-//! The hot path's current-task cache, end to end as root: the syscall probes take the
-//! current thread from a per-CPU slot that sched_switch writes (no helper call), so a
-//! stale slot would count one thread's syscalls in another's record. These tests load
-//! the real programs and run many short-lived threads and processes across every CPU,
-//! monitored and not, and check each monitored thread's record syscall by syscall.
+//! The hot path, end to end as root. The syscall probes first let through only tasks
+//! whose kernel stack is covered (a lost cover loses a thread), then take the current
+//! thread from a per-CPU entry keyed by its registers (no helper call), so a stale
+//! entry would count one thread's syscalls in another's record. These tests load the
+//! real programs and run many short-lived threads and processes across every CPU,
+//! monitored and not, check each monitored thread's record syscall by syscall, and
+//! check the cover against the threads alive.
 use std::{
     collections::{HashMap, HashSet},
     sync::{
@@ -219,4 +221,79 @@ fn a_thread_that_execs_takes_the_leaders_id_and_leaves_no_record_behind() {
     let seen = watcher.stop();
     let checked = check_counts(&seen, &tids, N);
     assert!(checked * 4 >= tids.len() * 3, "{checked} of {}", tids.len());
+}
+
+/// The tids of process `pid`'s threads now, from /proc.
+fn task_ids(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("read the workload's task list")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The hot path's first test lets a syscall through only if the task's kernel stack is
+/// in a bucket with a covered thread, so a followed thread that is not covered is lost,
+/// and a count that only grows makes the test useless. Cover is given to a running
+/// process's threads by a task iterator, to new threads and children at fork, moved by
+/// a non-leader exec, and taken away at exit: the count must equal the live threads.
+#[test]
+fn every_followed_thread_is_covered_once_and_uncovered_at_exit() {
+    require_root();
+    let (mut probes, channels) = Probes::load().expect("load the probes");
+    assert_eq!(
+        probes.covered_count(),
+        0,
+        "nothing is covered before a target"
+    );
+    let mut bystander = Workload::spawn();
+    let mut work = Workload::spawn();
+    // Threads that exist before the process becomes a target.
+    work.send("threads 40");
+    work.expect("THREADS", Duration::from_secs(5));
+    probes.add_target(work.pid).expect("add target");
+    let live = task_ids(work.pid);
+    assert!(live.len() > 40, "{} threads", live.len());
+    for tid in &live {
+        assert!(
+            probes.is_covered(*tid),
+            "thread {tid} of the target is not covered"
+        );
+    }
+    assert_eq!(probes.covered_count(), live.len() as u64);
+    assert!(
+        !probes.is_covered(bystander.pid),
+        "a process we do not follow is covered"
+    );
+    // Short-lived threads and child processes, born covered and gone again; their
+    // syscalls reach the exact path (counted one by one).
+    let watcher = Watcher::start(channels.inflight);
+    const N: u64 = 200;
+    work.send(&format!("churn 4 4 {N} getppid 0"));
+    let tids = churned_tids(&mut work);
+    let seen = watcher.stop();
+    assert!(check_counts(&seen, &tids, N) * 4 >= tids.len() * 3);
+    work.send(&format!("churn 2 4 {N} getppid 1"));
+    churned_tids(&mut work);
+    assert_eq!(probes.covered_count(), task_ids(work.pid).len() as u64);
+    // A non-leader thread execs: its cover moves to the leader's id, the old leader's
+    // goes with it, and the 40 parked threads' with their exit.
+    work.send("exec-thread");
+    work.expect("READY", Duration::from_secs(5));
+    let after = task_ids(work.pid);
+    assert!(
+        probes.is_covered(work.pid),
+        "the exec'd leader is not covered"
+    );
+    assert_eq!(
+        probes.covered_count(),
+        after.len() as u64,
+        "threads now: {after:?}"
+    );
+    work.kill();
+    assert_eq!(
+        probes.covered_count(),
+        0,
+        "cover left behind by exited threads"
+    );
+    bystander.kill();
 }

@@ -44,6 +44,11 @@ pub mod maps {
     /// `tid & mask`), memory-mapped by the daemon; INFLIGHT takes a thread whose slot is
     /// another's.
     pub const SLOTS: &str = "SLOTS";
+    /// u64 counts, [`super::STACK_BUCKETS`] of them: how many covered threads have a
+    /// kernel stack in each bucket (see [`super::stack_bucket`]).
+    pub const STACKS: &str = "STACKS";
+    /// u64 words, one bit per tid: threads counted in STACKS (kernel side).
+    pub const COVERED_BITS: &str = "COVERED_BITS";
     /// Per-CPU [`super::CurrentTask`]: the last task to make a syscall on each CPU.
     pub const CURRENT: &str = "CURRENT";
     /// One u64, bumped by every task exit and exec: [`super::CurrentTask`] entries
@@ -52,11 +57,11 @@ pub mod maps {
     /// One [`super::ClockSample`], written by the `clock_sample` program.
     pub const CLOCK: &str = "CLOCK";
     /// The bit arrays, which the loader sizes to the kernel's pid_max.
-    pub const BIT_ARRAYS: [&str; 3] = [TARGET_BITS, EXEC_BITS, THREAD_BITS];
+    pub const BIT_ARRAYS: [&str; 4] = [TARGET_BITS, EXEC_BITS, THREAD_BITS, COVERED_BITS];
     /// Every map of the kernel side. It declares each one with a bare `#[map]` under
     /// the same identifier (the map's name is the identifier), and a unit test of the
     /// daemon checks the built object against this list.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         TARGETS,
         INFLIGHT,
         EVENTS,
@@ -71,7 +76,21 @@ pub mod maps {
         TASK_EPOCH,
         INFLIGHT_LIVE,
         CLOCK,
+        STACKS,
+        COVERED_BITS,
     ];
+}
+
+/// Buckets of the kernel stacks of covered threads (a power of two; 1 MiB of counts).
+pub const STACK_BUCKETS: u32 = 1 << 17;
+
+/// The bucket of the kernel stack whose saved user registers sit at `regs`: the
+/// stack's address above 16 KiB. Every 64-bit architecture's kernel stacks are at
+/// least 16 KiB and aligned to their size, so two live tasks' registers are in
+/// different 16 KiB blocks; which block a task's are in never changes.
+#[inline(always)]
+pub fn stack_bucket(regs: u64) -> u32 {
+    (regs >> 14) as u32 & (STACK_BUCKETS - 1)
 }
 
 /// Entries of SLOTS unless the loader is told otherwise (a power of two).
@@ -89,9 +108,9 @@ macro_rules! with_loader_globals {
     ($m:ident) => {
         $m! {
             slot_mask: WD_SLOT_MASK;
-            task: WD_TASK_PID => pid, WD_TASK_STATE => __state;
+            task: WD_TASK_PID => pid, WD_TASK_STATE => __state, WD_TASK_TGID => tgid,
+                WD_TASK_FLAGS => flags;
             pid_view:
-                WD_TASK_TGID => task_struct.tgid,
                 WD_TASK_THREAD_PID => task_struct.thread_pid,
                 WD_PID_LEVEL => pid.level,
                 WD_PID_NUMBERS => pid.numbers,

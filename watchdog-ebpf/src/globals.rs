@@ -8,8 +8,9 @@ use watchdog_common::layout;
 macro_rules! declare_globals {
     (
         slot_mask: $mask:ident;
-        task: $task_pid:ident => pid, $task_state:ident => __state;
-        pid_view: $task_tgid:ident => task_struct.tgid, $task_thread_pid:ident => task_struct.thread_pid,
+        task: $task_pid:ident => pid, $task_state:ident => __state, $task_tgid:ident => tgid,
+            $task_flags:ident => flags;
+        pid_view: $task_thread_pid:ident => task_struct.thread_pid,
             $pid_level:ident => pid.level, $pid_numbers:ident => pid.numbers, $upid_ns:ident => upid.ns;
         fields: $($(#[$doc:meta])* $field:ident => $global:ident,)*
     ) => {
@@ -43,6 +44,21 @@ macro_rules! declare_globals {
 
         #[unsafe(no_mangle)]
         static $task_tgid: Global<u32> = Global::new(0);
+        #[unsafe(no_mangle)]
+        static $task_flags: Global<u32> = Global::new(0);
+
+        /// A task's process id (`tgid`), from a BTF pointer to its task_struct.
+        #[inline(always)]
+        pub fn task_tgid(task: *const u8) -> u32 {
+            unsafe { *(task.add($task_tgid.load() as usize) as *const u32) }
+        }
+
+        /// A task's `flags` (PF_*), from a BTF pointer to its task_struct.
+        #[inline(always)]
+        pub fn task_flags(task: *const u8) -> u32 {
+            unsafe { *(task.add($task_flags.load() as usize) as *const u32) }
+        }
+
         #[unsafe(no_mangle)]
         static $task_thread_pid: Global<u32> = Global::new(0);
         #[unsafe(no_mangle)]

@@ -12,6 +12,7 @@ mod globals;
 mod maps;
 mod probes;
 mod slots;
+mod stacks;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -56,6 +56,16 @@ pub static EXEC_BITS: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 pub static THREAD_BITS: Array<u64> = Array::with_max_entries(1, aya_ebpf::bindings::BPF_F_MMAPABLE);
 
+/// Covered threads per bucket of kernel stacks: the hot path's first test (see
+/// `stacks`). Written here only, with atomic adds.
+#[map]
+pub static STACKS: Array<u64> = Array::with_max_entries(watchdog_common::STACK_BUCKETS, 0);
+
+/// tid bits of the threads counted in STACKS. Written here only, with atomic
+/// operations: set when a thread is covered, cleared at its exit.
+#[map]
+pub static COVERED_BITS: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Each CPU's last task to make a syscall on it (see `current`).
 #[map]
 pub static CURRENT: PerCpuArray<CurrentTask> = PerCpuArray::with_max_entries(1, 0);

@@ -1,6 +1,7 @@
 //! The programs, one file per hook; each program is a thin wrapper around a `try_*`
 //! function.
 mod clock;
+mod cover_targets;
 mod floor;
 mod pid_view;
 mod printk;

@@ -15,6 +15,7 @@ use crate::{
     globals::field_offset,
     maps::{EVENTS, EXEC_BITS, bump},
     slots::forget_thread,
+    stacks::{current_regs, uncover},
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
@@ -27,6 +28,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<u32, i32> {
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // Its stack, and so its registers' address, may go to a new task.
     forget_tasks();
+    uncover(tid, current_regs);
     // Any thread with a slot, target or not any more (a reload may have let it go).
     forget_thread(tid);
     if !is_target(tgid) {

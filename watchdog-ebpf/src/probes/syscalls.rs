@@ -1,8 +1,10 @@
 //! raw_syscalls sys_enter/sys_exit: keep the in-flight syscall of each monitored thread.
 //!
-//! Every syscall on the host runs these, so they make no helper call while a CPU runs
-//! one task: raw tracepoints (cheaper than BTF ones here, and the syscall number is a
-//! plain argument), the current task from a per-CPU entry keyed by its registers
+//! Every syscall on the host runs these, so nearly all stop after one load: the count
+//! of covered threads in the bucket of the task's kernel stack (`stacks`), zero for a
+//! task we do not follow. Past it, they make no helper call while a CPU runs one task:
+//! raw tracepoints (cheaper than BTF ones here, and the syscall number is a plain
+//! argument), the current task from a per-CPU entry keyed by its registers
 //! (`current`), bit arrays for the filter, and `bpf_jiffies64()` for the clock, which
 //! the verifier inlines into a load of `jiffies`. The first argument of the syscall is not kept: the daemon reads
 //! it from /proc when a verdict needs it (a long read: on which fd).
@@ -14,6 +16,7 @@ use crate::{
     current::current_ids,
     maps::{THREAD_BITS, bump},
     slots::{new_record, record_of},
+    stacks::may_be_followed,
 };
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -31,7 +34,11 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn try_sys_enter(ctx: &RawTracePointContext) {
     // TP_PROTO(struct pt_regs *regs, long id)
-    let (tgid, tid) = current_ids(ctx.arg(0));
+    let regs = ctx.arg(0);
+    if !may_be_followed(regs) {
+        return;
+    }
+    let (tgid, tid) = current_ids(regs);
     if !is_target(tgid) {
         return;
     }
@@ -75,7 +82,11 @@ fn try_sys_enter(ctx: &RawTracePointContext) {
 #[inline(always)]
 fn try_sys_exit(ctx: &RawTracePointContext) {
     // TP_PROTO(struct pt_regs *regs, long ret)
-    let (_, tid) = current_ids(ctx.arg(0));
+    let regs = ctx.arg(0);
+    if !may_be_followed(regs) {
+        return;
+    }
+    let (_, tid) = current_ids(regs);
     // Only monitored threads have a slot: the bit says so without a lookup.
     if !has_slot(tid) {
         return;

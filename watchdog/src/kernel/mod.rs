@@ -11,4 +11,5 @@ pub mod pidns;
 pub mod probes;
 pub mod procfs;
 pub mod ring;
+pub mod task_iter;
 pub mod tracefs;

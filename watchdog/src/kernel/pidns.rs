@@ -12,12 +12,12 @@
 //! unmapped rather than risk a stale map naming the wrong task.
 use std::{
     collections::HashMap,
-    io::Read as _,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{Mutex, MutexGuard, OnceLock},
 };
 
 use watchdog_common::PidPair;
+
+use super::task_iter::TaskIter;
 
 use crate::events::{Event, TaskEventKind};
 
@@ -117,64 +117,17 @@ impl IdMap {
 }
 
 /// The `pid_view` iterator, attached: each read runs it over the daemon's namespace.
-pub struct PidView {
-    link: OwnedFd,
-}
-
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_ITER_CREATE: libc::c_long = 33;
-const BPF_TRACE_ITER: u32 = 28;
-
-/// `union bpf_attr` as BPF_LINK_CREATE and BPF_ITER_CREATE read it (zero beyond).
-#[repr(C)]
-#[derive(Default)]
-struct LinkAttr {
-    prog_fd: u32,
-    target_fd: u32,
-    attach_type: u32,
-    flags: u32,
-    _rest: [u64; 6],
-}
-
-fn bpf(cmd: libc::c_long, attr: &LinkAttr) -> std::io::Result<OwnedFd> {
-    // SAFETY: a valid, zero-padded bpf_attr of the size passed; the kernel only reads it.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *const LinkAttr,
-            size_of::<LinkAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just handed us this descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
+pub struct PidView(TaskIter);
 
 impl PidView {
-    /// Attach loaded program `prog` (an `iter/task` program) as an iterator link.
-    pub fn attach(prog: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Self> {
-        let attr = LinkAttr {
-            prog_fd: prog.as_raw_fd() as u32,
-            attach_type: BPF_TRACE_ITER,
-            ..LinkAttr::default()
-        };
-        Ok(PidView {
-            link: bpf(BPF_LINK_CREATE, &attr)?,
-        })
+    /// The `pid_view` program, attached.
+    pub fn new(iter: TaskIter) -> Self {
+        PidView(iter)
     }
 
     /// Every task of the daemon's namespace, with its ids in both.
     pub fn snapshot(&self) -> std::io::Result<Snapshot> {
-        let attr = LinkAttr {
-            prog_fd: self.link.as_raw_fd() as u32,
-            ..LinkAttr::default()
-        };
-        let mut file = std::fs::File::from(bpf(BPF_ITER_CREATE, &attr)?);
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        let bytes = self.0.run()?;
         let pairs: Vec<PidPair> = bytes
             .chunks_exact(size_of::<PidPair>())
             // SAFETY: PidPair is plain old data, and each chunk is exactly one.

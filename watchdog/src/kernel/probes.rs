@@ -17,6 +17,7 @@ use crate::{
         clock::monotonic_ns,
         jiffies::JiffyClock,
         pidns::{self, PidView, TaskIds},
+        task_iter::TaskIter,
         tracefs,
     },
 };
@@ -60,6 +61,11 @@ pub enum EbpfError {
     Stats(aya::sys::SyscallError),
     #[error("{0}")]
     PidView(#[from] super::pidns::ViewError),
+    #[error("task iterator {name}: {source}")]
+    TaskIter {
+        name: &'static str,
+        source: std::io::Error,
+    },
     #[error("process {0} is not in the watchdog's pid namespace (gone, or out of its view)")]
     NotInNamespace(u32),
 }
@@ -74,6 +80,11 @@ pub struct Probes {
     target_bits: Array<MapData, u64>,
     comms: HashMap<MapData, [u8; 16], u32>,
     cgroups: HashMap<MapData, u64, u32>,
+    /// The threads that pass the hot path's first test (see watchdog-ebpf's `stacks`),
+    /// and the iterator that covers a running process's threads.
+    covered_bits: Array<MapData, u64>,
+    stacks: Array<MapData, u64>,
+    cover_targets: TaskIter,
 }
 
 /// Maps the daemon reads from its own tasks.
@@ -439,11 +450,9 @@ fn attach_raw(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), EbpfE
     Ok(())
 }
 
-/// Load the `pid_view` task iterator and attach it as an iterator link, for a daemon
-/// in a pid namespace of its own.
-fn load_pid_view(ebpf: &mut Ebpf, btf: &Btf) -> Result<PidView, EbpfError> {
+/// Load task iterator `name` and attach it as an iterator link.
+fn load_task_iter(ebpf: &mut Ebpf, name: &'static str, btf: &Btf) -> Result<TaskIter, EbpfError> {
     use std::os::fd::AsFd as _;
-    let name = "pid_view";
     let prog: &mut Iter = ebpf
         .program_mut(name)
         .ok_or(EbpfError::MissingProgram(name))?
@@ -454,7 +463,7 @@ fn load_pid_view(ebpf: &mut Ebpf, btf: &Btf) -> Result<PidView, EbpfError> {
     let fd = prog
         .fd()
         .map_err(|source| EbpfError::Program { name, source })?;
-    PidView::attach(fd.as_fd()).map_err(|e| EbpfError::PidView(pidns::ViewError::from(e)))
+    TaskIter::attach(fd.as_fd()).map_err(|source| EbpfError::TaskIter { name, source })
 }
 
 /// Size the bit arrays to the kernel's pid_max and SLOTS to `mask + 1` entries (and
@@ -643,21 +652,10 @@ impl Floor {
         Ok(Floor { _ebpf: ebpf })
     }
 
-    /// The current-task cache alone on sys_enter and sys_exit (no filter after it): the
-    /// first part of the unmonitored path, for the benchmark's breakdown.
-    pub fn attach_cache() -> Result<Floor, EbpfError> {
-        Floor::attach_pair("cache_enter", "cache_exit")
-    }
-
-    /// The shape of a leaner unmonitored path (the cache without the epoch's lookup, and
-    /// one bit test), for the benchmark's breakdown; not exact, never used otherwise.
-    pub fn attach_lean() -> Result<Floor, EbpfError> {
-        Floor::attach_pair("lean_enter", "lean_exit")
-    }
-
-    /// Raw tracepoint programs `enter` and `exit`, with the maps sized as the daemon
-    /// sizes them (bit arrays to pid_max, so a bit test is a bit test).
-    fn attach_pair(enter: &'static str, exit: &'static str) -> Result<Floor, EbpfError> {
+    /// Raw tracepoint programs `enter` and `exit` (the bench-only ones in the object's
+    /// `floor` module: parts and shapes of the unmonitored path), with the maps sized as
+    /// the daemon sizes them (bit arrays to pid_max, so a bit test is a bit test).
+    pub fn attach_pair(enter: &'static str, exit: &'static str) -> Result<Floor, EbpfError> {
         raise_memlock();
         let mut loader = EbpfLoader::new();
         let mask = slot_count() - 1;
@@ -715,7 +713,7 @@ impl Probes {
         size_maps(&mut loader, &mask);
         let mut ebpf = loader.load(OBJECT)?;
         if in_namespace {
-            let view = load_pid_view(&mut ebpf, &kernel_btf)?;
+            let view = PidView::new(load_task_iter(&mut ebpf, "pid_view", &kernel_btf)?);
             pidns::set(TaskIds::Namespace(std::sync::Mutex::new(
                 pidns::Namespace::new(view),
             )));
@@ -730,6 +728,9 @@ impl Probes {
             Some(aya::maps::Map::Array(data)) => Ok(data),
             _ => Err(EbpfError::MissingMap(name)),
         };
+        let covered_bits = take(&mut ebpf, maps::COVERED_BITS)?;
+        let stacks = take(&mut ebpf, maps::STACKS)?;
+        let cover_targets = load_task_iter(&mut ebpf, "cover_targets", &kernel_btf)?;
         let slots = take_array(&mut ebpf, maps::SLOTS)?;
         let thread_bits = take_array(&mut ebpf, maps::THREAD_BITS)?;
         let sampler = ClockSampler {
@@ -771,6 +772,9 @@ impl Probes {
             "sched",
             "sched_process_fork",
         )?;
+        // Before any target is added: from then on, a target's new threads are
+        // covered before they run (see watchdog-ebpf's `stacks`).
+        attach_btf_tp(&mut ebpf, "cover_forked", "sched_process_fork", &kernel_btf)?;
         attach_raw(&mut ebpf, "sys_enter", "sys_enter")?;
         attach_tp(&mut ebpf, "printk_console", "printk", "console")?;
         // Structured signals beside the text, where this kernel has them.
@@ -795,6 +799,9 @@ impl Probes {
                 target_bits,
                 comms,
                 cgroups,
+                covered_bits,
+                stacks,
+                cover_targets,
             },
             Channels {
                 inflight,
@@ -854,7 +861,38 @@ impl Probes {
         self.targets
             .insert(tgid, Target { flags }, 0)
             .map_err(map_error(maps::TARGETS))?;
-        self.set_target_bit(tgid, true)
+        self.set_target_bit(tgid, true)?;
+        self.cover(tgid)
+    }
+
+    /// Cover the threads process `tgid` has now, so the hot path's first test lets
+    /// their syscalls through (see watchdog-ebpf's `stacks`); threads it starts later
+    /// are covered at fork. A process whose main thread is covered already (a child
+    /// of a covered thread, covered at fork, and its threads with it) needs no walk.
+    fn cover(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        if self.is_covered(tgid) {
+            return Ok(());
+        }
+        self.cover_targets
+            .run()
+            .map(drop)
+            .map_err(|source| EbpfError::TaskIter {
+                name: "cover_targets",
+                source,
+            })
+    }
+
+    /// Whether thread `tid` (a kernel id) is covered.
+    pub fn is_covered(&self, tid: u32) -> bool {
+        self.covered_bits
+            .get(&(tid / 64), 0)
+            .is_ok_and(|w| w & (1 << (tid % 64)) != 0)
+    }
+
+    /// Covered threads, summed over the stack buckets: each live covered thread counts
+    /// once (more only for threads beyond the bit arrays, counted for good).
+    pub fn covered_count(&self) -> u64 {
+        self.stacks.iter().filter_map(Result::ok).sum()
     }
 
     /// Set or clear `tgid`'s bit in TARGET_BITS (which only userspace writes, and only
