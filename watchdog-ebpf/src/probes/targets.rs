@@ -103,8 +103,8 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn cover_forked(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(struct task_struct *parent, struct task_struct *child)
-    let parent: *const u8 = unsafe { ctx.arg(0) };
-    let child: *const u8 = unsafe { ctx.arg(1) };
+    let parent: *const u8 = ctx.arg(0);
+    let child: *const u8 = ctx.arg(1);
     if is_covered(task_tid(parent)) || is_target(task_tgid(child)) {
         cover(task_tid(child), regs_of(child));
     }
