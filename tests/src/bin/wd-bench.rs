@@ -450,14 +450,14 @@ fn syscall_cost(plan: &Plan, out: &mut String) {
 
 /// Each program's own time per run from the kernel's statistics while the getppid loop
 /// runs (CPU 0 kept busy, as in the syscall section), for pairs of programs on
-/// sys_enter and sys_exit: empty ones, the current-task cache alone, the daemon's
-/// probes for a process it does not monitor, and the shapes of leaner paths (bench-only
-/// programs of the object's `floor` module). The statistics add the same clock reads
-/// to every run of every program, so the differences between the pairs are what each
-/// part costs, without the wall clock's run-to-run spread.
+/// sys_enter and sys_exit: empty ones, the current-task cache alone, the daemon's probes
+/// for a process it does not monitor and for one it does, and shapes to compare with
+/// (bench-only programs of the object's `floor` module). The statistics add the same
+/// clock reads to every run of every program, so the differences between the pairs are
+/// what each part costs, without the wall clock's run-to-run spread.
 fn filter_cost(plan: &Plan, out: &mut String) {
     let _busy = Spinner::on_cpu0();
-    let pairs: [(&str, [&str; 2]); 5] = [
+    let pairs: [(&str, [&str; 2]); 6] = [
         ("empty programs (the floor)", ["floor_enter", "floor_exit"]),
         (
             "the current-task cache alone (the unmonitored path's first part before the stack test)",
@@ -465,6 +465,10 @@ fn filter_cost(plan: &Plan, out: &mut String) {
         ),
         (
             "the daemon's probes, process not monitored (the stack test)",
+            ["sys_enter", "sys_exit"],
+        ),
+        (
+            "the daemon's probes, process monitored (the loop's own syscalls recorded)",
             ["sys_enter", "sys_exit"],
         ),
         (
@@ -495,6 +499,7 @@ fn filter_cost(plan: &Plan, out: &mut String) {
                     _floor: Floor::attach().expect("attach the floor programs"),
                 },
                 2 => attach(Mode::Unmonitored, work.pid),
+                3 => attach(Mode::Monitored, work.pid),
                 _ => Attached::Floor {
                     _floor: Floor::attach_pair(names[0], names[1]).expect("attach a bench pair"),
                 },
@@ -558,8 +563,8 @@ fn filter_cost(plan: &Plan, out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "\nThe unmonitored path costs {:+.1} ns per syscall over the floor; the current-task cache, which it no longer reaches, {:+.1} ns by itself.\n",
-        over[2], over[1],
+        "\nThe unmonitored path costs {:+.1} ns per syscall over the floor, the monitored path {:+.1} ns; the current-task cache, which the unmonitored path no longer reaches, {:+.1} ns by itself.\n",
+        over[2], over[3], over[1],
     );
 }
 
