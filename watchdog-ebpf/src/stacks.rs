@@ -13,7 +13,9 @@
 //!
 //! The invariant that makes zero mean "not followed": every thread the exact path
 //! would follow (each thread of a target, and any thread with an in-flight slot) is
-//! covered before its next syscall. Cover is given
+//! covered, from before it first runs or from when its process becomes a target (a
+//! syscall in between is missed as if the target had been added a moment later).
+//! Cover is given
 //! - at fork, to a child whose parent is covered or whose process is a target
 //!   (`cover_forked`), before the child first runs;
 //! - at exec, to a task that becomes a target there (`sched_process_exec`);

@@ -56,10 +56,10 @@ pub fn cache_exit(ctx: RawTracePointContext) -> i32 {
 }
 
 // The shape of the unmonitored path on a kernel that inlines `bpf_get_current_task()`
-// (x86-64 verifiers from 2026 turn it into a per-CPU address move and a load, the
-// sequence they already emit for a PERCPU_ARRAY lookup): a per-CPU load, a load whose
-// address depends on it (for `task->tgid`), and one bit test on the id it gives.
-// For measuring only: the id is not the current task's.
+// (patches posted for x86-64, not in this project's kernels, turn it into a per-CPU
+// address move and a load, the sequence the verifier already emits for a PERCPU_ARRAY
+// lookup): a per-CPU load, a load whose address depends on it (for `task->tgid`), and
+// one bit test on the id it gives. For measuring only: the id is not the current task's.
 #[inline(always)]
 fn inlined_current_id() -> u32 {
     let Some(cur) = CURRENT.get_ptr(0) else {
