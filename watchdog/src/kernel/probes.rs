@@ -853,16 +853,23 @@ impl Probes {
         self.insert_target(tgid, 0)
     }
 
-    fn insert_target(&mut self, tgid: u32, flags: u32) -> Result<(), EbpfError> {
+    fn insert_target(&mut self, local_tgid: u32, flags: u32) -> Result<(), EbpfError> {
         // The kernel side's ids are the initial pid namespace's.
         let tgid = pidns::ids()
-            .track(tgid)?
-            .ok_or(EbpfError::NotInNamespace(tgid))?;
+            .track(local_tgid)?
+            .ok_or(EbpfError::NotInNamespace(local_tgid))?;
         self.targets
             .insert(tgid, Target { flags }, 0)
             .map_err(map_error(maps::TARGETS))?;
         self.set_target_bit(tgid, true)?;
-        self.cover(tgid)
+        // A target whose threads are not covered would be a target in name only (the
+        // hot path's first test drops its syscalls): it is taken back, and the error
+        // says why.
+        if let Err(e) = self.cover(tgid) {
+            let _ = self.remove_target(local_tgid);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Cover the threads process `tgid` has now, so the hot path's first test lets
