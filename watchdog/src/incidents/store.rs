@@ -29,6 +29,14 @@ pub enum StoreError {
     },
 }
 
+/// What turns a SQLite error into the store's, naming the database at `path`.
+fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+    move |source| StoreError::Sql {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -102,10 +110,7 @@ impl Store {
                 source,
             })?;
         }
-        let sql = |source| StoreError::Sql {
-            path: path.to_owned(),
-            source,
-        };
+        let sql = sql_error(path);
         let conn = Connection::open(path).map_err(sql)?;
         // WAL: readers (wdctl via the daemon) never block the writer. NORMAL sync is
         // durable across a daemon crash; only a power loss may lose the last commit.
@@ -202,11 +207,8 @@ impl Store {
             .map_err(self.sql())
     }
 
-    fn sql(&self) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sql {
-            path: self.path.clone(),
-            source,
-        }
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        sql_error(&self.path)
     }
 
     /// Store an incident; sets and returns its id.
@@ -260,10 +262,9 @@ impl Store {
         harvested: Option<&str>,
     ) -> Result<i64, StoreError> {
         self.reopen_if_gone()?;
-        let tx = self.conn.transaction().map_err(|source| StoreError::Sql {
-            path: self.path.clone(),
-            source,
-        })?;
+        // The path apart from the connection, which the transaction borrows.
+        let sql = sql_error(&self.path);
+        let tx = self.conn.transaction().map_err(sql)?;
         let body = serde_json::to_string(&inc).expect("incidents serialize");
         tx.execute(
             "INSERT INTO incidents (at_unix_ms, kind, class, pid, tid, comm, monitored, stopped_heartbeat, summary, body)
@@ -281,45 +282,30 @@ impl Store {
                 body
             ],
         )
-        .map_err(|source| StoreError::Sql {
-            path: self.path.clone(),
-            source,
-        })?;
+        .map_err(sql)?;
         let id = tx.last_insert_rowid();
         if let Some(key) = harvested {
             tx.execute(
                 "INSERT INTO harvested (key, incident_id) VALUES (?1, ?2)",
                 params![key, id],
             )
-            .map_err(|source| StoreError::Sql {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(sql)?;
         }
         for dest in destinations {
             tx.execute(
                 "INSERT INTO outbox (incident_id, destination) VALUES (?1, ?2)",
                 params![id, dest],
             )
-            .map_err(|source| StoreError::Sql {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(sql)?;
         }
         for table in [
             "DELETE FROM incidents WHERE id <= ?1",
             "DELETE FROM outbox WHERE incident_id <= ?1",
         ] {
             tx.execute(table, params![id - self.max as i64])
-                .map_err(|source| StoreError::Sql {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(sql)?;
         }
-        tx.commit().map_err(|source| StoreError::Sql {
-            path: self.path.clone(),
-            source,
-        })?;
+        tx.commit().map_err(sql)?;
         inc.id = Some(id);
         Ok(id)
     }
