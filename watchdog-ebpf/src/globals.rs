@@ -27,36 +27,41 @@ macro_rules! declare_globals {
         static $task_pid: Global<u32> = Global::new(0);
         #[unsafe(no_mangle)]
         static $task_state: Global<u32> = Global::new(0);
+        #[unsafe(no_mangle)]
+        static $task_tgid: Global<u32> = Global::new(0);
+        #[unsafe(no_mangle)]
+        static $task_flags: Global<u32> = Global::new(0);
 
-        /// A task's thread id, read from its task_struct (a BTF pointer: a plain load)
-        /// at the offset the loader set.
+        /// The u32 field of a task_struct at the offset global `field` holds: `task` is
+        /// a BTF pointer, so this is a plain load.
+        #[inline(always)]
+        fn task_field(task: *const u8, field: &Global<u32>) -> u32 {
+            unsafe { *(task.add(field.load() as usize) as *const u32) }
+        }
+
+        /// A task's thread id (`pid`).
         #[inline(always)]
         pub fn task_tid(task: *const u8) -> u32 {
-            unsafe { *(task.add($task_pid.load() as usize) as *const u32) }
+            task_field(task, &$task_pid)
         }
 
         /// A task's raw `__state` (`state` before Linux 5.14; its low half on
         /// little-endian machines, which is where every state bit is).
         #[inline(always)]
         pub fn task_state(task: *const u8) -> u32 {
-            unsafe { *(task.add($task_state.load() as usize) as *const u32) }
+            task_field(task, &$task_state)
         }
 
-        #[unsafe(no_mangle)]
-        static $task_tgid: Global<u32> = Global::new(0);
-        #[unsafe(no_mangle)]
-        static $task_flags: Global<u32> = Global::new(0);
-
-        /// A task's process id (`tgid`), from a BTF pointer to its task_struct.
+        /// A task's process id (`tgid`).
         #[inline(always)]
         pub fn task_tgid(task: *const u8) -> u32 {
-            unsafe { *(task.add($task_tgid.load() as usize) as *const u32) }
+            task_field(task, &$task_tgid)
         }
 
-        /// A task's `flags` (PF_*), from a BTF pointer to its task_struct.
+        /// A task's `flags` (PF_*).
         #[inline(always)]
         pub fn task_flags(task: *const u8) -> u32 {
-            unsafe { *(task.add($task_flags.load() as usize) as *const u32) }
+            task_field(task, &$task_flags)
         }
 
         #[unsafe(no_mangle)]
