@@ -10,7 +10,7 @@ use crate::{
 
 /// Whether `id`'s bit is set in `bits`; None when `id` is beyond the array.
 #[inline(always)]
-fn bit(bits: &Array<u64>, id: u32) -> Option<bool> {
+pub fn bit(bits: &Array<u64>, id: u32) -> Option<bool> {
     bits.get(id >> 6).map(|w| *w & (1u64 << (id & 63)) != 0)
 }
 

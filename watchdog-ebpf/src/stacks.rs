@@ -33,7 +33,7 @@ use aya_ebpf::helpers::{
 use watchdog_common::stack_bucket;
 
 use crate::{
-    bits::atomic_add,
+    bits::{atomic_add, bit},
     globals::task_flags,
     maps::{COVERED_BITS, STACKS},
 };
@@ -121,13 +121,10 @@ pub fn uncover(tid: u32, regs: impl FnOnce() -> u64) {
     }
 }
 
-/// Whether thread `tid` is covered.
+/// Whether thread `tid` is covered (with a bit: see `cover`).
 #[inline(always)]
 pub fn is_covered(tid: u32) -> bool {
-    match COVERED_BITS.get(tid >> 6) {
-        Some(w) => *w & (1u64 << (tid & 63)) != 0,
-        None => false,
-    }
+    bit(&COVERED_BITS, tid).unwrap_or(false)
 }
 
 /// The registers of the task running this program.

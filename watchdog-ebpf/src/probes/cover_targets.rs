@@ -3,18 +3,12 @@
 //! forks from then on are covered at fork. On demand, never on a hot path.
 use core::ffi::c_void;
 
+use super::TaskIterContext;
 use crate::{
     bits::is_target,
     globals::{task_tgid, task_tid},
     stacks::cover_running,
 };
-
-/// `struct bpf_iter__task`: the iterator's meta and the task, NULL once after the last.
-#[repr(C)]
-struct TaskIterContext {
-    meta: *const c_void,
-    task: *const u8,
-}
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task")]

@@ -10,24 +10,14 @@
 //! the reader's namespace before it is reported.
 use core::ffi::c_void;
 
-use aya_ebpf::{
-    bindings::seq_file,
-    helpers::{
-        bpf_probe_read_kernel,
-        generated::{bpf_get_current_task, bpf_seq_write},
-    },
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel,
+    generated::{bpf_get_current_task, bpf_seq_write},
 };
 use watchdog_common::{MAX_PID_NS_LEVEL, PidPair};
 
+use super::TaskIterContext;
 use crate::globals::{PidOffsets, pid_offsets, task_tid};
-
-/// `struct bpf_iter__task`: the iterator's meta (whose first field is the seq_file to
-/// write to) and the task, NULL once after the last.
-#[repr(C)]
-struct TaskIterContext {
-    meta: *const *mut seq_file,
-    task: *const u8,
-}
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task")]
