@@ -61,6 +61,16 @@ pub fn unique_group() -> SocketAddr {
     ))
 }
 
+/// The tids of process `pid`'s threads now, from /proc (none if it is gone).
+pub fn task_ids(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Field `key=value` of a line like `STALL tid=12 at_ns=345`.
 pub fn field(line: &str, key: &str) -> u64 {
     line.split_whitespace()

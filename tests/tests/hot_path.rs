@@ -223,14 +223,6 @@ fn a_thread_that_execs_takes_the_leaders_id_and_leaves_no_record_behind() {
     assert!(checked * 4 >= tids.len() * 3, "{checked} of {}", tids.len());
 }
 
-/// The tids of process `pid`'s threads now, from /proc.
-fn task_ids(pid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("read the workload's task list")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
 /// The hot path's first test lets a syscall through only if the task's kernel stack is
 /// in a bucket with a covered thread, so a followed thread that is not covered is lost,
 /// and a count that only grows makes the test useless. Cover is given to a running
@@ -274,12 +266,15 @@ fn every_followed_thread_is_covered_once_and_uncovered_at_exit() {
     assert!(check_counts(&seen, &tids, N) * 4 >= tids.len() * 3);
     work.send(&format!("churn 2 4 {N} getppid 1"));
     churned_tids(&mut work);
-    assert_eq!(probes.covered_count(), task_ids(work.pid).len() as u64);
+    let live = task_ids(work.pid);
+    assert!(!live.is_empty(), "the workload is gone");
+    assert_eq!(probes.covered_count(), live.len() as u64);
     // A non-leader thread execs: its cover moves to the leader's id, the old leader's
     // goes with it, and the 40 parked threads' with their exit.
     work.send("exec-thread");
     work.expect("READY", Duration::from_secs(5));
     let after = task_ids(work.pid);
+    assert!(!after.is_empty(), "the workload is gone");
     assert!(
         probes.is_covered(work.pid),
         "the exec'd leader is not covered"

@@ -173,10 +173,8 @@ fn start_daemon(pid: u32, budget: &'static str, interval: &'static str) -> (Reco
 
 /// Pin every thread of `pid` to CPU 0, away from the loop on CPU 1.
 fn pin_all(pid: u32) {
-    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for tid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-            pin(tid, 0);
-        }
+    for tid in task_ids(pid) {
+        pin(tid, 0);
     }
 }
 
