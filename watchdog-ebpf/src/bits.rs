@@ -23,6 +23,26 @@ pub fn atomic_add(w: *mut u64, v: u64) {
     }
 }
 
+/// `*w |= v`, returning the old value (BPF_ATOMIC or with BPF_FETCH).
+#[inline(always)]
+pub fn fetch_or(w: *mut u64, v: u64) -> u64 {
+    let mut v = v;
+    unsafe {
+        core::arch::asm!("{v} = atomic_fetch_or((u64 *)({w} + 0), {v})", w = in(reg) w, v = inout(reg) v);
+    }
+    v
+}
+
+/// `*w &= v`, returning the old value (BPF_ATOMIC and with BPF_FETCH).
+#[inline(always)]
+pub fn fetch_and(w: *mut u64, v: u64) -> u64 {
+    let mut v = v;
+    unsafe {
+        core::arch::asm!("{v} = atomic_fetch_and((u64 *)({w} + 0), {v})", w = in(reg) w, v = inout(reg) v);
+    }
+    v
+}
+
 /// Set `id`'s bit in a kernel-written array. Callers are serialized per id (the
 /// thread or process itself), so the bit is known clear before the add; the add is
 /// atomic against other ids' bits in the same word.

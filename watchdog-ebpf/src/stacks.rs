@@ -33,7 +33,7 @@ use aya_ebpf::helpers::{
 use watchdog_common::stack_bucket;
 
 use crate::{
-    bits::{atomic_add, bit},
+    bits::{atomic_add, bit, fetch_and, fetch_or},
     globals::task_flags,
     maps::{COVERED_BITS, STACKS},
 };
@@ -60,26 +60,6 @@ pub fn regs_of(task: *const u8) -> u64 {
     // value is copied out as plain bytes. The read is of this program's own stack, so
     // it does not fail.
     unsafe { bpf_probe_read_kernel(&regs as *const u64) }.unwrap_or(0)
-}
-
-/// `*w |= v`, returning the old value (BPF_ATOMIC or with BPF_FETCH).
-#[inline(always)]
-fn fetch_or(w: *mut u64, v: u64) -> u64 {
-    let mut v = v;
-    unsafe {
-        core::arch::asm!("{v} = atomic_fetch_or((u64 *)({w} + 0), {v})", w = in(reg) w, v = inout(reg) v);
-    }
-    v
-}
-
-/// `*w &= v`, returning the old value (BPF_ATOMIC and with BPF_FETCH).
-#[inline(always)]
-fn fetch_and(w: *mut u64, v: u64) -> u64 {
-    let mut v = v;
-    unsafe {
-        core::arch::asm!("{v} = atomic_fetch_and((u64 *)({w} + 0), {v})", w = in(reg) w, v = inout(reg) v);
-    }
-    v
 }
 
 /// Add `delta` to the count of the bucket of `regs`.
